@@ -1,0 +1,5 @@
+// The built-in specs and templates are embedded with include_dir; rebuild when they change.
+fn main() {
+    println!("cargo:rerun-if-changed=specs");
+    println!("cargo:rerun-if-changed=templates");
+}

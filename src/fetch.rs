@@ -1,0 +1,1 @@
+//! Downloads with a content-addressed cache, resume and retries (being written).

@@ -1,0 +1,22 @@
+//! korgpkg turns kernel.org compiler toolchains into verified distribution packages.
+//!
+//! The pipeline has one module per stage: **source** (where the tarball comes from) →
+//! **verify** (hashes and signatures, later) → [`payload`] (stream, validate, stage) →
+//! [`package`] (one module per format behind [`package::Packager`]) → **publish**
+//! (repositories, later). [`pipeline`] wires the stages together for the CLI.
+//! Declarative data lives outside the code: [`spec`] reads `specs/*.toml`, and
+//! [`templates`] renders `templates/**/*.hbs`.
+
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod package;
+pub mod payload;
+pub mod pipeline;
+pub mod relation;
+pub mod spec;
+pub mod templates;
+pub mod verify;
+pub mod version;
+
+pub use error::{Error, Result};

@@ -1,0 +1,446 @@
+//! The package stage: one module per format behind the [`Packager`] trait.
+//!
+//! A packager turns format-neutral [`PackageMeta`] plus a staged [`Payload`] into one
+//! package file, and reads any maker's package of its format back for `korgpkg inspect`.
+//! Adding a format (apk, pacman) is one new module implementing [`Packager`], its
+//! templates under `templates/<format>/`, and one line in [`packager`].
+
+pub mod cpio;
+pub mod deb;
+pub mod ipk;
+pub mod rpm;
+pub mod tarball;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::payload::{Entry, EntryKind, FileData, Payload};
+use crate::relation::{Relation, RelationKind};
+use crate::spec::ArchNames;
+use crate::templates::Templates;
+
+/// A package format.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Deb,
+    Rpm,
+    Ipk,
+}
+
+impl Format {
+    /// Every format, in the order korgpkg builds them.
+    pub const ALL: [Format; 3] = [Format::Deb, Format::Rpm, Format::Ipk];
+
+    /// Lowercase name (`deb`), also the file extension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Deb => "deb",
+            Format::Rpm => "rpm",
+            Format::Ipk => "ipk",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Relations of one format, by kind, in spec order, without duplicates.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Relations(pub BTreeMap<RelationKind, Vec<Relation>>);
+
+impl Relations {
+    /// The relations of `kind` (empty if none).
+    pub fn of(&self, kind: RelationKind) -> &[Relation] {
+        self.0.get(&kind).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// `kind`'s relations printed in `format`'s syntax, comma-joined (`""` if none).
+    pub fn joined(&self, kind: RelationKind, format: Format) -> String {
+        self.of(kind)
+            .iter()
+            .map(|r| r.display(format))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Native field name → printed relations, for manifests and templates.
+    pub fn by_field(&self, format: Format) -> BTreeMap<String, Vec<String>> {
+        let mut out = BTreeMap::new();
+        for kind in RelationKind::ALL {
+            if let (Some(field), list) = (kind.field_name(format), self.of(kind)) {
+                if !list.is_empty() {
+                    out.insert(
+                        field.to_string(),
+                        list.iter().map(|r| r.display(format)).collect(),
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The relations of every format.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FormatRelations {
+    pub deb: Relations,
+    pub rpm: Relations,
+    pub ipk: Relations,
+}
+
+impl FormatRelations {
+    /// The relations of `format`.
+    pub fn get(&self, format: Format) -> &Relations {
+        match format {
+            Format::Deb => &self.deb,
+            Format::Rpm => &self.rpm,
+            Format::Ipk => &self.ipk,
+        }
+    }
+
+    /// Mutable access to the relations of `format`.
+    pub fn get_mut(&mut self, format: Format) -> &mut Relations {
+        match format {
+            Format::Deb => &mut self.deb,
+            Format::Rpm => &mut self.rpm,
+            Format::Ipk => &mut self.ipk,
+        }
+    }
+}
+
+/// Where the packaged bytes came from and who vouched for them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Provenance {
+    /// Upstream URL (or local path) of the tarball.
+    pub url: String,
+    /// SHA-256 of the tarball as downloaded.
+    pub sha256: String,
+    /// Primary fingerprint of the developer key whose `.tar.sign` was verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// Primary fingerprint of the key that signed the checksum list, if one was used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sums_signer: Option<String>,
+}
+
+/// Format-neutral description of one binary package.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageMeta {
+    /// The spec it came from (`llvm`).
+    pub spec: String,
+    /// Package name (`korg-clang-18`).
+    pub name: String,
+    /// Version as upstream spells it (`18.1.0-rc3`).
+    pub upstream_version: String,
+    /// Version as packages spell it (`18.1.0~rc3`).
+    pub version: String,
+    /// Package revision (deb/ipk `-N`, rpm Release).
+    pub revision: u32,
+    /// Arch names in every format.
+    pub arch: ArchNames,
+    pub summary: String,
+    pub description: String,
+    pub license: String,
+    pub homepage: String,
+    pub maintainer: String,
+    pub section: String,
+    pub priority: String,
+    pub rpm_group: String,
+    /// Install prefix (`/usr/lib/korg/llvm-18`).
+    pub prefix: String,
+    /// Build timestamp: `SOURCE_DATE_EPOCH`, else the newest payload mtime.
+    pub build_time: u64,
+    pub relations: FormatRelations,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    /// Sum of file sizes in bytes (filled in once the payload is known).
+    pub installed_size: u64,
+}
+
+impl PackageMeta {
+    /// Full version in `format` (`18.1.0~rc3-1`; rpm: version only, see `revision`).
+    pub fn full_version(&self, format: Format) -> String {
+        match format {
+            Format::Rpm => self.version.clone(),
+            Format::Deb | Format::Ipk => format!("{}-{}", self.version, self.revision),
+        }
+    }
+}
+
+/// Per-format build settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildOptions {
+    pub deb_compression: DebCompression,
+    pub rpm_compression: RpmCompression,
+    pub ipk_outer: IpkOuter,
+    /// Compression level for zstd (1–19) where a format uses zstd.
+    pub zstd_level: i32,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            deb_compression: DebCompression::Zstd,
+            rpm_compression: RpmCompression::Zstd,
+            ipk_outer: IpkOuter::Ar,
+            zstd_level: 3,
+        }
+    }
+}
+
+/// Compression of a .deb's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DebCompression {
+    Zstd,
+    Xz,
+    Gzip,
+}
+
+/// Compression of an .rpm's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RpmCompression {
+    Zstd,
+    Gzip,
+}
+
+/// Outer container of an .ipk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum IpkOuter {
+    /// `ar`, as Yocto/OpenEmbedded opkg writes.
+    Ar,
+    /// gzip'd tar, as OpenWrt up to 24.10 writes.
+    Tar,
+}
+
+/// Everything a packager may consult besides the package itself.
+pub struct BuildContext<'a> {
+    pub templates: &'a Templates,
+    pub options: &'a BuildOptions,
+}
+
+/// One package format: writes packages and reads them back.
+pub trait Packager: Send + Sync {
+    /// The format this packager writes.
+    fn format(&self) -> Format;
+
+    /// The conventional file name (`korg-clang-18_18.1.8-1_amd64.deb`).
+    fn file_name(&self, meta: &PackageMeta) -> String;
+
+    /// Write the package to `out`, a fresh temporary file that the caller renames into
+    /// place only if every format succeeded.
+    fn write(
+        &self,
+        meta: &PackageMeta,
+        payload: &Payload,
+        ctx: &BuildContext<'_>,
+        out: &mut File,
+    ) -> Result<()>;
+
+    /// Whether a file with these leading bytes (and this name) is of this format.
+    fn detect(&self, head: &[u8], path: &Path) -> bool;
+
+    /// Read a package of this format, made by anyone.
+    fn inspect(&self, path: &Path) -> Result<Inspection>;
+}
+
+/// The packager for `format`.
+pub fn packager(format: Format) -> Box<dyn Packager> {
+    match format {
+        Format::Deb => Box::new(deb::Deb),
+        Format::Rpm => Box::new(rpm::Rpm),
+        Format::Ipk => Box::new(ipk::Ipk),
+    }
+}
+
+/// Read any .deb, .rpm or .ipk (detected from its contents and name).
+pub fn inspect(path: &Path) -> Result<Inspection> {
+    let mut head = vec![0u8; 512];
+    let mut f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    let mut filled = 0;
+    while filled < head.len() {
+        let n = f
+            .read(&mut head[filled..])
+            .ctx(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    head.truncate(filled);
+    for format in Format::ALL {
+        let p = packager(format);
+        if p.detect(&head, path) {
+            return p.inspect(path);
+        }
+    }
+    Err(Error::input(path, "not a .deb, .rpm or .ipk package"))
+}
+
+/// What `korgpkg inspect` reports about a package.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub format: Format,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// Other metadata fields, by their native names (`Maintainer`, `License`, ...).
+    pub fields: BTreeMap<String, String>,
+    /// Relations by native field name (`Depends`, `Requires`, ...).
+    pub relations: BTreeMap<String, Vec<String>>,
+    /// Every path in the package, sorted.
+    pub files: Vec<InspectedFile>,
+}
+
+/// One path of an inspected package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InspectedFile {
+    /// Absolute install path (`/usr/lib/korg/llvm-18/bin/clang`).
+    pub path: String,
+    pub kind: FileKind,
+    /// Permission bits.
+    pub mode: u32,
+    pub size: u64,
+    pub user: String,
+    pub group: String,
+    /// Symlink target, or the other name of a hard link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// The type of an [`InspectedFile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Directory,
+    Symlink,
+    Hardlink,
+    Other,
+}
+
+/// Directories that distributions' base packages own. No korgpkg package owns them in
+/// rpm; deb and ipk data archives still list them, as dpkg-deb does.
+pub const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/usr",
+    "/usr/lib",
+    "/usr/share",
+    "/usr/share/doc",
+    "/opt",
+    "/boot",
+    "/lib",
+    "/lib/modules",
+    "/usr/src",
+    "/etc",
+];
+
+/// The payload's entries plus `extra` generated entries and every missing ancestor
+/// directory of them (mode 0755, `mtime`), sorted by path. With `own_system_dirs` false,
+/// ancestors in [`SYSTEM_DIRS`] are left out (rpm).
+pub fn layout(
+    payload: &Payload,
+    extra: Vec<Entry>,
+    mtime: u64,
+    own_system_dirs: bool,
+) -> Vec<Entry> {
+    let mut all: BTreeMap<String, Entry> = BTreeMap::new();
+    for e in payload.entries().iter().cloned().chain(extra) {
+        all.insert(e.path.clone(), e);
+    }
+    let mut missing = Vec::new();
+    for path in all.keys() {
+        let mut p = path.as_str();
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            let dir = if p.is_empty() { "/" } else { p };
+            if !all.contains_key(dir) {
+                missing.push(dir.to_string());
+            }
+        }
+    }
+    for dir in missing {
+        if dir == "/" || (!own_system_dirs && SYSTEM_DIRS.contains(&dir.as_str())) {
+            continue;
+        }
+        all.entry(dir.clone()).or_insert(Entry {
+            path: dir,
+            mode: 0o755,
+            mtime,
+            kind: EntryKind::Directory,
+        });
+    }
+    all.into_values().collect()
+}
+
+/// A generated regular file (mode 0644) for [`layout`]'s `extra`.
+pub fn generated_file(path: String, bytes: Vec<u8>, mtime: u64, inode: u32) -> Entry {
+    Entry {
+        path,
+        mode: 0o644,
+        mtime,
+        kind: EntryKind::File(FileData::inline(bytes, inode)),
+    }
+}
+
+/// Gzip `bytes` reproducibly (no name, mtime 0, level 9), as Debian's changelogs want.
+pub fn gzip_reproducible(bytes: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(3)
+        .write(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes)
+        .ctx(|| "compressing a generated file".into())?;
+    enc.finish().ctx(|| "compressing a generated file".into())
+}
+
+/// Installed size in KiB the way dpkg-gencontrol counts it: each file rounded up to
+/// whole KiB, one KiB for every other entry.
+pub fn installed_size_kib(entries: &[Entry]) -> u64 {
+    entries
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::File(d) => d.size.div_ceil(1024).max(1),
+            _ => 1,
+        })
+        .sum()
+}
+
+/// One package file written by a build.
+#[derive(Debug, Clone, Serialize)]
+pub struct Output {
+    pub format: Format,
+    pub path: PathBuf,
+    pub file_name: String,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub size: u64,
+    pub sha256: String,
+    pub relations: BTreeMap<String, Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}

@@ -1,0 +1,1 @@
+//! Reproducible GNU tar writer shared by deb and ipk (stub).

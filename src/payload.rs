@@ -1,0 +1,720 @@
+//! The payload stage: one streaming pass over an upstream tarball that validates every
+//! entry, maps it below the install prefix and stages file contents on disk.
+//!
+//! Tarballs are hostile input. An entry is rejected (with its name in the error) when it
+//! has an absolute path or a `..` component, lies outside the spec's top directory, is a
+//! device node, FIFO or sparse file, is setuid/setgid, is a symlink whose target leaves the
+//! package prefix, is a hard link to anything but an earlier regular file, sits below a
+//! symlink, or repeats an earlier path. File contents are staged as numbered files in a
+//! private directory, so no path or link from the archive is ever followed on disk.
+//! Memory holds only the entry list; contents stream through a fixed buffer.
+
+use indicatif::ProgressBar;
+use md5::Md5;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Size of the copy buffer used for every streamed file.
+pub const COPY_BUFFER: usize = 256 * 1024;
+
+/// One path in the package, as it will be installed.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Absolute install path without a trailing slash (`/usr/lib/korg/llvm-18/bin/clang`).
+    pub path: String,
+    /// Permission bits (`0o755`); the file type is in `kind`.
+    pub mode: u32,
+    /// Modification time, seconds since the epoch (already clamped to `SOURCE_DATE_EPOCH`).
+    pub mtime: u64,
+    /// What the path is.
+    pub kind: EntryKind,
+}
+
+/// The type of an [`Entry`].
+#[derive(Debug, Clone)]
+pub enum EntryKind {
+    Directory,
+    /// A regular file (the first, in path order, of a hard-link group).
+    File(FileData),
+    /// A symbolic link with its target exactly as written (always relative).
+    Symlink(String),
+    /// A further name of a regular file; `target` is that file's install path.
+    HardLink {
+        target: String,
+        data: FileData,
+    },
+}
+
+/// A regular file's contents and digests.
+#[derive(Debug, Clone)]
+pub struct FileData {
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub md5: [u8; 16],
+    /// How many paths in the package name these contents (1 without hard links).
+    pub links: u32,
+    /// Identifies the contents: equal for all names of one hard-link group.
+    pub inode: u32,
+    pub source: DataSource,
+}
+
+/// Where a file's bytes are.
+#[derive(Debug, Clone)]
+pub enum DataSource {
+    /// A file in the payload's staging directory.
+    Staged(PathBuf),
+    /// Small generated content (copyright files, changelogs).
+    Inline(Arc<[u8]>),
+}
+
+impl FileData {
+    /// Contents held in memory (for small generated files).
+    pub fn inline(bytes: Vec<u8>, inode: u32) -> Self {
+        FileData {
+            size: bytes.len() as u64,
+            sha256: Sha256::digest(&bytes).into(),
+            md5: Md5::digest(&bytes).into(),
+            links: 1,
+            inode,
+            source: DataSource::Inline(bytes.into()),
+        }
+    }
+
+    /// Open the contents for streaming.
+    pub fn open(&self) -> Result<Box<dyn Read + '_>> {
+        Ok(match &self.source {
+            DataSource::Staged(p) => {
+                Box::new(File::open(p).ctx(|| format!("opening staged file {}", p.display()))?)
+            }
+            DataSource::Inline(b) => Box::new(&b[..]),
+        })
+    }
+
+    /// Lowercase hex SHA-256.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
+/// Counts of what a payload holds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PayloadStats {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    /// Sum of regular file sizes (each hard-link group once).
+    pub file_bytes: u64,
+    /// Bytes of the uncompressed tar stream.
+    pub tar_bytes: u64,
+    /// Newest entry mtime after clamping (0 for an empty payload).
+    pub max_mtime: u64,
+}
+
+/// A validated, staged payload: entries sorted by path, contents on disk.
+pub struct Payload {
+    entries: Vec<Entry>,
+    prefix: String,
+    stats: PayloadStats,
+    _staging: tempfile::TempDir,
+}
+
+/// What to extract and where it goes.
+pub struct StageOptions<'a> {
+    /// The one top directory of the tarball (`llvm-18.1.8-x86_64`), may contain `/`.
+    pub top_dir: &'a str,
+    /// Install prefix that replaces the top directory (`/usr/lib/korg/llvm-18`).
+    pub prefix: &'a str,
+    /// Relative paths (below the top directory) to leave out.
+    pub exclude: &'a dyn Fn(&str) -> bool,
+    /// Clamp every mtime to this (`SOURCE_DATE_EPOCH`).
+    pub clamp_mtime: Option<u64>,
+}
+
+impl Payload {
+    /// All entries, sorted by path; the prefix directory is the first.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The install prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Counts of what the payload holds.
+    pub fn stats(&self) -> &PayloadStats {
+        &self.stats
+    }
+}
+
+/// The compression of a tarball, detected from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Xz,
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// Detect the compression from the leading magic bytes.
+pub fn detect_compression(head: &[u8]) -> Option<Compression> {
+    if head.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0x00]) {
+        Some(Compression::Xz)
+    } else if head.starts_with(&[0x1F, 0x8B]) {
+        Some(Compression::Gzip)
+    } else if head.starts_with(&[0x28, 0xB5, 0x2F, 0xFD]) {
+        Some(Compression::Zstd)
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Some(Compression::None)
+    } else {
+        None
+    }
+}
+
+/// Open `path` and return a reader of the uncompressed tar stream. `progress`, if given,
+/// advances with the compressed bytes read.
+pub fn open_tarball(path: &Path, progress: Option<&ProgressBar>) -> Result<Box<dyn Read + Send>> {
+    let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    decompress(path, Box::new(file), progress)
+}
+
+/// Like [`open_tarball`], also feeding every compressed byte read to `hasher`.
+pub fn open_tarball_hashed(
+    path: &Path,
+    progress: Option<&ProgressBar>,
+    hasher: std::sync::Arc<std::sync::Mutex<Sha256>>,
+) -> Result<Box<dyn Read + Send>> {
+    let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    decompress(
+        path,
+        Box::new(crate::pipeline::HashingReader::new(file, hasher)),
+        progress,
+    )
+}
+
+/// Detect the compression of `raw` and return a reader of the uncompressed stream.
+fn decompress(
+    path: &Path,
+    raw: Box<dyn Read + Send>,
+    progress: Option<&ProgressBar>,
+) -> Result<Box<dyn Read + Send>> {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let raw: Box<dyn Read + Send> = match progress {
+        Some(pb) => {
+            pb.set_length(len);
+            Box::new(pb.wrap_read(raw))
+        }
+        None => raw,
+    };
+    let mut reader = BufReader::with_capacity(COPY_BUFFER, raw);
+    let head = reader
+        .fill_buf()
+        .ctx(|| format!("reading {}", path.display()))?;
+    let compression = detect_compression(head).ok_or_else(|| {
+        Error::input(
+            path,
+            "not a tar archive (expected .tar, .tar.xz, .tar.gz or .tar.zst)",
+        )
+    })?;
+    Ok(match compression {
+        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(reader)),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(reader)
+                .ctx(|| format!("starting zstd decoder for {}", path.display()))?,
+        ),
+        Compression::None => Box::new(reader),
+    })
+}
+
+/// A reader that copies everything it reads into a tap (for hashing the uncompressed
+/// stream for signature checks in the same pass) and counts bytes.
+struct TapReader<'a, R> {
+    inner: R,
+    tap: Option<&'a mut (dyn Write + Send)>,
+    count: u64,
+}
+
+impl<R: Read> Read for TapReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(tap) = self.tap.as_mut() {
+            tap.write_all(&buf[..n])?;
+        }
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Extract and validate the tarball at `tarball` into a staging directory created in
+/// `work_dir`. `tap` receives every byte of the uncompressed tar stream.
+pub fn stage(
+    tarball: &Path,
+    work_dir: &Path,
+    opts: &StageOptions<'_>,
+    progress: Option<&ProgressBar>,
+    tap: Option<&mut (dyn Write + Send)>,
+) -> Result<Payload> {
+    let reader = open_tarball(tarball, progress)?;
+    stage_stream(tarball, reader, work_dir, opts, tap)
+}
+
+/// Like [`stage`], for an already decompressed tar stream; `name` is used in errors.
+pub fn stage_stream(
+    name: &Path,
+    reader: impl Read,
+    work_dir: &Path,
+    opts: &StageOptions<'_>,
+    tap: Option<&mut (dyn Write + Send)>,
+) -> Result<Payload> {
+    let staging = tempfile::Builder::new()
+        .prefix(".korgpkg-staging-")
+        .tempdir_in(work_dir)
+        .ctx(|| format!("creating a staging directory in {}", work_dir.display()))?;
+    let staging_dir = staging.path().to_path_buf();
+    let mut stager = Stager::new(name, opts, &staging_dir);
+    let mut archive = tar::Archive::new(TapReader {
+        inner: reader,
+        tap,
+        count: 0,
+    });
+    let corrupt = |e: io::Error| Error::input(name, format!("corrupt or truncated tarball: {e}"));
+    for entry in archive.entries().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        stager.add(&mut entry)?;
+    }
+    // Read to the end, so the decompressor checks its trailer (and the tap sees all bytes).
+    let mut inner = archive.into_inner();
+    io::copy(&mut inner, &mut io::sink()).map_err(corrupt)?;
+    if stager.entries.is_empty() {
+        return Err(Error::input(
+            name,
+            format!("no entries below the top directory {:?}", opts.top_dir),
+        ));
+    }
+    let mut payload = stager.finish(staging)?;
+    payload.stats.tar_bytes = inner.count;
+    Ok(payload)
+}
+
+/// What the stager knows about a path seen so far.
+struct Stager<'a> {
+    name: &'a Path,
+    opts: &'a StageOptions<'a>,
+    dir: &'a Path,
+    top: Vec<&'a str>,
+    /// Relative path (below top dir) → entry; "" is the top directory itself.
+    entries: BTreeMap<String, Staged>,
+    next_inode: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Staged {
+    mode: u32,
+    mtime: u64,
+    kind: StagedKind,
+}
+
+#[derive(Debug, Clone)]
+enum StagedKind {
+    Dir,
+    File { data: FileData },
+    Symlink(String),
+    HardLink(String),
+}
+
+impl<'a> Stager<'a> {
+    fn new(name: &'a Path, opts: &'a StageOptions<'a>, dir: &'a Path) -> Self {
+        Stager {
+            name,
+            opts,
+            dir,
+            top: opts.top_dir.split('/').filter(|c| !c.is_empty()).collect(),
+            entries: BTreeMap::new(),
+            next_inode: 1,
+        }
+    }
+
+    fn reject(&self, path: &str, why: impl std::fmt::Display) -> Error {
+        Error::input(self.name, format!("entry {path:?}: {why}"))
+    }
+
+    /// Split an archive path into normal components, rejecting absolute paths and `..`.
+    fn components<'p>(&self, raw: &'p str, shown: &str) -> Result<Vec<&'p str>> {
+        if raw.starts_with('/') {
+            return Err(self.reject(shown, "absolute path"));
+        }
+        let mut out = Vec::new();
+        for c in raw.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => return Err(self.reject(shown, "path contains `..`")),
+                c => out.push(c),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Map an archive path to a path relative to the top directory. `Ok(None)` for the
+    /// top directory's own parents (`gcc-14.2.0-nolibc/`), which are skipped.
+    fn relative(&self, raw: &str, is_dir: bool) -> Result<Option<String>> {
+        let comps = self.components(raw, raw)?;
+        if comps.len() < self.top.len() {
+            if is_dir && comps[..] == self.top[..comps.len()] {
+                return Ok(None);
+            }
+            return Err(self.reject(
+                raw,
+                format!("outside the top directory {:?}", self.opts.top_dir),
+            ));
+        }
+        if comps[..self.top.len()] != self.top[..] {
+            return Err(self.reject(
+                raw,
+                format!("outside the top directory {:?}", self.opts.top_dir),
+            ));
+        }
+        Ok(Some(comps[self.top.len()..].join("/")))
+    }
+
+    fn add<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw_path = String::from_utf8(entry.path_bytes().into_owned())
+            .map_err(|_| Error::input(self.name, "an entry's path is not UTF-8"))?;
+        let header = entry.header();
+        let etype = header.entry_type();
+        use tar::EntryType as T;
+        match etype {
+            T::XGlobalHeader => return Ok(()),
+            T::Char | T::Block => return Err(self.reject(&raw_path, "device node")),
+            T::Fifo => return Err(self.reject(&raw_path, "FIFO")),
+            T::GNUSparse => return Err(self.reject(&raw_path, "sparse file")),
+            T::Regular | T::Continuous | T::Directory | T::Symlink | T::Link => {}
+            other => {
+                return Err(self.reject(&raw_path, format!("unsupported entry type {other:?}")))
+            }
+        }
+        let is_dir = etype == T::Directory;
+        let Some(rel) = self.relative(&raw_path, is_dir)? else {
+            return Ok(());
+        };
+        if rel.contains('\n') || rel.contains('\\') {
+            return Err(self.reject(&raw_path, "path contains a newline or backslash"));
+        }
+        if !rel.is_empty() && (self.opts.exclude)(&rel) {
+            return Ok(());
+        }
+        let mode = header
+            .mode()
+            .map_err(|e| self.reject(&raw_path, format!("bad mode: {e}")))?;
+        let mtime = header
+            .mtime()
+            .map_err(|e| self.reject(&raw_path, format!("bad mtime: {e}")))?;
+        let mtime = match self.opts.clamp_mtime {
+            Some(c) => mtime.min(c),
+            None => mtime,
+        };
+        if !is_dir && mode & 0o6000 != 0 {
+            return Err(self.reject(
+                &raw_path,
+                format!("setuid/setgid bit set (mode {:o})", mode & 0o7777),
+            ));
+        }
+        // No entry may live below a symlink or a file.
+        if !rel.is_empty() {
+            let mut ancestor = String::new();
+            for comp in rel
+                .split('/')
+                .collect::<Vec<_>>()
+                .iter()
+                .rev()
+                .skip(1)
+                .rev()
+            {
+                if !ancestor.is_empty() {
+                    ancestor.push('/');
+                }
+                ancestor.push_str(comp);
+                match self.entries.get(&ancestor).map(|e| &e.kind) {
+                    Some(StagedKind::Dir) | None => {}
+                    Some(_) => {
+                        return Err(self.reject(
+                            &raw_path,
+                            format!("lies below {ancestor:?}, which is not a directory"),
+                        ))
+                    }
+                }
+            }
+        }
+        if let Some(prev) = self.entries.get(&rel) {
+            if is_dir && matches!(prev.kind, StagedKind::Dir) {
+                // Repeated directory entries are harmless; the last mode wins.
+            } else {
+                return Err(self.reject(&raw_path, "appears twice in the archive"));
+            }
+        }
+
+        let kind =
+            match etype {
+                T::Directory => StagedKind::Dir,
+                T::Symlink => {
+                    let target = self.link_target(entry, &raw_path)?;
+                    self.check_symlink(&rel, &target, &raw_path)?;
+                    StagedKind::Symlink(target)
+                }
+                T::Link => {
+                    let target_raw = self.link_target(entry, &raw_path)?;
+                    let Some(target) = self.relative(&target_raw, false)? else {
+                        return Err(self.reject(&raw_path, "hard link to a directory"));
+                    };
+                    match self.entries.get(&target).map(|e| &e.kind) {
+                        Some(StagedKind::File { .. }) => StagedKind::HardLink(target),
+                        _ => return Err(self.reject(
+                            &raw_path,
+                            format!(
+                                "hard link to {target_raw:?}, which is not an earlier regular file"
+                            ),
+                        )),
+                    }
+                }
+                _ => {
+                    let size = entry.size();
+                    let data = self.stage_file(entry, size, &raw_path)?;
+                    StagedKind::File { data }
+                }
+            };
+        let perm = match kind {
+            StagedKind::Dir => mode & 0o777,
+            StagedKind::Symlink(_) => 0o777,
+            _ => mode & 0o777,
+        };
+        self.entries.insert(
+            rel,
+            Staged {
+                mode: perm,
+                mtime,
+                kind,
+            },
+        );
+        Ok(())
+    }
+
+    fn link_target<R: Read>(&self, entry: &tar::Entry<'_, R>, raw_path: &str) -> Result<String> {
+        let bytes = entry
+            .link_name_bytes()
+            .ok_or_else(|| self.reject(raw_path, "link without a target"))?;
+        let target = String::from_utf8(bytes.into_owned())
+            .map_err(|_| self.reject(raw_path, "link target is not UTF-8"))?;
+        if target.is_empty() {
+            return Err(self.reject(raw_path, "link with an empty target"));
+        }
+        Ok(target)
+    }
+
+    /// A symlink may point anywhere inside the top directory, never outside it.
+    fn check_symlink(&self, rel: &str, target: &str, raw_path: &str) -> Result<()> {
+        if target.starts_with('/') {
+            return Err(self.reject(
+                raw_path,
+                format!("symlink to absolute path {target:?} leaves the package prefix"),
+            ));
+        }
+        let mut stack: Vec<&str> = rel.split('/').collect();
+        stack.pop(); // the link's own name
+        for comp in target.split('/') {
+            match comp {
+                "" | "." => {}
+                ".." => {
+                    if stack.pop().is_none() {
+                        return Err(self.reject(
+                            raw_path,
+                            format!("symlink to {target:?} leaves the package prefix"),
+                        ));
+                    }
+                }
+                c => stack.push(c),
+            }
+        }
+        Ok(())
+    }
+
+    fn stage_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        size: u64,
+        raw_path: &str,
+    ) -> Result<FileData> {
+        let inode = self.next_inode;
+        self.next_inode += 1;
+        let path = self.dir.join(format!("{inode:08}"));
+        let mut out =
+            File::create_new(&path).ctx(|| format!("creating staged file {}", path.display()))?;
+        let mut sha = Sha256::new();
+        let mut md5 = Md5::new();
+        let mut buf = vec![0u8; COPY_BUFFER];
+        let mut copied = 0u64;
+        loop {
+            let n = entry.read(&mut buf).map_err(|e| {
+                Error::input(
+                    self.name,
+                    format!("corrupt or truncated tarball at {raw_path:?}: {e}"),
+                )
+            })?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            md5.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .ctx(|| format!("writing staged file {}", path.display()))?;
+            copied += n as u64;
+        }
+        if copied != size {
+            return Err(Error::input(
+                self.name,
+                format!("truncated tarball: entry {raw_path:?} has {copied} of {size} bytes"),
+            ));
+        }
+        Ok(FileData {
+            size,
+            sha256: sha.finalize().into(),
+            md5: md5.finalize().into(),
+            links: 1,
+            inode,
+            source: DataSource::Staged(path),
+        })
+    }
+
+    /// Turn the staged map into the sorted entry list, adding implicit directories and
+    /// assigning each hard-link group's data to its first path in sorted order.
+    fn finish(mut self, staging: tempfile::TempDir) -> Result<Payload> {
+        let max_mtime = self.entries.values().map(|e| e.mtime).max().unwrap_or(0);
+        // Implicit parent directories (and the top directory itself).
+        let mut missing = Vec::new();
+        for rel in self.entries.keys() {
+            let mut parent = rel.as_str();
+            while let Some(i) = parent.rfind('/') {
+                parent = &parent[..i];
+                if !self.entries.contains_key(parent) {
+                    missing.push(parent.to_string());
+                }
+            }
+            if !rel.is_empty() && !self.entries.contains_key("") {
+                missing.push(String::new());
+            }
+        }
+        for m in missing {
+            self.entries.entry(m).or_insert(Staged {
+                mode: 0o755,
+                mtime: max_mtime,
+                kind: StagedKind::Dir,
+            });
+        }
+
+        let prefix = self.opts.prefix.trim_end_matches('/');
+        let abs = |rel: &str| {
+            if rel.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}/{rel}")
+            }
+        };
+        // Hard-link groups: original file rel → all rels sharing it.
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (rel, e) in &self.entries {
+            match &e.kind {
+                StagedKind::File { .. } => groups.entry(rel.clone()).or_default().push(rel.clone()),
+                StagedKind::HardLink(t) => groups.entry(t.clone()).or_default().push(rel.clone()),
+                _ => {}
+            }
+        }
+        // For each name, the path (first in sorted order) that carries the data.
+        let mut primary_of: BTreeMap<String, (String, FileData)> = BTreeMap::new();
+        let mut stats = PayloadStats {
+            max_mtime,
+            ..Default::default()
+        };
+        for (orig, mut names) in groups {
+            names.sort();
+            let mut data = match &self.entries[&orig].kind {
+                StagedKind::File { data } => data.clone(),
+                _ => unreachable_group(self.name, &orig)?,
+            };
+            data.links = names.len() as u32;
+            stats.files += 1;
+            stats.file_bytes += data.size;
+            stats.hardlinks += names.len() as u64 - 1;
+            let primary = abs(&names[0]);
+            for n in names {
+                primary_of.insert(n, (primary.clone(), data.clone()));
+            }
+        }
+        // Every name of a hard-link group takes the mode of the file it names.
+        let file_modes: BTreeMap<String, u32> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.kind, StagedKind::File { .. }))
+            .map(|(rel, e)| (rel.clone(), e.mode))
+            .collect();
+        let mut entries = Vec::with_capacity(self.entries.len());
+        for (rel, e) in self.entries {
+            let mode = match &e.kind {
+                StagedKind::HardLink(orig) => file_modes.get(orig).copied().unwrap_or(e.mode),
+                _ => e.mode,
+            };
+            let path = abs(&rel);
+            let kind = match e.kind {
+                StagedKind::Dir => {
+                    stats.directories += 1;
+                    EntryKind::Directory
+                }
+                StagedKind::Symlink(t) => {
+                    stats.symlinks += 1;
+                    EntryKind::Symlink(t)
+                }
+                StagedKind::File { .. } | StagedKind::HardLink(_) => {
+                    let (primary, data) = primary_of.get(&rel).cloned().ok_or_else(|| {
+                        Error::input(
+                            self.name,
+                            format!("entry {rel:?}: lost its hard-link group"),
+                        )
+                    })?;
+                    if primary == path {
+                        EntryKind::File(data)
+                    } else {
+                        EntryKind::HardLink {
+                            target: primary,
+                            data,
+                        }
+                    }
+                }
+            };
+            entries.push(Entry {
+                path,
+                mode,
+                mtime: e.mtime,
+                kind,
+            });
+        }
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Payload {
+            entries,
+            prefix: prefix.to_string(),
+            stats,
+            _staging: staging,
+        })
+    }
+}
+
+fn unreachable_group(name: &Path, orig: &str) -> Result<FileData> {
+    Err(Error::input(
+        name,
+        format!("entry {orig:?}: hard-link group without a regular file"),
+    ))
+}

@@ -1,0 +1,360 @@
+//! Wires the stages together: **source** (a tarball on disk, for now) → **payload**
+//! (stream, validate, stage) → **package** (every requested format in parallel, each into
+//! a temporary file) → rename into the output directory only when all succeeded.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, IoContext, Result};
+use crate::package::{
+    packager, BuildContext, BuildOptions, Format, Output, PackageMeta, Provenance,
+};
+use crate::payload::{self, PayloadStats, StageOptions};
+use crate::spec::{Spec, SpecSet, Vars};
+use crate::templates::Templates;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// Package name (`korg-clang-18`).
+    pub package: String,
+    /// The upstream tarball on disk.
+    pub tarball: PathBuf,
+    /// Formats to write (deduplicated, in this order).
+    pub formats: Vec<Format>,
+    /// Output directory (created if missing).
+    pub out_dir: PathBuf,
+    /// Package revision (deb/ipk `-N`, rpm Release).
+    pub revision: u32,
+    pub options: BuildOptions,
+    /// `SOURCE_DATE_EPOCH`: clamps mtimes and sets build timestamps.
+    pub source_date_epoch: Option<u64>,
+    /// Show progress bars on stderr.
+    pub progress: bool,
+}
+
+/// What a build will produce, known before any work starts.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildPlan {
+    pub spec: String,
+    pub package: String,
+    pub version: String,
+    pub upstream_version: String,
+    pub tarball: PathBuf,
+    pub top_dir: String,
+    pub prefix: String,
+    pub outputs: Vec<PlannedOutput>,
+    #[serde(skip)]
+    meta: PackageMeta,
+}
+
+/// One file a build will write.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedOutput {
+    pub format: Format,
+    pub path: PathBuf,
+    pub arch: String,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub package: String,
+    pub version: String,
+    pub upstream_version: String,
+    pub prefix: String,
+    pub build_time: u64,
+    pub payload: PayloadStats,
+    pub outputs: Vec<Output>,
+}
+
+/// Resolve the spec, variables and output names for `req` without touching the payload.
+pub fn plan(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildPlan> {
+    let (spec, pkg_vars) = specs.find_package(&req.package)?;
+    let file_name = req
+        .tarball
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::input(&req.tarball, "not a file name"))?;
+    let vars = spec.match_tarball(file_name).ok_or_else(|| {
+        Error::input(
+            &req.tarball,
+            format!(
+                "file name does not match spec {}'s tarball pattern {} (arches: {})",
+                spec.name,
+                spec.tarball_pattern(),
+                spec.arches.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    check_consistent(spec, &req.package, &pkg_vars, &vars, &req.tarball)?;
+    let meta = spec.resolve(&vars, req.revision, None, 0, templates)?;
+    if meta.name != req.package {
+        return Err(Error::Usage(format!(
+            "tarball {} makes package {}, not {}",
+            file_name, meta.name, req.package
+        )));
+    }
+    if req.formats.is_empty() {
+        return Err(Error::Usage("no formats requested".into()));
+    }
+    let top_dir = spec.top_dir(&vars, templates)?;
+    let outputs = dedup(&req.formats)
+        .into_iter()
+        .map(|f| PlannedOutput {
+            format: f,
+            path: req.out_dir.join(packager(f).file_name(&meta)),
+            arch: meta.arch.for_format(f).to_string(),
+        })
+        .collect();
+    Ok(BuildPlan {
+        spec: spec.name.clone(),
+        package: meta.name.clone(),
+        version: meta.version.clone(),
+        upstream_version: meta.upstream_version.clone(),
+        tarball: req.tarball.clone(),
+        top_dir,
+        prefix: meta.prefix.clone(),
+        outputs,
+        meta,
+    })
+}
+
+fn dedup(formats: &[Format]) -> Vec<Format> {
+    let mut out = Vec::new();
+    for f in formats {
+        if !out.contains(f) {
+            out.push(*f);
+        }
+    }
+    out
+}
+
+fn check_consistent(
+    spec: &Spec,
+    package: &str,
+    pkg: &Vars,
+    tar: &Vars,
+    tarball: &Path,
+) -> Result<()> {
+    for (k, v) in pkg {
+        if let Some(t) = tar.get(k) {
+            if t != v {
+                return Err(Error::input(
+                    tarball,
+                    format!(
+                        "has {k} {t}, but package {package} (spec {}) has {k} {v}",
+                        spec.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run the whole pipeline for `req`: stage the payload once, write every format in
+/// parallel into temporary files in the output directory, and rename them into place
+/// only if all succeeded. On error nothing new is left in the output directory.
+pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildReport> {
+    let plan = plan(specs, templates, req)?;
+    let spec = specs
+        .get(&plan.spec)
+        .ok_or_else(|| Error::Usage(format!("spec {} vanished", plan.spec)))?;
+    std::fs::create_dir_all(&req.out_dir)
+        .ctx(|| format!("creating output directory {}", req.out_dir.display()))?;
+
+    let bar = req.progress.then(|| {
+        let pb = ProgressBar::new(0);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        pb.set_message("unpacking");
+        pb
+    });
+    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    let exclude = |rel: &str| spec.is_excluded(rel);
+    let opts = StageOptions {
+        top_dir: &plan.top_dir,
+        prefix: &plan.prefix,
+        exclude: &exclude,
+        clamp_mtime: req.source_date_epoch,
+    };
+    let reader = payload::open_tarball_hashed(&req.tarball, bar.as_ref(), hasher.clone())?;
+    let payload = payload::stage_stream(&req.tarball, reader, &req.out_dir, &opts, None)?;
+    let tarball_sha256 = hex::encode(
+        hasher
+            .lock()
+            .map_err(|_| Error::Usage("hash state poisoned".into()))?
+            .clone()
+            .finalize(),
+    );
+
+    let mut meta = plan.meta.clone();
+    meta.build_time = req.source_date_epoch.unwrap_or(payload.stats().max_mtime);
+    meta.installed_size = payload.stats().file_bytes;
+    meta.provenance = Some(Provenance {
+        url: plan
+            .tarball
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sha256: tarball_sha256,
+        signer: None,
+        sums_signer: None,
+    });
+
+    if let Some(pb) = &bar {
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        pb.set_message(format!(
+            "building {}",
+            plan.outputs
+                .iter()
+                .map(|o| o.format.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    }
+    let ctx = BuildContext {
+        templates,
+        options: &req.options,
+    };
+    let results: Vec<Result<tempfile::NamedTempFile>> = std::thread::scope(|s| {
+        let handles: Vec<_> = plan
+            .outputs
+            .iter()
+            .map(|o| {
+                let (meta, payload, ctx, out_dir) = (&meta, &payload, &ctx, &req.out_dir);
+                s.spawn(move || -> Result<tempfile::NamedTempFile> {
+                    let mut tmp = tempfile::Builder::new()
+                        .prefix(".korgpkg-")
+                        .suffix(".part")
+                        .tempfile_in(out_dir)
+                        .ctx(|| format!("creating a temporary file in {}", out_dir.display()))?;
+                    packager(o.format).write(meta, payload, ctx, tmp.as_file_mut())?;
+                    tmp.as_file()
+                        .sync_all()
+                        .ctx(|| format!("writing {}", o.path.display()))?;
+                    Ok(tmp)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Usage("a packager thread panicked".into())))
+            })
+            .collect()
+    });
+    if let Some(pb) = &bar {
+        pb.finish_and_clear();
+    }
+    let mut temps = Vec::new();
+    for r in results {
+        temps.push(r?);
+    }
+    // Everything succeeded: move the files into place.
+    let mut outputs = Vec::new();
+    for (tmp, planned) in temps.into_iter().zip(&plan.outputs) {
+        set_mode_0644(tmp.path());
+        tmp.persist(&planned.path).map_err(|e| e.error).ctx(|| {
+            format!(
+                "renaming the finished package to {}",
+                planned.path.display()
+            )
+        })?;
+        let (size, sha256) = hash_file(&planned.path)?;
+        let f = planned.format;
+        outputs.push(Output {
+            format: f,
+            path: planned.path.clone(),
+            file_name: planned
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            name: meta.name.clone(),
+            version: match f {
+                Format::Rpm => format!("{}-{}", meta.version, meta.revision),
+                _ => meta.full_version(f),
+            },
+            arch: planned.arch.clone(),
+            size,
+            sha256,
+            relations: meta.relations.get(f).by_field(f),
+            provenance: meta.provenance.clone(),
+        });
+    }
+    Ok(BuildReport {
+        package: meta.name.clone(),
+        version: meta.version.clone(),
+        upstream_version: meta.upstream_version.clone(),
+        prefix: meta.prefix.clone(),
+        build_time: meta.build_time,
+        payload: payload.stats().clone(),
+        outputs,
+    })
+}
+
+fn set_mode_0644(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    // Best effort: a package left 0600 by the temp file is still correct, only less handy.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
+}
+
+/// Size and lowercase hex SHA-256 of a file, streamed.
+pub fn hash_file(path: &Path) -> Result<(u64, String)> {
+    let mut f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; payload::COPY_BUFFER];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .ctx(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex::encode(sha.finalize())))
+}
+
+/// A reader that feeds a shared SHA-256 with everything read through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Arc<Mutex<Sha256>>,
+}
+
+impl<R> HashingReader<R> {
+    /// Wrap `inner`.
+    pub fn new(inner: R, hasher: Arc<Mutex<Sha256>>) -> Self {
+        HashingReader { inner, hasher }
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher
+            .lock()
+            .map_err(|_| io::Error::other("hash state poisoned"))?
+            .update(&buf[..n]);
+        Ok(n)
+    }
+}

@@ -1,0 +1,1 @@
+//! OpenPGP verification of kernel.org sums files and tarball signatures (being written).

@@ -1,0 +1,300 @@
+//! Shared test support: kernel.org-shaped tarballs (with a real ELF binary from the
+//! system, symlinks, hard links, nested and empty directories), hostile tarballs built
+//! from raw headers, and helpers to run korgpkg and the real distribution tools.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A fixed mtime for generated entries (2023-11-14).
+pub const MTIME: u64 = 1_700_000_000;
+
+/// The korgpkg binary under test.
+pub fn korgpkg() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_korgpkg"));
+    c.env_remove("KORGPKG_CONFIG")
+        .env_remove("KORGPKG_SPECS_DIR")
+        .env_remove("KORGPKG_TEMPLATES_DIR")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("XDG_CONFIG_HOME", "/nonexistent-korgpkg-test-config");
+    c
+}
+
+/// Run a command, returning its output; panics with the command line if it cannot start.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd:?}: {e} (run scripts/test, which installs the tools)")
+    })
+}
+
+/// Run and require success; returns stdout as text.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Require that a system tool exists, with a message saying how to get it.
+pub fn need_tool(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{tool} is not installed: run scripts/test (it installs the Debian packages the suite needs)");
+}
+
+/// A real dynamically linked ELF executable from the system.
+pub fn real_elf() -> Vec<u8> {
+    for p in ["/usr/bin/true", "/bin/true"] {
+        if let Ok(b) = std::fs::read(p) {
+            assert_eq!(&b[..4], b"\x7fELF", "{p} is not ELF");
+            return b;
+        }
+    }
+    panic!("no /usr/bin/true on this system");
+}
+
+/// One entry of a generated tarball.
+#[derive(Clone, Debug)]
+pub enum Item {
+    Dir(&'static str, u32),
+    File(String, u32, Vec<u8>),
+    Symlink(&'static str, &'static str),
+    HardLink(&'static str, &'static str),
+}
+
+/// The entries of a small kernel.org-shaped LLVM release below `top`.
+pub fn llvm_items(top: &str) -> Vec<(String, Item)> {
+    let elf = real_elf();
+    let p = |s: &str| format!("{top}/{s}");
+    let long = format!(
+        "lib/clang/18/include/{}/deeply-nested-header-with-a-long-name.h",
+        "a-long-directory-name-".repeat(4)
+    );
+    vec![
+        (p(""), Item::Dir("", 0o755)),
+        (p("bin"), Item::Dir("", 0o755)),
+        (
+            p("bin/clang-18"),
+            Item::File(String::new(), 0o755, elf.clone()),
+        ),
+        (p("bin/clang"), Item::Symlink("", "clang-18")),
+        (p("bin/lld"), Item::File(String::new(), 0o755, elf)),
+        (p("bin/ld.lld"), Item::HardLink("", "bin/lld")),
+        (p("lib"), Item::Dir("", 0o755)),
+        (
+            p("lib/clang/18/include/stddef.h"),
+            Item::File(String::new(), 0o644, b"/* stddef */\n".to_vec()),
+        ),
+        (
+            p(&long),
+            Item::File(String::new(), 0o644, b"/* long */\n".to_vec()),
+        ),
+        (p("share/empty"), Item::Dir("", 0o755)),
+        (
+            p("README.md"),
+            Item::File(String::new(), 0o644, b"kernel.org LLVM\n".to_vec()),
+        ),
+    ]
+}
+
+/// The entries of a small kernel.org-shaped crosstool release.
+pub fn crosstool_items(version: &str, target: &str) -> Vec<(String, Item)> {
+    let elf = real_elf();
+    let top = format!("gcc-{version}-nolibc/{target}");
+    let p = |s: &str| format!("{top}/{s}");
+    vec![
+        (format!("gcc-{version}-nolibc"), Item::Dir("", 0o755)),
+        (p("bin"), Item::Dir("", 0o755)),
+        (
+            p(&format!("bin/{target}-gcc")),
+            Item::File(String::new(), 0o755, elf.clone()),
+        ),
+        (
+            p(&format!("bin/{target}-gcc-{version}")),
+            Item::HardLink("", ""),
+        ),
+        (
+            p(&format!("libexec/gcc/{target}/{version}/cc1")),
+            Item::File(String::new(), 0o755, elf),
+        ),
+        (
+            p(&format!("{target}/bin/as")),
+            Item::Symlink("", "../../bin/as-real"),
+        ),
+        (
+            p("bin/as-real"),
+            Item::File(String::new(), 0o755, b"#!/bin/sh\n".to_vec()),
+        ),
+    ]
+}
+
+/// Write a tar (GNU format) of `items`; hard-link targets are archive paths. Returns
+/// uncompressed bytes. Hard links with an empty target link to the previous file.
+pub fn tar_bytes(items: &[(String, Item)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut last_file = String::new();
+    for (path, item) in items {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(MTIME);
+        h.set_uid(1000);
+        h.set_gid(1000);
+        match item {
+            Item::Dir(_, mode) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{path}/"), std::io::empty())
+                    .expect("dir");
+            }
+            Item::File(_, mode, data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, &data[..]).expect("file");
+                last_file = path.clone();
+            }
+            Item::Symlink(_, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, path, target).expect("symlink");
+            }
+            Item::HardLink(_, target) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o755);
+                h.set_size(0);
+                let t = if target.is_empty() {
+                    last_file.clone()
+                } else {
+                    let top = path.split('/').next().unwrap_or("");
+                    format!("{top}/{target}")
+                };
+                b.append_link(&mut h, path, t).expect("hardlink");
+            }
+        }
+    }
+    b.into_inner().expect("tar")
+}
+
+/// A raw tar header with arbitrary (possibly hostile) name, type and link name; the
+/// `tar` crate's builder refuses such names, so this writes the bytes directly.
+pub fn raw_entry(name: &str, kind: u8, link: &str, mode: u32, data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    {
+        let g = h.as_gnu_mut().expect("gnu header");
+        g.name = [0; 100];
+        g.name[..name.len()].copy_from_slice(name.as_bytes());
+        g.linkname = [0; 100];
+        g.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_entry_type(tar::EntryType::new(kind));
+    h.set_mode(mode);
+    h.set_size(data.len() as u64);
+    h.set_mtime(MTIME);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    let pad = (512 - data.len() % 512) % 512;
+    out.extend(std::iter::repeat_n(0u8, pad));
+    out
+}
+
+/// End-of-archive marker.
+pub fn tar_end() -> Vec<u8> {
+    vec![0u8; 1024]
+}
+
+/// xz-compress.
+pub fn xz(data: &[u8]) -> Vec<u8> {
+    let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+    e.write_all(data).expect("xz");
+    e.finish().expect("xz")
+}
+
+/// gzip-compress.
+pub fn gz(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("gz");
+    e.finish().expect("gz")
+}
+
+/// Write `bytes` to `dir/name` and return the path.
+pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("write fixture");
+    p
+}
+
+/// The standard LLVM fixture tarball `llvm-18.1.8-x86_64.tar.xz` in `dir`.
+pub fn llvm_tarball(dir: &Path) -> PathBuf {
+    let items = llvm_items("llvm-18.1.8-x86_64");
+    write(dir, "llvm-18.1.8-x86_64.tar.xz", &xz(&tar_bytes(&items)))
+}
+
+/// The standard crosstool fixture `x86_64-gcc-14.2.0-nolibc-aarch64-linux.tar.gz` in `dir`.
+pub fn crosstool_tarball(dir: &Path) -> PathBuf {
+    let items = crosstool_items("14.2.0", "aarch64-linux");
+    write(
+        dir,
+        "x86_64-gcc-14.2.0-nolibc-aarch64-linux.tar.gz",
+        &gz(&tar_bytes(&items)),
+    )
+}
+
+/// Names of the entries in a directory (sorted), for "nothing was left behind" checks.
+pub fn dir_listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+/// Build `package` from `tarball` into `out` with extra args; returns the raw output.
+pub fn build(package: &str, tarball: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut c = korgpkg();
+    c.arg("build")
+        .arg(package)
+        .arg("--from")
+        .arg(tarball)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    run(&mut c)
+}
+
+/// Build and require success; returns the parsed `--json` report.
+pub fn build_json(package: &str, tarball: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let o = build(package, tarball, out, &args);
+    assert!(
+        o.status.success(),
+        "build failed: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("build --json prints JSON")
+}
+
+/// The output path of `format` in a build report.
+pub fn output_path(report: &serde_json::Value, format: &str) -> PathBuf {
+    report["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .find(|o| o["format"] == format)
+        .map(|o| PathBuf::from(o["path"].as_str().expect("path")))
+        .unwrap_or_else(|| panic!("no {format} output in {report}"))
+}

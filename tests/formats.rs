@@ -1,0 +1,529 @@
+//! Acceptance of each format by the real tools, and installation into throwaway roots:
+//! dpkg-deb, lintian and dpkg for .deb; rpm -K/-qp, rpmlint and rpm --root for .rpm;
+//! ar/tar for .ipk. Files must land below the prefix with their modes and link targets.
+
+mod common;
+use common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+const PREFIX: &str = "usr/lib/korg/llvm-18";
+
+fn check_installed_tree(root: &Path) {
+    let p = root.join(PREFIX);
+    let clang18 = std::fs::metadata(p.join("bin/clang-18")).expect("clang-18 installed");
+    assert_eq!(clang18.permissions().mode() & 0o7777, 0o755);
+    assert_eq!(
+        std::fs::read(p.join("bin/clang-18")).expect("read"),
+        real_elf()
+    );
+    assert_eq!(
+        std::fs::read_link(p.join("bin/clang"))
+            .expect("symlink")
+            .to_str(),
+        Some("clang-18")
+    );
+    let lld = std::fs::metadata(p.join("bin/lld")).expect("lld");
+    let ld = std::fs::metadata(p.join("bin/ld.lld")).expect("ld.lld");
+    assert_eq!(
+        lld.ino(),
+        ld.ino(),
+        "bin/ld.lld must be a hard link of bin/lld"
+    );
+    let hdr = std::fs::metadata(p.join("lib/clang/18/include/stddef.h")).expect("header");
+    assert_eq!(hdr.permissions().mode() & 0o7777, 0o644);
+    assert!(p.join("share/empty").is_dir(), "empty directory preserved");
+    assert!(
+        std::fs::read_dir(p.join("lib/clang/18/include"))
+            .expect("dir")
+            .count()
+            == 2,
+        "long-named nested directory and header present"
+    );
+    // The package installs nothing outside its prefix except its docs.
+    assert!(
+        !root.join("usr/bin").exists(),
+        "nothing may land in /usr/bin"
+    );
+}
+
+fn fresh_dpkg_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("root");
+    let admin = root.path().join("var/lib/dpkg");
+    for d in ["info", "updates", "triggers"] {
+        std::fs::create_dir_all(admin.join(d)).expect("admindir");
+    }
+    std::fs::write(admin.join("status"), b"").expect("status");
+    std::fs::write(admin.join("available"), b"").expect("available");
+    root
+}
+
+#[test]
+fn deb_is_accepted_by_dpkg_deb_lintian_and_dpkg() {
+    need_tool("dpkg-deb");
+    need_tool("lintian");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = llvm_tarball(tmp.path());
+    let report = build_json(
+        "korg-clang-18",
+        &tarball,
+        &tmp.path().join("out"),
+        &["--format", "deb"],
+    );
+    let deb = output_path(&report, "deb");
+    assert!(deb.ends_with("korg-clang-18_18.1.8-1_amd64.deb"), "{deb:?}");
+
+    let info = ok(Command::new("dpkg-deb").arg("--info").arg(&deb));
+    for want in [
+        "Package: korg-clang-18",
+        "Version: 18.1.8-1",
+        "Architecture: amd64",
+        "Depends: libc6 (>= 2.17)",
+        "Recommends: make",
+        "Installed-Size: ",
+        "Section: devel",
+        "make LLVM=/usr/lib/korg/llvm-18/bin/",
+        "md5sums",
+    ] {
+        assert!(
+            info.contains(want),
+            "dpkg-deb --info lacks {want:?}:\n{info}"
+        );
+    }
+    let contents = ok(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+    assert!(
+        contents.contains("./usr/lib/korg/llvm-18/bin/clang -> clang-18"),
+        "{contents}"
+    );
+    assert!(
+        contents.contains("link to ./usr/lib/korg/llvm-18/bin/"),
+        "hard link listed:\n{contents}"
+    );
+    assert!(
+        contents.lines().all(|l| l.contains(" root/root ")),
+        "owners must be root:root:\n{contents}"
+    );
+
+    // lintian: no errors. Accepted warnings are listed in README.md.
+    let out = run(Command::new("lintian")
+        .arg("--fail-on")
+        .arg("error")
+        .arg(&deb));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.lines().any(|l| l.starts_with("E:")),
+        "lintian errors:\n{text}"
+    );
+
+    let root = fresh_dpkg_root();
+    ok(Command::new("dpkg")
+        .arg(format!("--root={}", root.path().display()))
+        .args(["--force-depends", "--log=/dev/null", "-i"])
+        .arg(&deb));
+    check_installed_tree(root.path());
+    assert!(root
+        .path()
+        .join("usr/share/doc/korg-clang-18/copyright")
+        .is_file());
+}
+
+#[test]
+fn deb_compressions_all_work() {
+    need_tool("dpkg-deb");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = llvm_tarball(tmp.path());
+    for (comp, member) in [
+        ("zstd", "data.tar.zst"),
+        ("xz", "data.tar.xz"),
+        ("gzip", "data.tar.gz"),
+    ] {
+        let out = tmp.path().join(comp);
+        let report = build_json(
+            "korg-clang-18",
+            &tarball,
+            &out,
+            &["--format", "deb", "--deb-compression", comp],
+        );
+        let deb = output_path(&report, "deb");
+        let members = ok(Command::new("ar").arg("t").arg(&deb));
+        assert_eq!(
+            members.lines().collect::<Vec<_>>()[0],
+            "debian-binary",
+            "{comp}"
+        );
+        assert!(members.contains(member), "{comp}: {members}");
+        let contents = ok(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+        assert!(
+            contents.contains("./usr/lib/korg/llvm-18/bin/clang-18"),
+            "{comp}: {contents}"
+        );
+    }
+}
+
+#[test]
+fn crosstool_deb_installs_at_its_prefix() {
+    need_tool("dpkg");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = crosstool_tarball(tmp.path());
+    let report = build_json(
+        "korg-gcc-14-aarch64-linux",
+        &tarball,
+        &tmp.path().join("out"),
+        &["--format", "deb"],
+    );
+    let deb = output_path(&report, "deb");
+    let info = ok(Command::new("dpkg-deb").arg("--info").arg(&deb));
+    assert!(
+        info.contains("CROSS_COMPILE=/usr/lib/korg/gcc-14/aarch64-linux/bin/aarch64-linux-"),
+        "{info}"
+    );
+    let root = fresh_dpkg_root();
+    ok(Command::new("dpkg")
+        .arg(format!("--root={}", root.path().display()))
+        .args(["--force-depends", "--log=/dev/null", "-i"])
+        .arg(&deb));
+    let p = root.path().join("usr/lib/korg/gcc-14/aarch64-linux");
+    assert!(p.join("bin/aarch64-linux-gcc").is_file());
+    assert_eq!(
+        std::fs::metadata(p.join("bin/aarch64-linux-gcc"))
+            .expect("gcc")
+            .ino(),
+        std::fs::metadata(p.join("bin/aarch64-linux-gcc-14.2.0"))
+            .expect("gcc-14.2.0")
+            .ino()
+    );
+    assert_eq!(
+        std::fs::read_link(p.join("aarch64-linux/bin/as"))
+            .expect("link")
+            .to_str(),
+        Some("../../bin/as-real")
+    );
+    assert!(p.join("libexec/gcc/aarch64-linux/14.2.0/cc1").is_file());
+}
+
+#[test]
+fn rpm_is_accepted_by_rpm_and_rpmlint_and_installs() {
+    need_tool("rpm");
+    need_tool("rpmlint");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = llvm_tarball(tmp.path());
+    for comp in ["zstd", "gzip"] {
+        let report = build_json(
+            "korg-clang-18",
+            &tarball,
+            &tmp.path().join(comp),
+            &["--format", "rpm", "--rpm-compression", comp],
+        );
+        let rpm = output_path(&report, "rpm");
+        assert!(
+            rpm.ends_with("korg-clang-18-18.1.8-1.x86_64.rpm"),
+            "{rpm:?}"
+        );
+        let k = ok(Command::new("rpm").arg("-K").arg(&rpm));
+        assert!(k.contains("digests OK"), "{comp}: rpm -K: {k}");
+        let info = ok(Command::new("rpm").arg("-qpi").arg(&rpm));
+        for want in [
+            "Name        : korg-clang-18",
+            "Version     : 18.1.8",
+            "Release     : 1",
+            "Architecture: x86_64",
+            "make LLVM=/usr/lib/korg/llvm-18/bin/",
+        ] {
+            assert!(
+                info.contains(want),
+                "{comp}: rpm -qpi lacks {want:?}:\n{info}"
+            );
+        }
+        let reqs = ok(Command::new("rpm").args(["-qp", "--requires"]).arg(&rpm));
+        assert!(reqs.lines().any(|l| l == "glibc >= 2.17"), "{comp}: {reqs}");
+        let recs = ok(Command::new("rpm").args(["-qp", "--recommends"]).arg(&rpm));
+        assert!(recs.lines().any(|l| l == "make"), "{comp}: {recs}");
+        let list = ok(Command::new("rpm").arg("-qpl").arg(&rpm));
+        assert!(
+            list.lines().any(|l| l == "/usr/lib/korg/llvm-18/bin/clang"),
+            "{list}"
+        );
+        assert!(
+            !list.lines().any(|l| l == "/usr" || l == "/usr/lib"),
+            "must not own system dirs:\n{list}"
+        );
+        let links = ok(Command::new("rpm")
+            .args([
+                "-qp",
+                "--qf",
+                "[%{FILENAMES} %{FILEMODES:perms} %{FILELINKTOS}\n]",
+            ])
+            .arg(&rpm));
+        assert!(
+            links.contains("/usr/lib/korg/llvm-18/bin/clang lrwxrwxrwx clang-18"),
+            "{links}"
+        );
+        assert!(
+            links.contains("/usr/lib/korg/llvm-18/bin/clang-18 -rwxr-xr-x"),
+            "{links}"
+        );
+
+        let out = run(Command::new("rpmlint").arg(&rpm));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(" 0 errors"),
+            "{comp}: rpmlint errors:\n{text}"
+        );
+
+        let root = tempfile::tempdir().expect("root");
+        ok(Command::new("rpm").arg("--root").arg(root.path()).args([
+            "--dbpath",
+            "/var/lib/rpm",
+            "--initdb",
+        ]));
+        ok(Command::new("rpm")
+            .arg("--root")
+            .arg(root.path())
+            .args(["--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts"])
+            .arg(&rpm));
+        check_installed_tree(root.path());
+    }
+}
+
+#[test]
+fn ipk_has_the_opkg_layout_in_both_outer_forms() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = crosstool_tarball(tmp.path());
+    // ar outer (Yocto/OE opkg)
+    let report = build_json(
+        "korg-gcc-14-aarch64-linux",
+        &tarball,
+        &tmp.path().join("ar"),
+        &["--format", "ipk"],
+    );
+    let ipk = output_path(&report, "ipk");
+    assert!(
+        ipk.ends_with("korg-gcc-14-aarch64-linux_14.2.0-1_x86_64.ipk"),
+        "{ipk:?}"
+    );
+    let members = ok(Command::new("ar").arg("t").arg(&ipk));
+    assert_eq!(
+        members.lines().collect::<Vec<_>>(),
+        ["debian-binary", "control.tar.gz", "data.tar.gz"]
+    );
+    let x = tempfile::tempdir().expect("x");
+    ok(Command::new("ar").arg("x").arg(&ipk).current_dir(x.path()));
+    check_ipk_members(x.path());
+
+    // gzip'd tar outer (OpenWrt <= 24.10)
+    let report = build_json(
+        "korg-gcc-14-aarch64-linux",
+        &tarball,
+        &tmp.path().join("tar"),
+        &["--format", "ipk", "--ipk-outer", "tar"],
+    );
+    let ipk = output_path(&report, "ipk");
+    let bytes = std::fs::read(&ipk).expect("read");
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "outer must be gzip");
+    let x = tempfile::tempdir().expect("x");
+    ok(Command::new("tar")
+        .arg("-xzf")
+        .arg(&ipk)
+        .current_dir(x.path()));
+    check_ipk_members(x.path());
+}
+
+fn check_ipk_members(dir: &Path) {
+    assert_eq!(
+        std::fs::read(dir.join("debian-binary")).expect("debian-binary"),
+        b"2.0\n"
+    );
+    let control_tar = std::fs::read(dir.join("control.tar.gz")).expect("control.tar.gz");
+    // GNU tar format ("ustar  \0" magic) inside gzip.
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&control_tar[..]),
+        &mut raw,
+    )
+    .expect("gunzip");
+    assert_eq!(
+        &raw[257..265],
+        b"ustar  \0",
+        "control.tar must be GNU format"
+    );
+    ok(Command::new("tar")
+        .args(["-xzf", "control.tar.gz"])
+        .current_dir(dir));
+    let control = std::fs::read_to_string(dir.join("control")).expect("control");
+    for want in [
+        "Package: korg-gcc-14-aarch64-linux",
+        "Version: 14.2.0-1",
+        "Architecture: x86_64",
+        "Depends: libc6",
+        "Installed-Size: ",
+        "Maintainer: ",
+        "Description: ",
+    ] {
+        assert!(
+            control.contains(want),
+            "ipk control lacks {want:?}:\n{control}"
+        );
+    }
+    let list = ok(Command::new("tar")
+        .args(["-tvzf", "data.tar.gz"])
+        .current_dir(dir));
+    assert!(
+        list.contains("./usr/lib/korg/gcc-14/aarch64-linux/bin/aarch64-linux-gcc"),
+        "{list}"
+    );
+    assert!(
+        list.contains("aarch64-linux/bin/as -> ../../bin/as-real"),
+        "{list}"
+    );
+    assert!(list.lines().all(|l| l.contains("root/root")), "{list}");
+    assert!(!list.contains("usr/share/doc"), "no docs in ipk:\n{list}");
+}
+
+#[test]
+fn inspect_round_trips_every_format() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = llvm_tarball(tmp.path());
+    let report = build_json("korg-clang-18", &tarball, &tmp.path().join("out"), &[]);
+    for (format, dep_field, dep) in [
+        ("deb", "Depends", "libc6 (>= 2.17)"),
+        ("rpm", "Requires", "glibc >= 2.17"),
+        ("ipk", "Depends", "libc6"),
+    ] {
+        let path = output_path(&report, format);
+        let info: serde_json::Value =
+            serde_json::from_str(&ok(korgpkg().arg("inspect").arg(&path).arg("--json")))
+                .expect("json");
+        assert_eq!(info["format"], format);
+        assert_eq!(info["name"], "korg-clang-18");
+        let deps: Vec<&str> = info["relations"][dep_field]
+            .as_array()
+            .unwrap_or_else(|| panic!("{format}: {info}"))
+            .iter()
+            .map(|d| d.as_str().expect("s"))
+            .collect();
+        assert!(deps.contains(&dep), "{format}: {deps:?}");
+        let files = info["files"].as_array().expect("files");
+        let find = |p: &str| {
+            files
+                .iter()
+                .find(|f| f["path"] == p)
+                .unwrap_or_else(|| panic!("{format}: no {p} in {info}"))
+        };
+        assert_eq!(
+            find("/usr/lib/korg/llvm-18/bin/clang")["target"],
+            "clang-18",
+            "{format}"
+        );
+        assert_eq!(
+            find("/usr/lib/korg/llvm-18/bin/clang")["kind"],
+            "symlink",
+            "{format}"
+        );
+        assert_eq!(
+            find("/usr/lib/korg/llvm-18/bin/clang-18")["mode"],
+            0o755,
+            "{format}"
+        );
+        assert_eq!(
+            find("/usr/lib/korg/llvm-18/bin/clang-18")["size"],
+            real_elf().len(),
+            "{format}"
+        );
+        assert_eq!(
+            find("/usr/lib/korg/llvm-18/share/empty")["kind"],
+            "directory",
+            "{format}"
+        );
+        let hl = [
+            find("/usr/lib/korg/llvm-18/bin/ld.lld"),
+            find("/usr/lib/korg/llvm-18/bin/lld"),
+        ];
+        assert!(
+            hl.iter().any(|f| f["kind"] == "hardlink"),
+            "{format}: one name is a hard link: {hl:?}"
+        );
+        assert!(
+            files
+                .iter()
+                .all(|f| f["user"] == "root" && f["group"] == "root"),
+            "{format}"
+        );
+        // The human-readable form carries the same facts.
+        let text = ok(korgpkg().arg("inspect").arg(&path));
+        assert!(
+            text.contains("Name: korg-clang-18")
+                && text.contains("/usr/lib/korg/llvm-18/bin/clang -> clang-18"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn inspect_reads_packages_made_by_dpkg_deb() {
+    need_tool("dpkg-deb");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path().join("pkg");
+    std::fs::create_dir_all(root.join("DEBIAN")).expect("mkdir");
+    std::fs::create_dir_all(root.join("usr/bin")).expect("mkdir");
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        "Package: hello-x\nVersion: 1.0-1\nArchitecture: all\nMaintainer: A <a@b.c>\nDepends: bash (>= 5)\nDescription: test\n",
+    )
+    .expect("control");
+    std::fs::write(root.join("usr/bin/hello"), b"#!/bin/sh\necho hi\n").expect("file");
+    std::fs::set_permissions(
+        root.join("usr/bin/hello"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let deb = tmp.path().join("hello-x_1.0-1_all.deb");
+    ok(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&root)
+        .arg(&deb));
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(korgpkg().arg("inspect").arg(&deb).arg("--json"))).expect("json");
+    assert_eq!(info["name"], "hello-x");
+    assert_eq!(info["version"], "1.0-1");
+    assert_eq!(info["relations"]["Depends"][0], "bash (>= 5)");
+    assert!(info["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .any(|f| f["path"] == "/usr/bin/hello" && f["mode"] == 0o755));
+}
+
+#[test]
+fn inspect_reads_packages_made_by_rpmbuild() {
+    need_tool("rpmbuild");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let top = tmp.path().join("rpmbuild");
+    std::fs::create_dir_all(top.join("SPECS")).expect("mkdir");
+    let spec = top.join("SPECS/hello-x.spec");
+    std::fs::write(
+        &spec,
+        "Name: hello-x\nVersion: 1.0\nRelease: 2\nSummary: test\nLicense: MIT\nBuildArch: noarch\nRequires: bash >= 5\n\
+         %description\ntest\n%install\nmkdir -p %{buildroot}/usr/bin\nprintf '#!/bin/sh\\n' > %{buildroot}/usr/bin/hello\nchmod 755 %{buildroot}/usr/bin/hello\n\
+         %files\n/usr/bin/hello\n",
+    )
+    .expect("spec");
+    ok(Command::new("rpmbuild")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .args(["--nodeps", "-bb"])
+        .arg(&spec));
+    let rpm = top.join("RPMS/noarch/hello-x-1.0-2.noarch.rpm");
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(korgpkg().arg("inspect").arg(&rpm).arg("--json"))).expect("json");
+    assert_eq!(info["name"], "hello-x");
+    assert_eq!(info["version"], "1.0-2");
+    assert_eq!(info["arch"], "noarch");
+    let reqs = info["relations"]["Requires"].as_array().expect("requires");
+    assert!(reqs.iter().any(|r| r == "bash >= 5"), "{reqs:?}");
+    assert!(info["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .any(|f| f["path"] == "/usr/bin/hello" && f["mode"] == 0o755));
+}
