@@ -460,35 +460,36 @@ impl<'a> Stager<'a> {
             }
         }
 
-        let kind =
-            match etype {
-                T::Directory => StagedKind::Dir,
-                T::Symlink => {
-                    let target = self.link_target(entry, &raw_path)?;
-                    self.check_symlink(&rel, &target, &raw_path)?;
-                    StagedKind::Symlink(target)
-                }
-                T::Link => {
-                    let target_raw = self.link_target(entry, &raw_path)?;
-                    let Some(target) = self.relative(&target_raw, false)? else {
-                        return Err(self.reject(&raw_path, "hard link to a directory"));
-                    };
-                    match self.entries.get(&target).map(|e| &e.kind) {
-                        Some(StagedKind::File { .. }) => StagedKind::HardLink(target),
-                        _ => return Err(self.reject(
+        let kind = match etype {
+            T::Directory => StagedKind::Dir,
+            T::Symlink => {
+                let target = self.link_target(entry, &raw_path)?;
+                self.check_symlink(&rel, &target, &raw_path)?;
+                StagedKind::Symlink(target)
+            }
+            T::Link => {
+                let target_raw = self.link_target(entry, &raw_path)?;
+                let Some(target) = self.relative(&target_raw, false)? else {
+                    return Err(self.reject(&raw_path, "hard link to a directory"));
+                };
+                match self.entries.get(&target).map(|e| &e.kind) {
+                    Some(StagedKind::File { .. }) => StagedKind::HardLink(target),
+                    _ => {
+                        return Err(self.reject(
                             &raw_path,
                             format!(
                                 "hard link to {target_raw:?}, which is not an earlier regular file"
                             ),
-                        )),
+                        ))
                     }
                 }
-                _ => {
-                    let size = entry.size();
-                    let data = self.stage_file(entry, size, &raw_path)?;
-                    StagedKind::File { data }
-                }
-            };
+            }
+            _ => {
+                let size = entry.size();
+                let data = self.stage_file(entry, size, &raw_path)?;
+                StagedKind::File { data }
+            }
+        };
         let perm = match kind {
             StagedKind::Dir => mode & 0o777,
             StagedKind::Symlink(_) => 0o777,

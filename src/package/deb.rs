@@ -1,11 +1,18 @@
-//! The .deb format (stub, being written).
+//! The .deb format: an `ar` archive of `debian-binary`, `control.tar.*` and `data.tar.*`
+//! (deb(5)), laid out as dpkg-deb builds it, with `md5sums`, a machine-readable
+//! `copyright` file and `changelog.Debian.gz` so lintian finds no errors.
 
 use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use super::{BuildContext, Format, Inspection, PackageMeta, Packager};
-use crate::error::{Error, Result};
-use crate::payload::Payload;
+use super::tarball::{self, ArWriter};
+use super::{
+    BuildContext, Compressed, ControlData, DebCompression, Format, Inspection, PackageMeta,
+    Packager,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::payload::{EntryKind, Payload, COPY_BUFFER};
 
 /// The .deb packager.
 pub struct Deb;
@@ -26,19 +33,126 @@ impl Packager for Deb {
 
     fn write(
         &self,
-        _meta: &PackageMeta,
-        _payload: &Payload,
-        _ctx: &BuildContext<'_>,
-        _out: &mut File,
+        meta: &PackageMeta,
+        payload: &Payload,
+        ctx: &BuildContext<'_>,
+        out: &mut File,
     ) -> Result<()> {
-        Err(Error::Usage("deb not implemented yet".into()))
+        let mtime = meta.build_time;
+        let doc = format!("/usr/share/doc/{}", meta.name);
+        let probe = ControlData::new(meta, Format::Deb, 0);
+        let copyright = ctx.templates.render("deb/copyright", &probe)?;
+        let changelog = ctx.templates.render("deb/changelog", &probe)?;
+        let changelog_gz = super::gzip_reproducible(changelog.as_bytes())?;
+        let next_inode = payload.entries().len() as u32 + 1;
+        let extra = vec![
+            super::generated_file(
+                format!("{doc}/changelog.Debian.gz"),
+                changelog_gz,
+                mtime,
+                next_inode,
+            ),
+            super::generated_file(
+                format!("{doc}/copyright"),
+                copyright.into_bytes(),
+                mtime,
+                next_inode + 1,
+            ),
+        ];
+        let entries = super::layout(payload, extra, mtime, true);
+
+        let data = ControlData::new(meta, Format::Deb, super::installed_size_kib(&entries));
+        let mut control = ctx.templates.render("deb/control", &data)?;
+        if !control.ends_with('\n') {
+            control.push('\n');
+        }
+        let mut md5sums = String::new();
+        for e in &entries {
+            let file = match &e.kind {
+                EntryKind::File(d) | EntryKind::HardLink { data: d, .. } => d,
+                _ => continue,
+            };
+            md5sums.push_str(&hex::encode(file.md5));
+            md5sums.push_str("  ");
+            md5sums.push_str(e.path.trim_start_matches('/'));
+            md5sums.push('\n');
+        }
+        let control_tar = tarball::control_tar(
+            &[
+                ("control", 0o644, control.as_bytes()),
+                ("md5sums", 0o644, md5sums.as_bytes()),
+            ],
+            mtime,
+        )?;
+        let (ext, level) = match ctx.options.deb_compression {
+            DebCompression::Zstd => ("zst", ctx.options.zstd_level),
+            DebCompression::Xz => ("xz", 6),
+            DebCompression::Gzip => ("gz", 9),
+        };
+        let compression = ctx.options.deb_compression;
+        let mut control_member = compress(compression, level, Vec::new())?;
+        control_member
+            .write_all(&control_tar)
+            .ctx(|| "compressing control.tar".into())?;
+        let control_member = control_member.finish()?;
+
+        let mut ar = ArWriter::new(out, mtime)?;
+        ar.append("debian-binary", b"2.0\n")?;
+        ar.append(&format!("control.tar.{ext}"), &control_member)?;
+        ar.append_streamed(&format!("data.tar.{ext}"), |f| {
+            let sink = BufWriter::with_capacity(COPY_BUFFER, f);
+            let enc =
+                tarball::write_data_tar(&entries, mtime, compress(compression, level, sink)?)?;
+            enc.finish()?
+                .flush()
+                .ctx(|| "writing data.tar to the package".into())
+        })?;
+        Ok(())
     }
 
-    fn detect(&self, _head: &[u8], path: &Path) -> bool {
-        path.extension().is_some_and(|e| e == "deb")
+    fn detect(&self, head: &[u8], path: &Path) -> bool {
+        head.starts_with(b"!<arch>\n") && path.extension().is_some_and(|e| e == "deb")
     }
 
     fn inspect(&self, path: &Path) -> Result<Inspection> {
-        Err(Error::input(path, "deb inspect not implemented yet"))
+        inspect_ar(path, Format::Deb)
+    }
+}
+
+/// A compressing writer for a .deb member.
+fn compress<W: Write>(compression: DebCompression, level: i32, w: W) -> Result<Compressed<W>> {
+    Ok(match compression {
+        DebCompression::Zstd => Compressed::zstd(w, level)?,
+        DebCompression::Xz => Compressed::xz(w),
+        DebCompression::Gzip => Compressed::gzip(w, 9),
+    })
+}
+
+/// Read an `ar`-form .deb or .ipk.
+pub fn inspect_ar(path: &Path, format: Format) -> Result<Inspection> {
+    let bad = |e: debpkg::Error| Error::input(path, format!("not a valid package: {e}"));
+    let mut pkg = debpkg::DebPkg::parse(tarball::open(path)?).map_err(bad)?;
+    let control_text = tarball::read_control(path, pkg.control().map_err(bad)?)?;
+    let files = tarball::list_data(path, pkg.data().map_err(bad)?)?;
+    Ok(inspection(format, &control_text, files))
+}
+
+/// An [`Inspection`] from a control file's text and the data listing.
+pub fn inspection(
+    format: Format,
+    control_text: &str,
+    files: Vec<super::InspectedFile>,
+) -> Inspection {
+    let fields = tarball::parse_control(control_text);
+    let (other, relations) = tarball::split_control(&fields, tarball::DEB_RELATION_FIELDS);
+    let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    Inspection {
+        format,
+        name: get("Package"),
+        version: get("Version"),
+        arch: get("Architecture"),
+        fields: other,
+        relations,
+        files,
     }
 }

@@ -1,11 +1,20 @@
-//! The .ipk format (stub, being written).
+//! The .ipk format of opkg: the members of a .deb (`debian-binary`, `control.tar.gz`,
+//! `data.tar.gz`, always gzip, GNU tar) inside either an `ar` archive (Yocto and
+//! OpenEmbedded opkg) or a gzip'd tar (OpenWrt up to 24.10). No docs are shipped.
 
 use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use super::{BuildContext, Format, Inspection, PackageMeta, Packager};
-use crate::error::{Error, Result};
-use crate::payload::Payload;
+use super::tarball::{self, ArWriter};
+use super::{
+    BuildContext, Compressed, ControlData, Format, Inspection, IpkOuter, PackageMeta, Packager,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::payload::{EntryKind, Payload, COPY_BUFFER};
+
+/// gzip level for .ipk members (opkg-build's default).
+const GZIP_LEVEL: u32 = 6;
 
 /// The .ipk packager.
 pub struct Ipk;
@@ -26,12 +35,67 @@ impl Packager for Ipk {
 
     fn write(
         &self,
-        _meta: &PackageMeta,
-        _payload: &Payload,
-        _ctx: &BuildContext<'_>,
-        _out: &mut File,
+        meta: &PackageMeta,
+        payload: &Payload,
+        ctx: &BuildContext<'_>,
+        out: &mut File,
     ) -> Result<()> {
-        Err(Error::Usage("ipk not implemented yet".into()))
+        let mtime = meta.build_time;
+        let entries = super::layout(payload, Vec::new(), mtime, true);
+        let installed: u64 = entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::File(d) => d.size,
+                _ => 0,
+            })
+            .sum();
+        let data = ControlData::new(meta, Format::Ipk, installed);
+        let mut control = ctx.templates.render("ipk/control", &data)?;
+        if !control.ends_with('\n') {
+            control.push('\n');
+        }
+        let control_tar = tarball::control_tar(&[("control", 0o644, control.as_bytes())], mtime)?;
+        let mut gz = Compressed::gzip(Vec::new(), GZIP_LEVEL);
+        gz.write_all(&control_tar)
+            .ctx(|| "compressing control.tar.gz".into())?;
+        let control_gz = gz.finish()?;
+        let write_data = |f: &mut File| -> Result<()> {
+            let sink = BufWriter::with_capacity(COPY_BUFFER, f);
+            let enc = tarball::write_data_tar(&entries, mtime, Compressed::gzip(sink, GZIP_LEVEL))?;
+            enc.finish()?.flush().ctx(|| "writing data.tar.gz".into())
+        };
+
+        match ctx.options.ipk_outer {
+            IpkOuter::Ar => {
+                let mut ar = ArWriter::new(out, mtime)?;
+                ar.append("debian-binary", b"2.0\n")?;
+                ar.append("control.tar.gz", &control_gz)?;
+                ar.append_streamed("data.tar.gz", write_data)?;
+            }
+            IpkOuter::Tar => {
+                // A tar member's size precedes its bytes and the outer stream is
+                // compressed, so data.tar.gz is made in a temporary file first.
+                let tmp_ctx = || "writing data.tar.gz to a temporary file".to_string();
+                let mut tmp = tempfile::tempfile().ctx(tmp_ctx)?;
+                write_data(&mut tmp)?;
+                let size = tmp.seek(SeekFrom::End(0)).ctx(tmp_ctx)?;
+                tmp.seek(SeekFrom::Start(0)).ctx(tmp_ctx)?;
+                let sink = BufWriter::with_capacity(COPY_BUFFER, &mut *out);
+                let mut b = tar::Builder::new(Compressed::gzip(sink, GZIP_LEVEL));
+                tarball::write_tar_member(&mut b, "debian-binary", mtime, 4, &b"2.0\n"[..])?;
+                tarball::write_tar_member(&mut b, "data.tar.gz", mtime, size, &mut tmp)?;
+                tarball::write_tar_member(
+                    &mut b,
+                    "control.tar.gz",
+                    mtime,
+                    control_gz.len() as u64,
+                    &control_gz[..],
+                )?;
+                let enc = b.into_inner().ctx(|| "finishing the ipk".into())?;
+                enc.finish()?.flush().ctx(|| "writing the ipk".into())?;
+            }
+        }
+        Ok(())
     }
 
     fn detect(&self, _head: &[u8], path: &Path) -> bool {
@@ -39,6 +103,43 @@ impl Packager for Ipk {
     }
 
     fn inspect(&self, path: &Path) -> Result<Inspection> {
-        Err(Error::input(path, "ipk inspect not implemented yet"))
+        let mut head = [0u8; 2];
+        let mut f = tarball::open(path)?;
+        let n = f
+            .read(&mut head)
+            .ctx(|| format!("reading {}", path.display()))?;
+        if n == 2 && head == [0x1f, 0x8b] {
+            inspect_tar_outer(path)
+        } else {
+            super::deb::inspect_ar(path, Format::Ipk)
+        }
+    }
+}
+
+/// Read an .ipk whose outer container is a gzip'd tar, in one streaming pass.
+fn inspect_tar_outer(path: &Path) -> Result<Inspection> {
+    let bad = |e: std::io::Error| Error::input(path, format!("not a valid ipk: {e}"));
+    let gz = flate2::read::GzDecoder::new(tarball::open(path)?);
+    let mut outer = tar::Archive::new(gz);
+    let mut control = None;
+    let mut files = None;
+    for entry in outer.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        let name = name.trim_start_matches("./").to_string();
+        if name.starts_with("control.tar") {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).map_err(bad)?;
+            let archive = tarball::decompressed(path, &name, &bytes[..])?;
+            control = Some(tarball::read_control(path, archive)?);
+        } else if name.starts_with("data.tar") {
+            let archive = tarball::decompressed(path, &name, &mut entry)?;
+            files = Some(tarball::list_data(path, archive)?);
+        }
+    }
+    match (control, files) {
+        (Some(c), Some(f)) => Ok(super::deb::inspection(Format::Ipk, &c, f)),
+        (None, _) => Err(Error::input(path, "ipk has no control.tar.gz")),
+        (_, None) => Err(Error::input(path, "ipk has no data.tar.gz")),
     }
 }

@@ -444,3 +444,160 @@ pub struct Output {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
 }
+
+/// `secs` since the epoch as an RFC 2822 date in UTC (`Sun, 13 Sep 2020 12:26:40 +0000`),
+/// as Debian changelogs want.
+pub fn rfc2822(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} +0000",
+        WEEKDAYS[(days.rem_euclid(7)) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The data a Debian-style `control` template (deb, ipk) is rendered with.
+#[derive(Serialize)]
+pub struct ControlData<'a> {
+    #[serde(flatten)]
+    pub meta: &'a PackageMeta,
+    /// `Version:` value (`18.1.0~rc3-1`).
+    pub version: String,
+    /// `Architecture:` value.
+    pub arch: String,
+    /// `Installed-Size:` value (KiB for deb, bytes for ipk).
+    pub installed_size: u64,
+    /// Relation field name → comma-joined relations, for the format.
+    pub relations: BTreeMap<String, String>,
+    /// Further fields (provenance), by name.
+    pub extra_fields: BTreeMap<String, String>,
+    /// RFC 2822 build date, for changelogs.
+    pub date: String,
+}
+
+impl<'a> ControlData<'a> {
+    /// Control data for `meta` in `format`, with `installed_size` already computed.
+    pub fn new(meta: &'a PackageMeta, format: Format, installed_size: u64) -> Self {
+        let rel = meta.relations.get(format);
+        let mut relations = BTreeMap::new();
+        for kind in RelationKind::ALL {
+            if let Some(field) = kind.field_name(format) {
+                let joined = rel.joined(kind, format);
+                if !joined.is_empty() {
+                    relations.insert(field.to_string(), joined);
+                }
+            }
+        }
+        let mut extra_fields = BTreeMap::new();
+        if let Some(p) = &meta.provenance {
+            extra_fields.insert("Korg-Upstream-URL".to_string(), p.url.clone());
+            extra_fields.insert("Korg-Upstream-SHA256".to_string(), p.sha256.clone());
+            if let Some(s) = &p.signer {
+                extra_fields.insert("Korg-Upstream-Signer".to_string(), s.clone());
+            }
+            if let Some(s) = &p.sums_signer {
+                extra_fields.insert("Korg-Upstream-Sums-Signer".to_string(), s.clone());
+            }
+        }
+        ControlData {
+            meta,
+            version: meta.full_version(format),
+            arch: meta.arch.for_format(format).to_string(),
+            installed_size,
+            relations,
+            extra_fields,
+            date: rfc2822(meta.build_time),
+        }
+    }
+}
+
+/// A compressing writer for a Debian-style archive member.
+pub enum Compressed<W: std::io::Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Xz(xz2::write::XzEncoder<W>),
+    Gzip(flate2::write::GzEncoder<W>),
+}
+
+impl<W: std::io::Write> Compressed<W> {
+    /// zstd at `level`.
+    pub fn zstd(w: W, level: i32) -> Result<Self> {
+        let enc = zstd::stream::write::Encoder::new(w, level)
+            .ctx(|| format!("starting zstd at level {level}"))?;
+        Ok(Compressed::Zstd(enc))
+    }
+
+    /// xz at the default preset (6), as dpkg-deb.
+    pub fn xz(w: W) -> Self {
+        Compressed::Xz(xz2::write::XzEncoder::new(w, 6))
+    }
+
+    /// gzip at `level`, with a zero timestamp and no name (reproducible).
+    pub fn gzip(w: W, level: u32) -> Self {
+        Compressed::Gzip(
+            flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(3)
+                .write(w, flate2::Compression::new(level)),
+        )
+    }
+
+    /// Flush the compressed stream's trailer and return the inner writer.
+    pub fn finish(self) -> Result<W> {
+        let ctx = || "finishing a compressed archive member".to_string();
+        match self {
+            Compressed::Zstd(e) => e.finish().ctx(ctx),
+            Compressed::Xz(e) => e.finish().ctx(ctx),
+            Compressed::Gzip(e) => e.finish().ctx(ctx),
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Compressed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Compressed::Zstd(e) => e.write(buf),
+            Compressed::Xz(e) => e.write(buf),
+            Compressed::Gzip(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Compressed::Zstd(e) => e.flush(),
+            Compressed::Xz(e) => e.flush(),
+            Compressed::Gzip(e) => e.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc2822_dates() {
+        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc2822(1_600_000_000), "Sun, 13 Sep 2020 12:26:40 +0000");
+        assert_eq!(rfc2822(951_825_600), "Tue, 29 Feb 2000 12:00:00 +0000");
+    }
+}

@@ -35,7 +35,6 @@ pub struct Rpm;
 /// The lead magic every .rpm starts with.
 const LEAD_MAGIC: [u8; 4] = [0xed, 0xab, 0xee, 0xdb];
 
-const S_IFMT: u32 = 0o170000;
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
 const S_IFLNK: u32 = 0o120000;
@@ -977,17 +976,6 @@ fn inspect_rpm(path: &Path) -> Result<Inspection> {
                         ino,
                     )
                 });
-                match key.and_then(|k| {
-                    first_name
-                        .get(&k)
-                        .cloned()
-                        .ok_or(k)
-                        .map_err(Some)
-                        .err()
-                        .map(|_| k)
-                }) {
-                    _ => {}
-                }
                 match key {
                     Some(k) => match first_name.get(&k) {
                         Some(first) => (FileKind::Hardlink, Some(first.clone())),

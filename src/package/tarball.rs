@@ -1,1 +1,366 @@
-//! Reproducible GNU tar writer shared by deb and ipk (stub).
+//! Archive plumbing shared by the Debian-style formats (.deb and .ipk): deterministic
+//! GNU tar members, a streaming `ar` writer, and reading such packages back.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use super::{FileKind, InspectedFile};
+use crate::error::{Error, IoContext, Result};
+use crate::payload::{Entry, EntryKind};
+
+/// A fresh GNU tar header owned by root:root.
+fn header(mode: u32, mtime: u64, size: u64, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_mtime(mtime);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    // Both names are short ASCII constants, so these cannot fail.
+    let _ = h.set_username("root");
+    let _ = h.set_groupname("root");
+    h
+}
+
+/// Append one member named exactly `name` (and, for links, `link`) to `b`, using GNU
+/// `././@LongLink` records for names over 100 bytes. The `tar` crate's own path setters
+/// drop a leading `./`, which dpkg-deb keeps, hence this.
+fn append_named<W: Write>(
+    b: &mut tar::Builder<W>,
+    mut h: tar::Header,
+    name: &str,
+    link: Option<&str>,
+    data: impl Read,
+) -> io::Result<()> {
+    fn long_record<W: Write>(
+        b: &mut tar::Builder<W>,
+        kind: u8,
+        value: &str,
+        mtime: u64,
+    ) -> io::Result<()> {
+        let mut bytes = value.as_bytes().to_vec();
+        bytes.push(0);
+        let mut h = header(0o644, mtime, bytes.len() as u64, tar::EntryType::new(kind));
+        set_field(&mut h.as_old_mut().name, b"././@LongLink");
+        h.set_cksum();
+        b.append(&h, &bytes[..])
+    }
+    let mtime = h.mtime().unwrap_or(0);
+    if let Some(target) = link {
+        if target.len() > 100 {
+            long_record(b, b'K', target, mtime)?;
+        }
+        set_field(&mut h.as_old_mut().linkname, target.as_bytes());
+    }
+    if name.len() > 100 {
+        long_record(b, b'L', name, mtime)?;
+    }
+    set_field(&mut h.as_old_mut().name, name.as_bytes());
+    h.set_cksum();
+    b.append(&h, data)
+}
+
+/// Copy `value` into a fixed-size header field, truncating (a long record carries the
+/// full value) and zero-filling the rest.
+fn set_field(field: &mut [u8], value: &[u8]) {
+    let n = value.len().min(field.len());
+    field[..n].copy_from_slice(&value[..n]);
+    field[n..].fill(0);
+}
+
+/// Stream `entries` (sorted, absolute paths) into `w` as a GNU tar whose members are
+/// named `./usr/...`, directories with a trailing slash, preceded by `./` itself, the
+/// way dpkg-deb writes data archives.
+pub fn write_data_tar<W: Write>(entries: &[Entry], mtime: u64, w: W) -> Result<W> {
+    let mut b = tar::Builder::new(w);
+    let root = header(0o755, mtime, 0, tar::EntryType::Directory);
+    append_named(&mut b, root, "./", None, io::empty())
+        .ctx(|| "writing the data archive".into())?;
+    for e in entries {
+        if e.path == "/" {
+            continue;
+        }
+        let name = format!(".{}", e.path);
+        let ctx = || format!("adding {} to the data archive", e.path);
+        match &e.kind {
+            EntryKind::Directory => {
+                let h = header(e.mode, e.mtime, 0, tar::EntryType::Directory);
+                append_named(&mut b, h, &format!("{name}/"), None, io::empty()).ctx(ctx)?;
+            }
+            EntryKind::File(data) => {
+                let h = header(e.mode, e.mtime, data.size, tar::EntryType::Regular);
+                append_named(&mut b, h, &name, None, data.open()?).ctx(ctx)?;
+            }
+            EntryKind::Symlink(target) => {
+                let h = header(0o777, e.mtime, 0, tar::EntryType::Symlink);
+                append_named(&mut b, h, &name, Some(target), io::empty()).ctx(ctx)?;
+            }
+            EntryKind::HardLink { target, .. } => {
+                let h = header(e.mode, e.mtime, 0, tar::EntryType::Link);
+                let target = format!(".{target}");
+                append_named(&mut b, h, &name, Some(&target), io::empty()).ctx(ctx)?;
+            }
+        }
+    }
+    b.into_inner().ctx(|| "finishing the data archive".into())
+}
+
+/// A small control archive: `./` then each `(name, mode, bytes)` in the given order.
+pub fn control_tar(files: &[(&str, u32, &[u8])], mtime: u64) -> Result<Vec<u8>> {
+    let ctx = || "writing the control archive".to_string();
+    let mut b = tar::Builder::new(Vec::new());
+    let root = header(0o755, mtime, 0, tar::EntryType::Directory);
+    append_named(&mut b, root, "./", None, io::empty()).ctx(ctx)?;
+    for (name, mode, bytes) in files {
+        let h = header(*mode, mtime, bytes.len() as u64, tar::EntryType::Regular);
+        append_named(&mut b, h, &format!("./{name}"), None, *bytes).ctx(ctx)?;
+    }
+    b.into_inner().ctx(ctx)
+}
+
+/// Add one regular file `./name` to an .ipk's outer tar.
+pub fn write_tar_member<W: Write>(
+    b: &mut tar::Builder<W>,
+    name: &str,
+    mtime: u64,
+    size: u64,
+    data: impl Read,
+) -> Result<()> {
+    let h = header(0o644, mtime, size, tar::EntryType::Regular);
+    append_named(b, h, &format!("./{name}"), None, data)
+        .ctx(|| format!("adding {name} to the package"))
+}
+
+/// Writes a System V `ar` archive (the .deb/.ipk outer container) to a seekable file.
+///
+/// The `ar` crate needs each member's size before its bytes; a compressed data member's
+/// size is known only once it is written. This writer streams the member and then patches
+/// the size field in place, so hundreds of MiB never pass through a second temporary file.
+pub struct ArWriter<'a> {
+    out: &'a mut File,
+    mtime: u64,
+}
+
+impl<'a> ArWriter<'a> {
+    /// Start an archive in `out` (at its current position).
+    pub fn new(out: &'a mut File, mtime: u64) -> Result<Self> {
+        out.write_all(b"!<arch>\n")
+            .ctx(|| "writing the ar header".into())?;
+        Ok(ArWriter { out, mtime })
+    }
+
+    fn member_header(&self, name: &str, size: u64) -> Vec<u8> {
+        format!(
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            name, self.mtime, 0, 0, "100644", size
+        )
+        .into_bytes()
+    }
+
+    /// Append a member whose bytes are in memory.
+    pub fn append(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let ctx = || format!("writing ar member {name}");
+        let header = self.member_header(name, bytes.len() as u64);
+        self.out.write_all(&header).ctx(ctx)?;
+        self.out.write_all(bytes).ctx(ctx)?;
+        if bytes.len() % 2 == 1 {
+            self.out.write_all(b"\n").ctx(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Append a member produced by `fill`, which writes it into the archive directly.
+    pub fn append_streamed(
+        &mut self,
+        name: &str,
+        fill: impl FnOnce(&mut File) -> Result<()>,
+    ) -> Result<()> {
+        let ctx = || format!("writing ar member {name}");
+        let start = self.out.stream_position().ctx(ctx)?;
+        let placeholder = self.member_header(name, 0);
+        self.out.write_all(&placeholder).ctx(ctx)?;
+        fill(self.out)?;
+        let end = self.out.seek(SeekFrom::End(0)).ctx(ctx)?;
+        let size = end - start - placeholder.len() as u64;
+        let header = self.member_header(name, size);
+        if header.len() != placeholder.len() {
+            return Err(Error::input(
+                Path::new(name),
+                "ar member is too large (over 9,999,999,999 bytes)",
+            ));
+        }
+        self.out.seek(SeekFrom::Start(start)).ctx(ctx)?;
+        self.out.write_all(&header).ctx(ctx)?;
+        self.out.seek(SeekFrom::End(0)).ctx(ctx)?;
+        if size % 2 == 1 {
+            self.out.write_all(b"\n").ctx(ctx)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parse a Debian-style control file into fields (continuation lines joined with `\n`).
+pub fn parse_control(text: &str) -> BTreeMap<String, String> {
+    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    let mut last: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some(field) = &last {
+                if let Some(v) = fields.get_mut(field) {
+                    v.push('\n');
+                    v.push_str(line);
+                }
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            fields.insert(k.trim().to_string(), v.trim().to_string());
+            last = Some(k.trim().to_string());
+        }
+    }
+    fields
+}
+
+/// Read the `control` file out of a control tar.
+pub fn read_control<R: Read>(path: &Path, mut archive: tar::Archive<R>) -> Result<String> {
+    let bad = |e: io::Error| Error::input(path, format!("unreadable control archive: {e}"));
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        if name.trim_start_matches("./") == "control" {
+            let mut text = String::new();
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| Error::input(path, format!("control file is not UTF-8: {e}")))?;
+            return Ok(text);
+        }
+    }
+    Err(Error::input(
+        path,
+        "the control archive has no control file",
+    ))
+}
+
+/// List every path of a data tar, without reading file contents into memory.
+pub fn list_data<R: Read>(path: &Path, mut archive: tar::Archive<R>) -> Result<Vec<InspectedFile>> {
+    let bad = |e: io::Error| Error::input(path, format!("unreadable data archive: {e}"));
+    let mut files = Vec::new();
+    for entry in archive.entries().map_err(bad)? {
+        let entry = entry.map_err(bad)?;
+        let h = entry.header();
+        let raw = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        let trimmed = raw.trim_start_matches('.').trim_end_matches('/');
+        if trimmed.is_empty() {
+            continue;
+        }
+        let install = if trimmed.starts_with('/') {
+            trimmed.to_string()
+        } else {
+            format!("/{trimmed}")
+        };
+        let link = entry
+            .link_name()
+            .map_err(bad)?
+            .map(|l| l.to_string_lossy().into_owned());
+        let (kind, target) = match h.entry_type() {
+            tar::EntryType::Directory => (FileKind::Directory, None),
+            tar::EntryType::Regular | tar::EntryType::Continuous => (FileKind::File, None),
+            tar::EntryType::Symlink => (FileKind::Symlink, link),
+            tar::EntryType::Link => (
+                FileKind::Hardlink,
+                link.map(|l| format!("/{}", l.trim_start_matches('.').trim_start_matches('/'))),
+            ),
+            _ => (FileKind::Other, None),
+        };
+        files.push(InspectedFile {
+            path: install,
+            kind,
+            mode: h.mode().map_err(bad)? & 0o7777,
+            size: entry.size(),
+            user: h
+                .username()
+                .ok()
+                .flatten()
+                .map(str::to_string)
+                .unwrap_or_else(|| h.uid().map(|u| u.to_string()).unwrap_or_default()),
+            group: h
+                .groupname()
+                .ok()
+                .flatten()
+                .map(str::to_string)
+                .unwrap_or_else(|| h.gid().map(|g| g.to_string()).unwrap_or_default()),
+            target,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// A tar reader over a member compressed as its name says (`.gz`, `.xz`, `.zst`, none).
+pub fn decompressed<'a, R: Read + 'a>(
+    path: &Path,
+    member: &str,
+    reader: R,
+) -> Result<tar::Archive<Box<dyn Read + 'a>>> {
+    let inner: Box<dyn Read + 'a> = if member.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(reader))
+    } else if member.ends_with(".xz") {
+        Box::new(xz2::read::XzDecoder::new(reader))
+    } else if member.ends_with(".zst") {
+        Box::new(
+            zstd::stream::read::Decoder::new(reader)
+                .map_err(|e| Error::input(path, format!("bad zstd member {member}: {e}")))?,
+        )
+    } else if member.ends_with(".tar") {
+        Box::new(reader)
+    } else {
+        return Err(Error::input(
+            path,
+            format!("unknown compression of member {member}"),
+        ));
+    };
+    Ok(tar::Archive::new(inner))
+}
+
+/// `Inspection` fields from a parsed control file: everything but the identity fields
+/// and the relation fields, which the caller reports separately.
+pub fn split_control(
+    fields: &BTreeMap<String, String>,
+    relation_fields: &[&str],
+) -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
+    let mut other = BTreeMap::new();
+    let mut relations = BTreeMap::new();
+    for (k, v) in fields {
+        if relation_fields.contains(&k.as_str()) {
+            relations.insert(
+                k.clone(),
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            );
+        } else if !matches!(k.as_str(), "Package" | "Version" | "Architecture") {
+            other.insert(k.clone(), v.clone());
+        }
+    }
+    (other, relations)
+}
+
+/// Relation fields of Debian-style control files.
+pub const DEB_RELATION_FIELDS: &[&str] = &[
+    "Pre-Depends",
+    "Depends",
+    "Recommends",
+    "Suggests",
+    "Enhances",
+    "Breaks",
+    "Conflicts",
+    "Provides",
+    "Replaces",
+];
+
+/// Open `path` for reading, with context.
+pub fn open(path: &Path) -> Result<File> {
+    File::open(path).ctx(|| format!("opening {}", path.display()))
+}
