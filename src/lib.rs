@@ -14,6 +14,7 @@ pub mod package;
 pub mod payload;
 pub mod pipeline;
 pub mod relation;
+pub mod source;
 pub mod spec;
 pub mod templates;
 pub mod verify;

@@ -7,22 +7,28 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use korgpkg::config::Config;
+use korgpkg::fetch::{Cache, FetchOptions, Fetcher};
 use korgpkg::package::{self, BuildOptions, DebCompression, Format, IpkOuter, RpmCompression};
 use korgpkg::pipeline::{self, BuildRequest};
-use korgpkg::spec::SpecSet;
+use korgpkg::source::{self, KeySource, Mirror, Release, Sources};
+use korgpkg::spec::{Spec, SpecSet, Vars};
 use korgpkg::templates::Templates;
+use korgpkg::verify::Keyring;
 use korgpkg::Error;
 
 const EXAMPLES: &str = "\
 Examples:
   korgpkg specs
+  korgpkg list korg-clang-18
+  korgpkg build korg-clang-18 --format deb
+  korgpkg build korg-clang-18 --version 18.1.0-rc3 --arch aarch64 --out dist/
   korgpkg build korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz --out dist/
-  korgpkg build korg-gcc-14-aarch64-linux --from x86_64-gcc-14.2.0-nolibc-aarch64-linux.tar.xz --format deb,rpm
   korgpkg inspect dist/korg-clang-18_18.1.8-1_amd64.deb --json
   korgpkg completions bash > /etc/bash_completion.d/korgpkg
 
 Exit codes: 0 success, 1 I/O error, 2 usage error, 3 bad spec/config/template,
-4 bad input (tarball, package file).";
+4 bad input (tarball, package file), 5 verification failed (hash, signature, key),
+6 network error.";
 
 /// Turn kernel.org toolchains into verified .deb, .rpm and .ipk packages.
 #[derive(Parser, Debug)]
@@ -40,20 +46,54 @@ struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Mirror of kernel.org's pub/tools [default: https://mirrors.edge.kernel.org/pub/tools].
+    #[arg(long, global = true, env = "KORGPKG_MIRROR", value_name = "URL")]
+    mirror: Option<String>,
+    /// Download cache [default: $XDG_CACHE_HOME/korgpkg].
+    #[arg(long, global = true, env = "KORGPKG_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// OpenPGP keyring (armored or binary) with pinned signers' keys; repeatable.
+    #[arg(long, global = true, value_name = "FILE")]
+    keyring: Vec<PathBuf>,
+    /// Where to fetch pinned keys not in a keyring (`<URL>/<KEYID>.asc`); "" = never fetch
+    /// [default: kernel.org's pgpkeys repository].
+    #[arg(long, global = true, env = "KORGPKG_KEYS_URL", value_name = "URL")]
+    keys_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build packages from an upstream tarball on disk.
+    /// Download, verify and package toolchains (or package a verified tarball on disk).
     #[command(after_help = "\
 Examples:
-  korgpkg build korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz
+  korgpkg build korg-clang-18
+  korgpkg build korg-clang-18 korg-gcc-14-aarch64-linux --format deb --json
+  korgpkg build korg-clang-18 --version 18.1.0-rc3 --arch aarch64 --dry-run
+  korgpkg build korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz   # .tar.sign beside it
+  korgpkg build korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz --signature llvm-18.1.8-x86_64.tar.sign --sums sha256sums.asc
   korgpkg build korg-clang-18 --from llvm-18.1.0-rc3-aarch64.tar.gz --format rpm --rpm-compression gzip
   korgpkg build korg-gcc-14-aarch64-linux --from x86_64-gcc-14.2.0-nolibc-aarch64-linux.tar.xz --format ipk --ipk-outer tar
   SOURCE_DATE_EPOCH=1700000000 korgpkg build korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz --json")]
     Build(BuildArgs),
+    /// List the versions and arches upstream offers, from verified sha256sums.asc files.
+    #[command(after_help = "\
+Examples:
+  korgpkg list
+  korgpkg list llvm
+  korgpkg list korg-clang-18 --json
+  korgpkg list korg-gcc-14-aarch64-linux --arch arm64")]
+    List {
+        /// A spec (`llvm`) or package (`korg-clang-18`); all specs if omitted.
+        name: Option<String>,
+        /// Only this upstream arch [default: all].
+        #[arg(long)]
+        arch: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the packages the specs offer.
     #[command(after_help = "Examples:\n  korgpkg specs\n  korgpkg specs --json")]
     Specs {
@@ -84,11 +124,28 @@ Examples:
 
 #[derive(clap::Args, Debug)]
 struct BuildArgs {
-    /// Package to build, as `korgpkg specs` lists it (`korg-clang-18`).
-    package: String,
-    /// The upstream tarball (`llvm-18.1.8-x86_64.tar.xz`).
+    /// Packages to build, as `korgpkg specs` lists them (`korg-clang-18`).
+    #[arg(required = true)]
+    packages: Vec<String>,
+    /// Package this tarball on disk instead of downloading (`llvm-18.1.8-x86_64.tar.xz`).
     #[arg(long, value_name = "TARBALL")]
-    from: PathBuf,
+    from: Option<PathBuf>,
+    /// Exact upstream version to download (`18.1.0-rc3`) [default: newest].
+    #[arg(long, value_name = "VERSION", conflicts_with = "from")]
+    version: Option<String>,
+    /// Upstream arch to download (`x86_64`, `aarch64`; crosstool: host `x86_64`, `arm64`)
+    /// [default: this machine's].
+    #[arg(long, conflicts_with = "from")]
+    arch: Option<String>,
+    /// Detached signature of the --from tarball [default: <name>.tar.sign beside it].
+    #[arg(long, value_name = "FILE", requires = "from")]
+    signature: Option<PathBuf>,
+    /// Signed sums file listing the --from tarball [default: sha256sums.asc beside it, if any].
+    #[arg(long, value_name = "FILE", requires = "from")]
+    sums: Option<PathBuf>,
+    /// Package a --from tarball that has no signature. Never needed for downloads.
+    #[arg(long, requires = "from")]
+    allow_unverified: bool,
     /// Formats, comma-separated or repeated [default: deb,rpm,ipk].
     #[arg(long, short, value_delimiter = ',', value_name = "FORMAT")]
     format: Vec<Format>,
@@ -136,6 +193,62 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Network, cache and key settings shared by `list` and `build`.
+struct Net {
+    mirror: Mirror,
+    fetcher: Fetcher,
+    keyring: Keyring,
+    keys_url: Option<String>,
+}
+
+impl Net {
+    fn new(cli: &Cli, config: &Config, progress: bool) -> Result<Self, Error> {
+        let mirror = Mirror::new(
+            cli.mirror
+                .as_deref()
+                .or(config.mirror.as_deref())
+                .unwrap_or(source::DEFAULT_MIRROR),
+        )?;
+        let cache_dir = cli
+            .cache_dir
+            .clone()
+            .or(config.cache_dir.clone())
+            .unwrap_or_else(Cache::default_dir);
+        let fetcher = Fetcher::new(
+            Cache::new(cache_dir),
+            FetchOptions {
+                progress,
+                ..FetchOptions::default()
+            },
+        )?;
+        let mut keyring = Keyring::new();
+        let files = config.keyrings.iter().flatten().chain(&cli.keyring);
+        for file in files {
+            keyring.extend(Keyring::from_file(file)?);
+        }
+        let keys_url = cli
+            .keys_url
+            .clone()
+            .or(config.keys_url.clone())
+            .unwrap_or_else(|| source::DEFAULT_KEYS_URL.to_string());
+        Ok(Net {
+            mirror,
+            fetcher,
+            keyring,
+            keys_url: (!keys_url.is_empty()).then_some(keys_url),
+        })
+    }
+
+    fn sources<'a>(&'a self, templates: &'a Templates) -> Sources<'a> {
+        Sources {
+            mirror: self.mirror.clone(),
+            fetcher: &self.fetcher,
+            keys: KeySource::new(self.keyring.clone(), self.keys_url.clone(), &self.fetcher),
+            templates,
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Error> {
     let (config, _config_path) = Config::load(cli.config.as_deref())?;
     if let Command::Completions { shell } = &cli.command {
@@ -151,12 +264,13 @@ fn run(cli: Cli) -> Result<(), Error> {
     let specs_dir = cli.specs_dir.clone().or(config.specs_dir.clone());
     let templates = Templates::load(templates_dir.as_deref())?;
     let specs = SpecSet::load(specs_dir.as_deref(), &templates)?;
+    let terminal = !cli.quiet && std::io::stderr().is_terminal();
 
-    match cli.command {
+    match &cli.command {
         Command::Completions { .. } => Ok(()),
         Command::Specs { json } => {
             let rows: Vec<_> = specs.specs().iter().map(|s| s.summary_row()).collect();
-            if json {
+            if *json {
                 return print_json(&rows);
             }
             for r in rows {
@@ -173,9 +287,20 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::List { name, arch, json } => {
+            let net = Net::new(&cli, &config, terminal && !json)?;
+            list(
+                &net,
+                &specs,
+                &templates,
+                name.as_deref(),
+                arch.as_deref(),
+                *json,
+            )
+        }
         Command::Inspect { file, json } => {
-            let info = package::inspect(&file)?;
-            if json {
+            let info = package::inspect(file)?;
+            if *json {
                 return print_json(&info);
             }
             println!("Format: {}", info.format);
@@ -202,26 +327,91 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
-        Command::Build(args) => build(args, &config, &specs, &templates, cli.quiet),
+        Command::Build(args) => {
+            let net = Net::new(&cli, &config, terminal && !args.json)?;
+            build(args, &config, &net, &specs, &templates, terminal)
+        }
+    }
+}
+
+/// The specs (with the variables a package name fixes) that `name` selects.
+fn select<'s>(specs: &'s SpecSet, name: Option<&str>) -> Result<Vec<(&'s Spec, Vars)>, Error> {
+    match name {
+        None => Ok(specs.specs().iter().map(|s| (s, Vars::new())).collect()),
+        Some(n) => match specs.get(n) {
+            Some(spec) => Ok(vec![(spec, Vars::new())]),
+            None => Ok(vec![specs.find_package(n)?]),
+        },
+    }
+}
+
+fn list(
+    net: &Net,
+    specs: &SpecSet,
+    templates: &Templates,
+    name: Option<&str>,
+    arch: Option<&str>,
+    json: bool,
+) -> Result<(), Error> {
+    let sources = net.sources(templates);
+    let mut all: Vec<Release> = Vec::new();
+    for (spec, mut known) in select(specs, name)? {
+        if let Some(a) = arch {
+            if !spec.arches.contains_key(a) {
+                return Err(Error::Usage(format!(
+                    "spec {} has no arch {a} (it has {})",
+                    spec.name,
+                    spec.arches.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            known.insert("arch".into(), a.to_string());
+        }
+        all.extend(source::discover(
+            spec,
+            &known,
+            &sources.mirror,
+            sources.fetcher,
+            &sources.keys,
+            templates,
+        )?);
+    }
+    if json {
+        return print_json(&all);
+    }
+    if all.is_empty() {
+        println!("no releases found on {}", net.mirror.base());
+        return Ok(());
+    }
+    for (package, versions) in source::by_package(&all) {
+        println!("{package}");
+        for (version, arches) in versions.iter().rev() {
+            println!("  {version:<16} {}", arches.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// Read `SOURCE_DATE_EPOCH` if set.
+fn source_date_epoch() -> Result<Option<u64>, Error> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Ok(Some(v.trim().parse::<u64>().map_err(|_| {
+            Error::Usage(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
+        })?)),
+        _ => Ok(None),
     }
 }
 
 fn build(
-    args: BuildArgs,
+    args: &BuildArgs,
     config: &Config,
+    net: &Net,
     specs: &SpecSet,
     templates: &Templates,
-    quiet: bool,
+    terminal: bool,
 ) -> Result<(), Error> {
     let defaults = BuildOptions::default();
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(v.trim().parse::<u64>().map_err(|_| {
-            Error::Usage(format!(
-                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
-            ))
-        })?),
-        _ => None,
-    };
     let formats = if !args.format.is_empty() {
         args.format.clone()
     } else {
@@ -230,9 +420,11 @@ fn build(
             .clone()
             .unwrap_or_else(|| Format::ALL.to_vec())
     };
-    let req = BuildRequest {
-        package: args.package.clone(),
-        tarball: args.from.clone(),
+    let template = BuildRequest {
+        package: String::new(),
+        tarball: PathBuf::new(),
+        tarball_name: None,
+        verification: None,
         formats,
         out_dir: args
             .out
@@ -258,45 +450,202 @@ fn build(
                 .or(config.zstd_level)
                 .unwrap_or(defaults.zstd_level),
         },
-        source_date_epoch,
-        progress: !quiet && !args.json && std::io::stderr().is_terminal(),
+        source_date_epoch: source_date_epoch()?,
+        progress: terminal && !args.json,
     };
+    let sources = net.sources(templates);
+    let requests = match &args.from {
+        Some(from) => vec![local_request(args, from, specs, &sources, template)?],
+        None => remote_requests(args, specs, &sources, template)?,
+    };
+
     if args.dry_run {
-        let plan = pipeline::plan(specs, templates, &req)?;
-        if !args.from.is_file() {
-            return Err(Error::input(&args.from, "no such file"));
-        }
+        let plans = requests
+            .iter()
+            .map(|r| pipeline::plan(specs, templates, r))
+            .collect::<Result<Vec<_>, _>>()?;
         if args.json {
-            return print_json(&plan);
+            return if plans.len() == 1 {
+                print_json(&plans[0])
+            } else {
+                print_json(&plans)
+            };
         }
-        println!(
-            "would build {} {} (upstream {}) from {}, top directory {:?} → {}",
-            plan.package,
-            plan.version,
-            plan.upstream_version,
-            plan.tarball.display(),
-            plan.top_dir,
-            plan.prefix
-        );
-        for o in &plan.outputs {
-            println!("  {} {}", o.format, o.path.display());
+        for (plan, req) in plans.iter().zip(&requests) {
+            let origin = req
+                .verification
+                .as_ref()
+                .map(|v| v.url.clone())
+                .unwrap_or_else(|| plan.tarball.display().to_string());
+            println!(
+                "would build {} {} (upstream {}) from {}{}, top directory {:?} → {}",
+                plan.package,
+                plan.version,
+                plan.upstream_version,
+                origin,
+                if plan.verified { "" } else { " (UNVERIFIED)" },
+                plan.top_dir,
+                plan.prefix
+            );
+            for o in &plan.outputs {
+                println!("  {} {}", o.format, o.path.display());
+            }
         }
         return Ok(());
     }
-    let report = pipeline::build(specs, templates, &req)?;
-    if args.json {
-        return print_json(&report);
+    let mut reports = Vec::new();
+    for req in &requests {
+        reports.push(pipeline::build(specs, templates, req)?);
     }
-    for o in &report.outputs {
-        println!(
-            "{} {} ({}, sha256 {})",
-            o.format,
-            o.path.display(),
-            human_size(o.size),
-            o.sha256
-        );
+    if args.json {
+        return if reports.len() == 1 {
+            print_json(&reports[0])
+        } else {
+            print_json(&reports)
+        };
+    }
+    for report in &reports {
+        for o in &report.outputs {
+            println!(
+                "{} {} ({}, sha256 {})",
+                o.format,
+                o.path.display(),
+                human_size(o.size),
+                o.sha256
+            );
+        }
     }
     Ok(())
+}
+
+/// A build of a tarball on disk: verified by its `.tar.sign` (and sums file, if any).
+fn local_request(
+    args: &BuildArgs,
+    from: &std::path::Path,
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+    mut req: BuildRequest,
+) -> Result<BuildRequest, Error> {
+    let [package] = args.packages.as_slice() else {
+        return Err(Error::Usage(
+            "--from packages one tarball: name exactly one package".into(),
+        ));
+    };
+    if !from.is_file() {
+        return Err(Error::input(from, "no such file"));
+    }
+    let (spec, _) = specs.find_package(package)?;
+    let file_name = from
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::input(from, "not a file name"))?;
+    req.package = package.clone();
+    req.tarball = from.to_path_buf();
+    // Name, arch and version mistakes are reported before signature problems.
+    pipeline::plan(specs, sources.templates, &req)?;
+    let vars = spec.match_tarball(file_name).unwrap_or_default();
+    if !args.allow_unverified || args.signature.is_some() {
+        req.verification = sources.local(
+            spec,
+            &vars,
+            from,
+            args.signature.as_deref(),
+            args.sums.as_deref(),
+        )?;
+        if req.verification.is_none() && !args.allow_unverified {
+            return Err(Error::verify(
+                from.display().to_string(),
+                "no detached signature (.tar.sign) beside it: give --signature FILE, \
+                 or --allow-unverified to package unverified bytes",
+            ));
+        }
+    }
+    Ok(req)
+}
+
+/// Builds of releases found on the mirror, downloaded in parallel into the cache.
+fn remote_requests(
+    args: &BuildArgs,
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+    template: BuildRequest,
+) -> Result<Vec<BuildRequest>, Error> {
+    let mut picked: Vec<Release> = Vec::new();
+    for package in &args.packages {
+        let (spec, mut known) = specs.find_package(package)?;
+        let arch = match &args.arch {
+            Some(a) => a.clone(),
+            None => source::host_arch(spec).ok_or_else(|| {
+                Error::Usage(format!(
+                    "spec {} has no build for this machine's arch; pass --arch ({})",
+                    spec.name,
+                    spec.arches.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?,
+        };
+        known.insert("arch".into(), arch.clone());
+        let releases = source::discover(
+            spec,
+            &known,
+            &sources.mirror,
+            sources.fetcher,
+            &sources.keys,
+            sources.templates,
+        )?;
+        let releases: Vec<Release> = releases
+            .into_iter()
+            .filter(|r| &r.package == package)
+            .collect();
+        let release = source::pick(&releases, args.version.as_deref()).ok_or_else(|| {
+            Error::Usage(format!(
+                "no release of {package}{} for arch {arch} on {} (`korgpkg list {package}` shows what there is)",
+                args.version
+                    .as_deref()
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_default(),
+                sources.mirror.base()
+            ))
+        })?;
+        picked.push(release.clone());
+    }
+    let spec_of = |r: &Release| -> Result<&Spec, Error> {
+        specs
+            .get(&r.spec)
+            .ok_or_else(|| Error::Usage(format!("spec {} vanished", r.spec)))
+    };
+    let fetched = if args.dry_run {
+        // Nothing is downloaded: plan against the names the verified sums file lists.
+        picked
+            .iter()
+            .map(|r| {
+                let spec = spec_of(r)?;
+                Ok((
+                    PathBuf::from(&r.file_name),
+                    pipeline::Verification {
+                        url: r.url.clone(),
+                        sha256: Some(r.sha256.clone()),
+                        sums_signer: Some(r.sums_signer.clone()),
+                        signature: Vec::new(),
+                        signature_origin: r.signature_url.clone(),
+                        key: sources.keys.pinned(&spec.upstream.tarball_signer)?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, Error>>()?
+    } else {
+        sources.fetch(specs, &picked)?
+    };
+    Ok(picked
+        .into_iter()
+        .zip(fetched)
+        .map(|(release, (path, verification))| BuildRequest {
+            package: release.package.clone(),
+            tarball: path,
+            tarball_name: Some(release.file_name.clone()),
+            verification: Some(verification),
+            ..template.clone()
+        })
+        .collect())
 }
 
 fn human_size(bytes: u64) -> String {

@@ -1,4 +1,6 @@
-//! Wires the stages together: **source** (a tarball on disk, for now) → **payload**
+//! Wires the stages together: **source** (a tarball on disk or in the download cache) →
+//! **verify** (the `.tar.sign` over the uncompressed tar, checked in the same pass that
+//! stages the payload; the tarball's sha256 against the verified sums file) → **payload**
 //! (stream, validate, stage) → **package** (every requested format in parallel, each into
 //! a temporary file) → rename into the output directory only when all succeeded.
 
@@ -17,6 +19,7 @@ use crate::package::{
 use crate::payload::{self, PayloadStats, StageOptions};
 use crate::spec::{Spec, SpecSet, Vars};
 use crate::templates::Templates;
+use crate::verify::{DetachedVerifier, PinnedKey};
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -25,6 +28,11 @@ pub struct BuildRequest {
     pub package: String,
     /// The upstream tarball on disk.
     pub tarball: PathBuf,
+    /// The tarball's upstream file name when `tarball` is named otherwise (cache files
+    /// are `<cache>/sha256/<hex>`); `None` means `tarball`'s own file name.
+    pub tarball_name: Option<String>,
+    /// What the tarball must be verified against; `None` only with `--allow-unverified`.
+    pub verification: Option<Verification>,
     /// Formats to write (deduplicated, in this order).
     pub formats: Vec<Format>,
     /// Output directory (created if missing).
@@ -38,6 +46,23 @@ pub struct BuildRequest {
     pub progress: bool,
 }
 
+/// How a tarball is proven to be what kernel.org's signers published.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// Upstream URL (or local file name) recorded as provenance.
+    pub url: String,
+    /// SHA-256 from a verified `sha256sums.asc`, if one covers the tarball.
+    pub sha256: Option<String>,
+    /// Primary fingerprint of the key that signed that sums file.
+    pub sums_signer: Option<String>,
+    /// The detached `.tar.sign` over the uncompressed tar (armored or binary).
+    pub signature: Vec<u8>,
+    /// Where the signature came from, for error messages.
+    pub signature_origin: String,
+    /// The pinned developer key the signature must be made by (or by its subkey).
+    pub key: PinnedKey,
+}
+
 /// What a build will produce, known before any work starts.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildPlan {
@@ -49,6 +74,8 @@ pub struct BuildPlan {
     pub top_dir: String,
     pub prefix: String,
     pub outputs: Vec<PlannedOutput>,
+    /// Whether the tarball will be verified (`false` only with `--allow-unverified`).
+    pub verified: bool,
     #[serde(skip)]
     meta: PackageMeta,
 }
@@ -76,11 +103,14 @@ pub struct BuildReport {
 /// Resolve the spec, variables and output names for `req` without touching the payload.
 pub fn plan(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildPlan> {
     let (spec, pkg_vars) = specs.find_package(&req.package)?;
-    let file_name = req
-        .tarball
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::input(&req.tarball, "not a file name"))?;
+    let file_name = match &req.tarball_name {
+        Some(n) => n.as_str(),
+        None => req
+            .tarball
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::input(&req.tarball, "not a file name"))?,
+    };
     let vars = spec.match_tarball(file_name).ok_or_else(|| {
         Error::input(
             &req.tarball,
@@ -121,6 +151,7 @@ pub fn plan(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resul
         top_dir,
         prefix: meta.prefix.clone(),
         outputs,
+        verified: req.verification.is_some(),
         meta,
     })
 }
@@ -189,8 +220,19 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
         exclude: &exclude,
         clamp_mtime: req.source_date_epoch,
     };
+    let mut verifier = match &req.verification {
+        Some(v) => Some(DetachedVerifier::new(
+            &v.signature,
+            &v.key,
+            &v.signature_origin,
+        )?),
+        None => None,
+    };
     let reader = payload::open_tarball_hashed(&req.tarball, bar.as_ref(), hasher.clone())?;
-    let payload = payload::stage_stream(&req.tarball, reader, &req.out_dir, &opts, None)?;
+    let tap = verifier
+        .as_mut()
+        .map(|v| v as &mut (dyn std::io::Write + Send));
+    let staged = payload::stage_stream(&req.tarball, reader, &req.out_dir, &opts, tap);
     let tarball_sha256 = hex::encode(
         hasher
             .lock()
@@ -198,19 +240,45 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
             .clone()
             .finalize(),
     );
+    // A broken archive is reported as such first; then every check must pass before
+    // anything is packaged.
+    let payload = staged?;
+    let mut signer = None;
+    if let Some(v) = &req.verification {
+        if let Some(expected) = &v.sha256 {
+            if !expected.eq_ignore_ascii_case(&tarball_sha256) {
+                return Err(Error::verify(
+                    req.tarball.display().to_string(),
+                    format!(
+                        "sha256 {tarball_sha256} does not match {expected} from the signed sums file"
+                    ),
+                ));
+            }
+        }
+        if let Some(verifier) = verifier.take() {
+            signer = Some(verifier.finish()?);
+        }
+    }
 
     let mut meta = plan.meta.clone();
     meta.build_time = req.source_date_epoch.unwrap_or(payload.stats().max_mtime);
     meta.installed_size = payload.stats().file_bytes;
     meta.provenance = Some(Provenance {
-        url: plan
-            .tarball
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        url: match &req.verification {
+            Some(v) => v.url.clone(),
+            None => req.tarball_name.clone().unwrap_or_else(|| {
+                plan.tarball
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            }),
+        },
         sha256: tarball_sha256,
-        signer: None,
-        sums_signer: None,
+        signer,
+        sums_signer: req
+            .verification
+            .as_ref()
+            .and_then(|v| v.sums_signer.clone()),
     });
 
     if let Some(pb) = &bar {

@@ -21,7 +21,8 @@ use crate::version::UpstreamVersion;
 /// kernel.org's mirror of `pub/tools`.
 pub const DEFAULT_MIRROR: &str = "https://mirrors.edge.kernel.org/pub/tools";
 /// kernel.org's pgpkeys repository, where `<LONG-KEY-ID>.asc` files hold developer keys.
-pub const DEFAULT_KEYS_URL: &str = "https://git.kernel.org/pub/scm/docs/kernel/pgpkeys.git/plain/keys";
+pub const DEFAULT_KEYS_URL: &str =
+    "https://git.kernel.org/pub/scm/docs/kernel/pgpkeys.git/plain/keys";
 
 /// A mirror base URL (`https://…/pub/tools` or `file:///srv/mirror/pub/tools`).
 #[derive(Debug, Clone)]
@@ -33,14 +34,18 @@ impl Mirror {
     /// Validate and normalize a base URL.
     pub fn new(base: &str) -> Result<Self> {
         let base = base.trim_end_matches('/');
-        let ok = (base.starts_with("https://") || base.starts_with("http://") || base.starts_with("file:///"))
+        let ok = (base.starts_with("https://")
+            || base.starts_with("http://")
+            || base.starts_with("file:///"))
             && !base.contains(char::is_whitespace);
         if !ok {
             return Err(Error::Usage(format!(
                 "mirror {base:?} must be an http://, https:// or file:/// URL"
             )));
         }
-        Ok(Mirror { base: base.to_string() })
+        Ok(Mirror {
+            base: base.to_string(),
+        })
     }
 
     /// The URL of `rel` (a path below the base).
@@ -109,7 +114,12 @@ impl<'a> KeySource<'a> {
         if let Ok(k) = self.keyring.pinned(&fpr) {
             return Ok(k);
         }
-        let cached = self.fetcher.cache().dir().join("keys").join(format!("{fpr}.asc"));
+        let cached = self
+            .fetcher
+            .cache()
+            .dir()
+            .join("keys")
+            .join(format!("{fpr}.asc"));
         if cached.is_file() {
             let ring = Keyring::from_file(&cached)?;
             return ring.pinned(&fpr);
@@ -120,7 +130,11 @@ impl<'a> KeySource<'a> {
                 "key not in the given --keyring and key fetching is off",
             ));
         };
-        let url = format!("{}/{}.asc", base.trim_end_matches('/'), &fpr[fpr.len().saturating_sub(16)..]);
+        let url = format!(
+            "{}/{}.asc",
+            base.trim_end_matches('/'),
+            &fpr[fpr.len().saturating_sub(16)..]
+        );
         let bytes = self.fetcher.fetch_small(&url)?;
         let ring = Keyring::from_bytes(&bytes, &url)?;
         // Only a key whose primary fingerprint matches the pin is accepted.
@@ -133,7 +147,8 @@ impl<'a> KeySource<'a> {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).ctx(|| format!("writing {}", path.display()))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).ctx(|| format!("writing {}", path.display()))?;
     std::io::Write::write_all(&mut tmp, bytes).ctx(|| format!("writing {}", path.display()))?;
     tmp.persist(path)
         .map_err(|e| e.error)
@@ -159,11 +174,15 @@ pub fn discover(
         let text = fetcher.fetch_small(&sums_url)?;
         let sums: SumsFile = verify::verify_sums(&text, &autosigner, &sums_url)?;
         for name in sums.names() {
-            let Some(vars) = spec.match_tarball(name) else { continue };
+            let Some(vars) = spec.match_tarball(name) else {
+                continue;
+            };
             if !agrees(&vars, &dir_vars) || !agrees(&vars, known) {
                 continue;
             }
-            let Some(sha256) = sums.get(name) else { continue };
+            let Some(sha256) = sums.get(name) else {
+                continue;
+            };
             let package = spec.package_name(&vars, templates)?;
             let signature = spec.upstream_name("signature", &vars, templates)?;
             releases.push(Release {
@@ -190,18 +209,31 @@ fn agrees(a: &Vars, b: &Vars) -> bool {
 }
 
 /// Expand `upstream.directory` into concrete directories with the variables they fix.
-fn expand_directory(spec: &Spec, known: &Vars, mirror: &Mirror, fetcher: &Fetcher) -> Result<Vec<(String, Vars)>> {
+fn expand_directory(
+    spec: &Spec,
+    known: &Vars,
+    mirror: &Mirror,
+    fetcher: &Fetcher,
+) -> Result<Vec<(String, Vars)>> {
     let mut partial: Vec<(String, Vars)> = vec![(String::new(), Vars::new())];
     for segment in spec.upstream.directory.split('/').filter(|s| !s.is_empty()) {
         let mut next = Vec::new();
         for (dir, vars) in partial {
-            let join = |name: &str| if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+            let join = |name: &str| {
+                if dir.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{dir}/{name}")
+                }
+            };
             if !segment.contains("{{") {
                 next.push((join(segment), vars));
                 continue;
             }
             for name in list_directory(mirror, &dir, fetcher)? {
-                let Some(mut seg_vars) = spec.match_segment(segment, &name) else { continue };
+                let Some(mut seg_vars) = spec.match_segment(segment, &name) else {
+                    continue;
+                };
                 if let Some(v) = seg_vars.get("version").cloned() {
                     match UpstreamVersion::parse(&v) {
                         Ok(parsed) => {
@@ -210,7 +242,10 @@ fn expand_directory(spec: &Spec, known: &Vars, mirror: &Mirror, fetcher: &Fetche
                         Err(_) => continue,
                     }
                 }
-                if seg_vars.get("arch").is_some_and(|a| !spec.arches.contains_key(a)) {
+                if seg_vars
+                    .get("arch")
+                    .is_some_and(|a| !spec.arches.contains_key(a))
+                {
                     continue;
                 }
                 if !agrees(&seg_vars, known) || !agrees(&seg_vars, &vars) {
@@ -232,7 +267,8 @@ fn list_directory(mirror: &Mirror, dir: &str, fetcher: &Fetcher) -> Result<Vec<S
     if let Some(path) = url.strip_prefix("file://") {
         let path = PathBuf::from(path);
         let mut names = Vec::new();
-        let rd = std::fs::read_dir(&path).ctx(|| format!("listing mirror directory {}", path.display()))?;
+        let rd = std::fs::read_dir(&path)
+            .ctx(|| format!("listing mirror directory {}", path.display()))?;
         for e in rd {
             let e = e.ctx(|| format!("listing mirror directory {}", path.display()))?;
             names.push(e.file_name().to_string_lossy().into_owned());
@@ -274,7 +310,11 @@ pub fn pick<'r>(releases: &'r [Release], version: Option<&str>) -> Option<&'r Re
 pub fn by_package(releases: &[Release]) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
     let mut out: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for r in releases {
-        let arches = out.entry(r.package.clone()).or_default().entry(r.version.clone()).or_default();
+        let arches = out
+            .entry(r.package.clone())
+            .or_default()
+            .entry(r.version.clone())
+            .or_default();
         if !arches.contains(&r.arch) {
             arches.push(r.arch.clone());
         }
@@ -293,13 +333,22 @@ pub struct Sources<'a> {
 impl Sources<'_> {
     /// Download (or take from the cache) every release and its signature, in parallel,
     /// returning the cached tarball and what it must be verified against.
-    pub fn fetch(&self, spec_of: &dyn Fn(&Release) -> Result<&Spec>, releases: &[Release]) -> Result<Vec<(PathBuf, crate::pipeline::Verification)>> {
-        let items: Vec<(String, String)> = releases.iter().map(|r| (r.url.clone(), r.sha256.clone())).collect();
+    pub fn fetch(
+        &self,
+        specs: &crate::spec::SpecSet,
+        releases: &[Release],
+    ) -> Result<Vec<(PathBuf, crate::pipeline::Verification)>> {
+        let items: Vec<(String, String)> = releases
+            .iter()
+            .map(|r| (r.url.clone(), r.sha256.clone()))
+            .collect();
         let paths = self.fetcher.fetch_many(&items);
         let mut out = Vec::new();
         for (release, path) in releases.iter().zip(paths) {
             let path = path?;
-            let spec = spec_of(release)?;
+            let spec = specs
+                .get(&release.spec)
+                .ok_or_else(|| Error::Usage(format!("spec {} vanished", release.spec)))?;
             let key = self.keys.pinned(&spec.upstream.tarball_signer)?;
             let signature = self.fetcher.fetch_small(&release.signature_url)?;
             out.push((
@@ -339,7 +388,8 @@ impl Sources<'_> {
             }
             return Ok(None);
         }
-        let signature_bytes = std::fs::read(&sig_path).ctx(|| format!("reading {}", sig_path.display()))?;
+        let signature_bytes =
+            std::fs::read(&sig_path).ctx(|| format!("reading {}", sig_path.display()))?;
         let key = self.keys.pinned(&spec.upstream.tarball_signer)?;
         let sums_path = match sums {
             Some(p) => Some(p.to_path_buf()),
@@ -361,7 +411,9 @@ impl Sources<'_> {
                 let sums = verify::verify_sums(&text, &autosigner, &origin)?;
                 let sha = sums
                     .get(&file_name)
-                    .ok_or_else(|| Error::verify(origin.clone(), format!("does not list {file_name}")))?
+                    .ok_or_else(|| {
+                        Error::verify(origin.clone(), format!("does not list {file_name}"))
+                    })?
                     .to_string();
                 (Some(sha), Some(sums.signer().to_string()))
             }

@@ -246,6 +246,7 @@ fn config_file_sets_defaults_and_bad_keys_are_named() {
             "korg-clang-18",
             "--dry-run",
             "--json",
+            "--allow-unverified",
             "--from",
         ])
         .arg(&tarball));
