@@ -405,7 +405,7 @@ impl Fetcher {
                 Err(e) => {
                     return Err(Failure::Retry(
                         format!(
-                            "download interrupted after {} bytes: {}",
+                            "download interrupted at byte {} ({})",
                             start + received,
                             one_line(&e)
                         ),
@@ -508,7 +508,7 @@ impl Fetcher {
                     let mut body = Vec::new();
                     if let Err(e) = response.take(max.saturating_add(1)).read_to_end(&mut body) {
                         return Err(Failure::Retry(
-                            format!("download interrupted: {}", one_line(&e)),
+                            format!("download interrupted ({})", one_line(&e)),
                             None,
                         ));
                     }

@@ -489,3 +489,42 @@ fn default_options_and_cache_dir() {
             || Cache::default_dir().ends_with(".korgpkg-cache")
     );
 }
+
+#[test]
+fn stalled_download_times_out_and_resumes() {
+    let srv = Server::start();
+    let body = data(100_000, 31);
+    srv.file("/f", body.clone());
+    srv.fault("/f", Fault::Stall(4096));
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = FetchOptions {
+        timeout: Duration::from_millis(300),
+        ..options()
+    };
+    let f = Fetcher::new(Cache::new(tmp.path().to_path_buf()), opts).unwrap();
+    let path = f.fetch_verified(&srv.url("/f"), &sha(&body)).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), body);
+    let reqs = srv.requests_for("/f");
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].range.as_deref(), Some("bytes=4096-"));
+}
+
+#[test]
+fn timeouts_give_up_with_a_clear_message() {
+    let srv = Server::start();
+    srv.file("/f", data(100_000, 32));
+    for _ in 0..3 {
+        srv.fault("/f", Fault::Stall(0));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = FetchOptions {
+        timeout: Duration::from_millis(200),
+        retries: 2,
+        ..options()
+    };
+    let f = Fetcher::new(Cache::new(tmp.path().to_path_buf()), opts).unwrap();
+    let err = f.fetch_verified(&srv.url("/f"), &sha(b"z")).unwrap_err();
+    assert!(matches!(err, Error::Network { .. }), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(err.to_string().contains("after 3 attempts"), "{err}");
+}

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 /// A fault injected for one path.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,6 +19,8 @@ pub enum Fault {
     Status(u16, usize),
     /// Send headers with the full Content-Length, then close after N body bytes (once).
     DropAfter(usize),
+    /// Like `DropAfter`, but hold the connection silent for 3 s before closing (once).
+    Stall(usize),
     /// Always serve an HTML error page with 200.
     Html,
     /// Always ignore `Range` and send the whole file with 200.
@@ -141,12 +144,16 @@ pub fn autoindex(path: &str, names: &[String]) -> String {
     html
 }
 
+/// How long a [`Fault::Stall`] holds the connection before closing it.
+const STALL: Duration = Duration::from_secs(3);
+
 /// What to send for one request.
 enum Reply {
-    /// 200 (or 206 for a range) with this content type and body.
-    Body(&'static str, Vec<u8>),
+    /// 200 (or 206 for a range) with this content type and body; optionally cut off
+    /// after N body bytes, closing the connection after waiting the duration.
+    Body(&'static str, Vec<u8>, Option<(usize, Duration)>),
+    /// This status with an empty body.
     Status(u16),
-    Drop(usize, Vec<u8>),
 }
 
 fn handle(mut conn: TcpStream, state: &Mutex<State>) {
@@ -184,36 +191,37 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
         let faults = st.faults.entry(path.clone()).or_default();
         let no_range = faults.contains(&Fault::NoRange);
         let html = faults.contains(&Fault::Html);
-        let one_shot = faults
+        // The first one-shot fault applies to this request (Status counts down).
+        let now = match faults
             .iter()
-            .position(|f| matches!(f, Fault::Status(..) | Fault::DropAfter(_)));
-        let injected = one_shot.map(|i| match faults[i].clone() {
-            Fault::Status(code, n) => {
-                if n <= 1 {
-                    faults.remove(i);
-                } else {
+            .position(|f| !matches!(f, Fault::Html | Fault::NoRange))
+        {
+            Some(i) => match faults[i].clone() {
+                Fault::Status(code, n) if n > 1 => {
                     faults[i] = Fault::Status(code, n - 1);
+                    Some(Fault::Status(code, 1))
                 }
-                Err(code)
-            }
-            Fault::DropAfter(n) => {
-                faults.remove(i);
-                Ok(n)
-            }
-            _ => unreachable!(),
-        });
-        let reply = match (injected, html) {
-            (Some(Err(code)), _) => Reply::Status(code),
-            (_, true) => Reply::Body(
+                _ => Some(faults.remove(i)),
+            },
+            None => None,
+        };
+        let reply = match now {
+            Some(Fault::Status(code, _)) => Reply::Status(code),
+            _ if html => Reply::Body(
                 "text/html",
                 b"<!DOCTYPE html>\n<html><body><h1>Welcome to the mirror</h1></body></html>\n"
                     .to_vec(),
+                None,
             ),
-            (drop_after, false) => match content(&st, &path) {
-                Some((ctype, body)) => match drop_after {
-                    Some(Ok(n)) => Reply::Drop(n, body),
-                    _ => Reply::Body(ctype, body),
-                },
+            now => match content(&st, &path) {
+                Some((ctype, body)) => {
+                    let cut = match now {
+                        Some(Fault::DropAfter(n)) => Some((n, Duration::ZERO)),
+                        Some(Fault::Stall(n)) => Some((n, STALL)),
+                        _ => None,
+                    };
+                    Reply::Body(ctype, body, cut)
+                }
                 None => Reply::Status(404),
             },
         };
@@ -222,22 +230,13 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
 
     let _ = match reply {
         Reply::Status(code) => respond(&mut conn, code, "text/plain", &[], &[], &method),
-        Reply::Body(ctype, body) => send_ranged(
+        Reply::Body(ctype, body, cut) => send_ranged(
             &mut conn,
             ctype,
             &body,
             range.as_deref(),
             no_range,
-            None,
-            &method,
-        ),
-        Reply::Drop(n, body) => send_ranged(
-            &mut conn,
-            "application/octet-stream",
-            &body,
-            range.as_deref(),
-            no_range,
-            Some(n),
+            cut,
             &method,
         ),
     };
@@ -301,15 +300,15 @@ fn content(st: &State, path: &str) -> Option<(&'static str, Vec<u8>)> {
     None
 }
 
-/// Send `body` honouring `Range: bytes=N-` (unless `no_range`); with `drop_after`, stop
-/// after that many body bytes.
+/// Send `body` honouring `Range: bytes=N-` (unless `no_range`); with `cut`, stop after
+/// that many body bytes and wait before returning (the caller closes the connection).
 fn send_ranged(
     conn: &mut TcpStream,
     ctype: &str,
     body: &[u8],
     range: Option<&str>,
     no_range: bool,
-    drop_after: Option<usize>,
+    cut: Option<(usize, Duration)>,
     method: &str,
 ) -> std::io::Result<()> {
     let start = match range.filter(|_| !no_range) {
@@ -335,10 +334,13 @@ fn send_ranged(
         ),
         None => (200, body, vec![]),
     };
-    match drop_after {
-        Some(n) => {
+    match cut {
+        Some((n, wait)) => {
             write_head(conn, code, ctype, slice.len(), &extra)?;
-            conn.write_all(&slice[..n.min(slice.len())])
+            conn.write_all(&slice[..n.min(slice.len())])?;
+            conn.flush()?;
+            thread::sleep(wait);
+            Ok(())
         }
         None => respond(conn, code, ctype, &extra, slice, method),
     }
