@@ -3,6 +3,8 @@
 //! from raw headers, and helpers to run korgpkg and the real distribution tools.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
