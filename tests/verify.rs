@@ -700,3 +700,26 @@ fn gpgv_agrees_on_generated_cleartext() {
     let sums = verify_sums(signed.as_bytes(), &pin(k), "gen").unwrap();
     assert_eq!(sums.names().count(), 2);
 }
+
+#[test]
+fn real_sums_file_with_crlf_line_endings_verifies() {
+    // Text signatures hash canonical CRLF text, so converting line endings keeps it good.
+    let text = String::from_utf8(read_fixture("llvm-files-sha256sums.asc")).unwrap();
+    let crlf = text.replace('\n', "\r\n");
+    let sums = verify_sums(crlf.as_bytes(), &autosigner(), "llvm").unwrap();
+    assert_eq!(
+        sums.get("llvm-11.1.0-x86_64.tar.gz"),
+        Some("aa069ab507e27b9193373e8f20d505b1bc01b713916f062d71d6be9bb8dc68ea")
+    );
+}
+
+#[test]
+fn real_sums_file_with_a_lying_hash_header_is_refused() {
+    let text = String::from_utf8(read_fixture("llvm-files-sha256sums.asc")).unwrap();
+    let lying = text.replacen("Hash: SHA256", "Hash: SHA512", 1);
+    let msg = verify_message(verify_sums(lying.as_bytes(), &autosigner(), "llvm"));
+    assert_eq!(
+        msg,
+        "signature uses SHA256 but the Hash: header announces SHA512"
+    );
+}
