@@ -454,8 +454,11 @@ fn build(
         progress: terminal && !args.json,
     };
     let sources = net.sources(templates);
-    let requests = match &args.from {
-        Some(from) => vec![local_request(args, from, specs, &sources, template)?],
+    let (requests, releases) = match &args.from {
+        Some(from) => (
+            vec![local_request(args, from, specs, &sources, template)?],
+            Vec::new(),
+        ),
         None => remote_requests(args, specs, &sources, template)?,
     };
 
@@ -465,25 +468,48 @@ fn build(
             .map(|r| pipeline::plan(specs, templates, r))
             .collect::<Result<Vec<_>, _>>()?;
         if args.json {
-            return if plans.len() == 1 {
-                print_json(&plans[0])
+            let rows: Vec<serde_json::Value> = plans
+                .iter()
+                .enumerate()
+                .map(|(i, plan)| {
+                    let mut v = serde_json::to_value(plan).unwrap_or_default();
+                    if let (Some(r), Some(obj)) = (releases.get(i), v.as_object_mut()) {
+                        obj.insert(
+                            "release".into(),
+                            serde_json::to_value(r).unwrap_or_default(),
+                        );
+                    }
+                    v
+                })
+                .collect();
+            return if rows.len() == 1 {
+                print_json(&rows[0])
             } else {
-                print_json(&plans)
+                print_json(&rows)
             };
         }
-        for (plan, req) in plans.iter().zip(&requests) {
-            let origin = req
-                .verification
-                .as_ref()
-                .map(|v| v.url.clone())
-                .unwrap_or_else(|| plan.tarball.display().to_string());
+        for (i, plan) in plans.iter().enumerate() {
+            let (origin, check) = match releases.get(i) {
+                Some(r) => (
+                    r.url.clone(),
+                    format!(
+                        " (sha256 {} from sums signed by {}; .tar.sign checked when built)",
+                        r.sha256, r.sums_signer
+                    ),
+                ),
+                None if plan.verified => (plan.tarball.display().to_string(), String::new()),
+                None => (
+                    plan.tarball.display().to_string(),
+                    " (UNVERIFIED)".to_string(),
+                ),
+            };
             println!(
                 "would build {} {} (upstream {}) from {}{}, top directory {:?} → {}",
                 plan.package,
                 plan.version,
                 plan.upstream_version,
                 origin,
-                if plan.verified { "" } else { " (UNVERIFIED)" },
+                check,
                 plan.top_dir,
                 plan.prefix
             );
@@ -494,8 +520,17 @@ fn build(
         return Ok(());
     }
     let mut reports = Vec::new();
-    for req in &requests {
-        reports.push(pipeline::build(specs, templates, req)?);
+    for (i, req) in requests.iter().enumerate() {
+        match pipeline::build(specs, templates, req) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                if matches!(e, Error::Verify { .. }) && releases.get(i).is_some() {
+                    // A downloaded tarball whose signature failed is not kept for reuse.
+                    let _ = std::fs::remove_file(&req.tarball);
+                }
+                return Err(e);
+            }
+        }
     }
     if args.json {
         return if reports.len() == 1 {
@@ -569,7 +604,7 @@ fn remote_requests(
     specs: &SpecSet,
     sources: &Sources<'_>,
     template: BuildRequest,
-) -> Result<Vec<BuildRequest>, Error> {
+) -> Result<(Vec<BuildRequest>, Vec<Release>), Error> {
     let mut picked: Vec<Release> = Vec::new();
     for package in &args.packages {
         let (spec, mut known) = specs.find_package(package)?;
@@ -608,35 +643,22 @@ fn remote_requests(
         })?;
         picked.push(release.clone());
     }
-    let spec_of = |r: &Release| -> Result<&Spec, Error> {
-        specs
-            .get(&r.spec)
-            .ok_or_else(|| Error::Usage(format!("spec {} vanished", r.spec)))
-    };
-    let fetched = if args.dry_run {
+    if args.dry_run {
         // Nothing is downloaded: plan against the names the verified sums file lists.
-        picked
+        let requests = picked
             .iter()
-            .map(|r| {
-                let spec = spec_of(r)?;
-                Ok((
-                    PathBuf::from(&r.file_name),
-                    pipeline::Verification {
-                        url: r.url.clone(),
-                        sha256: Some(r.sha256.clone()),
-                        sums_signer: Some(r.sums_signer.clone()),
-                        signature: Vec::new(),
-                        signature_origin: r.signature_url.clone(),
-                        key: sources.keys.pinned(&spec.upstream.tarball_signer)?,
-                    },
-                ))
+            .map(|r| BuildRequest {
+                package: r.package.clone(),
+                tarball: PathBuf::from(&r.file_name),
+                tarball_name: Some(r.file_name.clone()),
+                ..template.clone()
             })
-            .collect::<Result<Vec<_>, Error>>()?
-    } else {
-        sources.fetch(specs, &picked)?
-    };
-    Ok(picked
-        .into_iter()
+            .collect();
+        return Ok((requests, picked));
+    }
+    let fetched = sources.fetch(specs, &picked)?;
+    let requests = picked
+        .iter()
         .zip(fetched)
         .map(|(release, (path, verification))| BuildRequest {
             package: release.package.clone(),
@@ -645,7 +667,8 @@ fn remote_requests(
             verification: Some(verification),
             ..template.clone()
         })
-        .collect())
+        .collect();
+    Ok((requests, picked))
 }
 
 fn human_size(bytes: u64) -> String {

@@ -111,8 +111,9 @@ impl<'a> KeySource<'a> {
     /// The validated key with this primary fingerprint.
     pub fn pinned(&self, fingerprint: &str) -> Result<PinnedKey> {
         let fpr = fingerprint.to_ascii_uppercase();
-        if let Ok(k) = self.keyring.pinned(&fpr) {
-            return Ok(k);
+        if self.keyring.contains(&fpr) {
+            // Present in a --keyring: that key decides (an expired or revoked key fails).
+            return self.keyring.pinned(&fpr);
         }
         let cached = self
             .fetcher

@@ -66,6 +66,12 @@ impl Keyring {
         self.keys.is_empty()
     }
 
+    /// Whether a key with this primary fingerprint is present (valid or not).
+    pub fn contains(&self, fingerprint: &str) -> bool {
+        let want = fingerprint.trim().to_ascii_uppercase();
+        self.keys.iter().any(|k| hex_fpr(&k.primary_key) == want)
+    }
+
     /// The key whose PRIMARY fingerprint equals `fingerprint` (40 hex digits, any case,
     /// spaces ignored), validated: self-signatures verify, the primary is not revoked and
     /// not expired now. Subkey fingerprints never match a pin.

@@ -19,6 +19,10 @@ pub fn korgpkg() -> Command {
         .env_remove("KORGPKG_SPECS_DIR")
         .env_remove("KORGPKG_TEMPLATES_DIR")
         .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("KORGPKG_MIRROR")
+        .env_remove("KORGPKG_CACHE_DIR")
+        .env_remove("KORGPKG_KEYS_URL")
+        .env("XDG_CACHE_HOME", "/nonexistent-korgpkg-test-cache")
         .env("XDG_CONFIG_HOME", "/nonexistent-korgpkg-test-config");
     c
 }
