@@ -339,21 +339,26 @@ impl Sources<'_> {
         specs: &crate::spec::SpecSet,
         releases: &[Release],
     ) -> Result<Vec<(PathBuf, crate::pipeline::Verification)>> {
+        // Keys and signatures first: they are small, and a release whose signature or
+        // key is missing is not worth downloading.
+        let mut checks = Vec::new();
+        for release in releases {
+            let spec = specs
+                .get(&release.spec)
+                .ok_or_else(|| Error::Usage(format!("spec {} vanished", release.spec)))?;
+            let key = self.keys.pinned(&spec.upstream.tarball_signer)?;
+            let signature = self.fetcher.fetch_small(&release.signature_url)?;
+            checks.push((key, signature));
+        }
         let items: Vec<(String, String)> = releases
             .iter()
             .map(|r| (r.url.clone(), r.sha256.clone()))
             .collect();
         let paths = self.fetcher.fetch_many(&items);
         let mut out = Vec::new();
-        for (release, path) in releases.iter().zip(paths) {
-            let path = path?;
-            let spec = specs
-                .get(&release.spec)
-                .ok_or_else(|| Error::Usage(format!("spec {} vanished", release.spec)))?;
-            let key = self.keys.pinned(&spec.upstream.tarball_signer)?;
-            let signature = self.fetcher.fetch_small(&release.signature_url)?;
+        for ((release, path), (key, signature)) in releases.iter().zip(paths).zip(checks) {
             out.push((
-                path,
+                path?,
                 crate::pipeline::Verification {
                     url: release.url.clone(),
                     sha256: Some(release.sha256.clone()),

@@ -699,3 +699,112 @@ fn a_tampered_real_sums_file_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn every_upstream_fault_is_refused_with_nothing_written_and_the_cache_clean() {
+    let xz_path = format!("{DIR}/llvm-18.1.8-x86_64.tar.xz");
+    let sign_path = format!("{DIR}/llvm-18.1.8-x86_64.tar.sign");
+    let cases: Vec<(&str, Box<dyn Fn(&Mirror)>, i32, &str)> = vec![
+        (
+            "signature over the compressed file",
+            Box::new(|m: &Mirror| {
+                let sig = m
+                    .dev
+                    .sign_detached(&m.releases[2].xz, Hash::Sha256, true, true);
+                m.server.file(&sign_path, sig);
+            }),
+            5,
+            "BAD signature",
+        ),
+        (
+            "sums signed by the developer key",
+            Box::new(|m: &Mirror| {
+                m.server
+                    .file(&format!("{DIR}/sha256sums.asc"), m.sums(&m.dev));
+            }),
+            5,
+            "sha256sums.asc",
+        ),
+        (
+            "truncated body",
+            Box::new(|m: &Mirror| {
+                let xz = &m.releases[2].xz;
+                m.server.file(&xz_path, xz[..xz.len() / 2].to_vec());
+            }),
+            5,
+            "sha256",
+        ),
+        (
+            "HTML page served with 200",
+            Box::new(|m: &Mirror| {
+                m.server.fault(&xz_path, Fault::Html);
+            }),
+            6,
+            "HTML",
+        ),
+        (
+            "missing signature",
+            Box::new(|m: &Mirror| {
+                m.server.fault(&sign_path, Fault::Status(404, 100));
+            }),
+            6,
+            "404",
+        ),
+    ];
+    for (name, break_it, code, needle) in cases {
+        let m = Mirror::new();
+        break_it(&m);
+        let o = m.build(&["korg-clang-18", "--format", "deb"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: want {needle:?} in {err}");
+        assert!(dir_listing(&m.out()).is_empty(), "{name}: output written");
+        assert!(
+            cached_tarballs(&m.cache()).is_empty(),
+            "{name}: cache poisoned: {:?}",
+            cached_tarballs(&m.cache())
+        );
+    }
+}
+
+#[test]
+fn transient_server_errors_are_retried() {
+    let m = Mirror::new();
+    let xz_path = format!("{DIR}/llvm-18.1.8-x86_64.tar.xz");
+    m.server.fault(&xz_path, Fault::Status(500, 2));
+    let r = json(&m.build(&["korg-clang-18", "--format", "deb", "--json"]));
+    assert_eq!(
+        r["outputs"][0]["provenance"]["sha256"],
+        sha256_hex(&m.releases[2].xz)
+    );
+    assert_eq!(
+        m.server.requests_for(&xz_path).len(),
+        3,
+        "two 500s, then success"
+    );
+}
+
+#[test]
+fn a_local_tarball_missing_from_its_sums_file_is_refused() {
+    let m = Mirror::new();
+    let dir = m.tmp.path().join("local");
+    std::fs::create_dir_all(&dir).expect("dir");
+    // A release the sums file does not list, signed correctly by the developer.
+    let extra = Rel::new("18.1.7");
+    let tarball = dir.join(extra.name());
+    std::fs::write(&tarball, &extra.xz).expect("w");
+    std::fs::write(
+        dir.join(extra.sign_name()),
+        m.dev.sign_detached(&extra.tar, Hash::Sha256, true, true),
+    )
+    .expect("w");
+    std::fs::write(dir.join("sha256sums.asc"), m.sums(&m.autosigner)).expect("w");
+    let out = m.tmp.path().join("o");
+    let o = run(m
+        .korgpkg()
+        .args(["build", "korg-clang-18", "--format", "deb", "--from"])
+        .arg(&tarball)
+        .arg("--out")
+        .arg(&out));
+    refused(&o, "does not list llvm-18.1.7-x86_64.tar.xz", &out);
+}
