@@ -700,11 +700,14 @@ fn a_tampered_real_sums_file_is_refused() {
     );
 }
 
+/// A fault: name, how to break the mirror, expected exit code, expected message part.
+type Case<'a> = (&'static str, Box<dyn Fn(&Mirror) + 'a>, i32, &'static str);
+
 #[test]
 fn every_upstream_fault_is_refused_with_nothing_written_and_the_cache_clean() {
     let xz_path = format!("{DIR}/llvm-18.1.8-x86_64.tar.xz");
     let sign_path = format!("{DIR}/llvm-18.1.8-x86_64.tar.sign");
-    let cases: Vec<(&str, Box<dyn Fn(&Mirror)>, i32, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "signature over the compressed file",
             Box::new(|m: &Mirror| {
