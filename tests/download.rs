@@ -811,3 +811,49 @@ fn a_local_tarball_missing_from_its_sums_file_is_refused() {
         .arg(&out));
     refused(&o, "does not list llvm-18.1.7-x86_64.tar.xz", &out);
 }
+
+#[test]
+fn the_mirror_comes_from_the_environment_or_the_config_file() {
+    let m = Mirror::new();
+    let base = |c: &mut Command| {
+        c.arg("--specs-dir")
+            .arg(m.tmp.path().join("specs"))
+            .arg("--keyring")
+            .arg(m.tmp.path().join("keyring.asc"))
+            .arg("--cache-dir")
+            .arg(m.cache())
+            .args(["--keys-url", ""]);
+    };
+    let mut c = korgpkg();
+    base(&mut c);
+    c.env("KORGPKG_MIRROR", m.server.url("/pub/tools"))
+        .args(["list", "korg-clang-18"]);
+    assert!(ok(&mut c).contains("18.1.8"));
+
+    let cfg = m.tmp.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!("mirror = \"{}\"\n", m.server.url("/pub/tools")),
+    )
+    .expect("w");
+    let mut c = korgpkg();
+    base(&mut c);
+    c.arg("--config").arg(&cfg).args(["list", "korg-clang-18"]);
+    assert!(ok(&mut c).contains("18.1.8"));
+
+    // A flag beats both; a bad mirror URL is a usage error.
+    let mut c = korgpkg();
+    base(&mut c);
+    c.env("KORGPKG_MIRROR", "http://127.0.0.1:9/nowhere").args([
+        "--mirror",
+        "ftp://example.invalid/",
+        "list",
+    ]);
+    let o = run(&mut c);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
