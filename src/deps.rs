@@ -250,8 +250,7 @@ where
                 elf::DT_NEEDED => out.needed.push(string()?),
                 elf::DT_SONAME => out.soname = Some(string()?),
                 elf::DT_RUNPATH | elf::DT_RPATH => {
-                    out.runpath
-                        .extend(string()?.split(':').map(str::to_string));
+                    out.runpath.extend(string()?.split(':').map(str::to_string));
                 }
                 elf::DT_GNU_HASH => out.gnu_hash = true,
                 elf::DT_HASH => out.sysv_hash = true,
@@ -571,9 +570,8 @@ pub fn derive(
             }
         }
         Format::Deb | Format::Ipk => {
-            let map = map.ok_or_else(|| {
-                Error::Usage(format!("no distro map for {format} dependencies"))
-            })?;
+            let map = map
+                .ok_or_else(|| Error::Usage(format!("no distro map for {format} dependencies")))?;
             let mut found: Vec<Relation> = Vec::new();
             for f in &report.files {
                 let needs_of = |soname: &str| -> Vec<&String> {
@@ -641,7 +639,7 @@ pub fn derive(
                     merge_relation(&mut found, at_least(pkg, None));
                 }
             }
-            found.sort_by(|a, b| a.display(format).cmp(&b.display(format)));
+            found.sort_by_key(|r| r.display(format));
             list = found;
         }
     }
@@ -712,29 +710,53 @@ mod tests {
         ));
         report.shipped.insert("libLLVM.so.18.1".into());
         let none = DepsOverrides::default();
-        let deb = derive(&report, maps.get("debian-12").ok(), Format::Deb, Some("x86_64"), &none)
-            .expect("derives");
+        let deb = derive(
+            &report,
+            maps.get("debian-12").ok(),
+            Format::Deb,
+            Some("x86_64"),
+            &none,
+        )
+        .expect("derives");
         assert_eq!(
             shown(&deb, Format::Deb),
             ["libc6 (>= 2.34)", "zlib1g (>= 1:1.2.13.dfsg)"]
         );
         let rpm = derive(&report, None, Format::Rpm, Some("x86_64"), &none).expect("derives");
         let rpm = shown(&rpm, Format::Rpm);
-        assert!(rpm.contains(&"libc.so.6(GLIBC_2.34)(64bit)".to_string()), "{rpm:?}");
-        assert!(rpm.contains(&"libc.so.6(GLIBC_PRIVATE)(64bit)".to_string()), "{rpm:?}");
+        assert!(
+            rpm.contains(&"libc.so.6(GLIBC_2.34)(64bit)".to_string()),
+            "{rpm:?}"
+        );
+        assert!(
+            rpm.contains(&"libc.so.6(GLIBC_PRIVATE)(64bit)".to_string()),
+            "{rpm:?}"
+        );
         assert!(rpm.contains(&"rtld(GNU_HASH)".to_string()), "{rpm:?}");
         assert!(!rpm.iter().any(|r| r.contains("LLVM")), "{rpm:?}");
 
         let err = derive(&report, None, Format::Rpm, Some("aarch64"), &none)
             .expect_err("arch mismatch")
             .to_string();
-        assert!(err.contains("/usr/lib/korg/x/bin/x") && err.contains("aarch64"), "{err}");
+        assert!(
+            err.contains("/usr/lib/korg/x/bin/x") && err.contains("aarch64"),
+            "{err}"
+        );
 
         report.files[0].needed.push("libfoo.so.3".into());
-        let err = derive(&report, maps.get("debian-12").ok(), Format::Deb, None, &none)
-            .expect_err("unmapped")
-            .to_string();
-        assert!(err.contains("libfoo.so.3") && err.contains("/bin/x"), "{err}");
+        let err = derive(
+            &report,
+            maps.get("debian-12").ok(),
+            Format::Deb,
+            None,
+            &none,
+        )
+        .expect_err("unmapped")
+        .to_string();
+        assert!(
+            err.contains("libfoo.so.3") && err.contains("/bin/x"),
+            "{err}"
+        );
         let mut o = DepsOverrides::default();
         o.map.insert(
             "libfoo.so.3".into(),

@@ -455,26 +455,25 @@ pub fn deps(
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| Error::input(source, "not a file name"))?;
-        let package = match package {
-            Some(p) => p.to_string(),
-            None => {
-                let mut found = Vec::new();
-                for spec in specs.specs() {
-                    if let Some(vars) = spec.match_tarball(file_name) {
-                        found.push(spec.package_name(&vars, templates)?);
+        let package =
+            match package {
+                Some(p) => p.to_string(),
+                None => {
+                    let mut found = Vec::new();
+                    for spec in specs.specs() {
+                        if let Some(vars) = spec.match_tarball(file_name) {
+                            found.push(spec.package_name(&vars, templates)?);
+                        }
                     }
-                }
-                match found.as_slice() {
-                    [one] => one.clone(),
-                    _ => {
-                        return Err(Error::input(
+                    match found.as_slice() {
+                        [one] => one.clone(),
+                        _ => return Err(Error::input(
                             source,
                             "no single spec's tarball pattern matches this name; give --package",
-                        ))
+                        )),
                     }
                 }
-            }
-        };
+            };
         let req = BuildRequest {
             package,
             tarball: source.to_path_buf(),

@@ -935,9 +935,13 @@ rpm_group = "Development/Tools"
             "{MINIMAL}\n[relations.deb]\ndepends = [\"Bad Name\"]\n"
         ));
         assert!(e.contains("relations.deb.depends"), "{e}");
-        let e = parse_err(&format!("{MINIMAL}\n[deps]\nignore_sonames = []\nmapp = {{}}\n"));
+        let e = parse_err(&format!(
+            "{MINIMAL}\n[deps]\nignore_sonames = []\nmapp = {{}}\n"
+        ));
         assert!(e.contains("line ") && e.contains("mapp"), "{e}");
-        let e = parse_err(&format!("{MINIMAL}\n[deps]\nmap = {{ \"libfoo.so.1\" = \"Foo\" }}\n"));
+        let e = parse_err(&format!(
+            "{MINIMAL}\n[deps]\nmap = {{ \"libfoo.so.1\" = \"Foo\" }}\n"
+        ));
         assert!(e.contains("deps.map") && e.contains("libfoo.so.1"), "{e}");
         let ok = Spec::parse(
             Path::new("specs/x.toml"),

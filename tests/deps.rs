@@ -152,9 +152,14 @@ fn deb_depends_match_dpkg_shlibdeps_packages_with_equal_or_higher_minimums() {
             .iter()
             .map(|r| split_relation(r))
             .collect();
-        let names = |l: &[(String, String)]| l.iter().map(|(n, _)| n.clone()).collect::<BTreeSet<_>>();
+        let names =
+            |l: &[(String, String)]| l.iter().map(|(n, _)| n.clone()).collect::<BTreeSet<_>>();
         // The same packages: nothing missing, nothing invented.
-        assert_eq!(names(&ours), names(&theirs), "{bin}: {ours:?} vs {theirs:?}");
+        assert_eq!(
+            names(&ours),
+            names(&theirs),
+            "{bin}: {ours:?} vs {theirs:?}"
+        );
         for (name, min) in &theirs {
             let (_, mine) = ours.iter().find(|(n, _)| n == name).expect("same names");
             assert!(
@@ -234,7 +239,12 @@ fn unmapped_soname_is_an_error_unless_the_spec_maps_or_ignores_it() {
         "korg-clang-18",
         &tarball,
         &out_dir,
-        &["--specs-dir", specs.to_str().expect("utf8"), "--format", "deb,rpm"],
+        &[
+            "--specs-dir",
+            specs.to_str().expect("utf8"),
+            "--format",
+            "deb,rpm",
+        ],
     );
     let deb = output_path(&report, "deb");
     let depends = control_field(&deb, "Depends");
@@ -277,7 +287,10 @@ fn target_distro_picks_the_map() {
 fn aarch64_elf_gives_aarch64_deps_and_is_rejected_in_an_x86_64_package() {
     let lib = Path::new("/usr/aarch64-linux-gnu/lib/libm.so.6");
     let Ok(bytes) = std::fs::read(lib) else {
-        panic!("{} missing: run scripts/test (it installs libc6-arm64-cross)", lib.display());
+        panic!(
+            "{} missing: run scripts/test (it installs libc6-arm64-cross)",
+            lib.display()
+        );
     };
     let tmp = tempfile::tempdir().expect("tmp");
     let tarball = tarball_with(tmp.path(), "aarch64", &[("libm-tool", bytes.clone())]);
@@ -349,10 +362,20 @@ fn download(dir: &Path, pkgs: &[String]) -> Option<Vec<PathBuf>> {
 }
 
 /// A root holding exactly `debs` and our package, then `chroot root <bin> --version`.
-fn run_in_root(tmp: &Path, name: &str, debs: &[&PathBuf], ours: &Path, bin: &str) -> (bool, String) {
+fn run_in_root(
+    tmp: &Path,
+    name: &str,
+    debs: &[&PathBuf],
+    ours: &Path,
+    bin: &str,
+) -> (bool, String) {
     let root = tmp.join(name);
     std::fs::create_dir_all(&root).expect("root");
-    for d in debs.iter().copied().chain(std::iter::once(&ours.to_path_buf())) {
+    for d in debs
+        .iter()
+        .copied()
+        .chain(std::iter::once(&ours.to_path_buf()))
+    {
         ok(Command::new("dpkg-deb").arg("-x").arg(d).arg(&root));
     }
     let out = run(Command::new("chroot").arg(&root).arg(bin).arg("--version"));
@@ -388,12 +411,12 @@ fn derived_depends_are_what_makes_the_binary_run_in_a_debian_12_root() {
     );
     let deb = output_path(&report, "deb");
     let depends = control_field(&deb, "Depends");
-    let pkgs: Vec<String> = depends
-        .split(", ")
-        .map(|r| split_relation(r).0)
-        .collect();
+    let pkgs: Vec<String> = depends.split(", ").map(|r| split_relation(r).0).collect();
     for want in ["libc6", "zlib1g", "liblzma5", "liblz4-1"] {
-        assert!(pkgs.iter().any(|p| p == want), "{want} missing in {depends}");
+        assert!(
+            pkgs.iter().any(|p| p == want),
+            "{want} missing in {depends}"
+        );
     }
     let dl = tmp.path().join("debs");
     std::fs::create_dir(&dl).expect("mkdir");
@@ -414,5 +437,11 @@ fn derived_depends_are_what_makes_the_binary_run_in_a_debian_12_root() {
             .collect();
         let (ran, text) = run_in_root(tmp.path(), &format!("root-no-{pkg}"), &some, &deb, bin);
         assert!(!ran, "zstd started without {pkg}: {text}");
+        if pkg != "libc6" {
+            assert!(
+                text.contains("error while loading shared libraries"),
+                "without {pkg}: {text}"
+            );
+        }
     }
 }

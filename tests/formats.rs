@@ -429,7 +429,8 @@ fn inspect_round_trips_every_format() {
             .map(|d| d.as_str().expect("s"))
             .collect();
         assert!(
-            deps.iter().any(|d| d.starts_with(dep)) && deps.len() == deps.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            deps.iter().any(|d| d.starts_with(dep))
+                && deps.len() == deps.iter().collect::<std::collections::BTreeSet<_>>().len(),
             "{format}: {deps:?}"
         );
         let files = info["files"].as_array().expect("files");
