@@ -2,12 +2,14 @@
 //!
 //! The pipeline has one module per stage: **source** (where the tarball comes from) →
 //! **verify** (hashes and signatures, later) → [`payload`] (stream, validate, stage) →
+//! [`deps`] (dependencies derived from the ELF files) →
 //! [`package`] (one module per format behind [`package::Packager`]) → **publish**
 //! (repositories, later). [`pipeline`] wires the stages together for the CLI.
 //! Declarative data lives outside the code: [`spec`] reads `specs/*.toml`, and
 //! [`templates`] renders `templates/**/*.hbs`.
 
 pub mod config;
+pub mod deps;
 pub mod error;
 pub mod fetch;
 pub mod package;

@@ -24,6 +24,7 @@ Examples:
   korgpkg build korg-clang-18 --version 18.1.0-rc3 --arch aarch64 --out dist/
   korgpkg build korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz --out dist/
   korgpkg inspect dist/korg-clang-18_18.1.8-1_amd64.deb --json
+  korgpkg deps llvm-18.1.8-x86_64.tar.xz --target-distro ubuntu-24.04
   korgpkg completions bash > /etc/bash_completion.d/korgpkg
 
 Exit codes: 0 success, 1 I/O error, 2 usage error, 3 bad spec/config/template,
@@ -75,8 +76,33 @@ Examples:
   korgpkg build korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz --signature llvm-18.1.8-x86_64.tar.sign --sums sha256sums.asc
   korgpkg build korg-clang-18 --from llvm-18.1.0-rc3-aarch64.tar.gz --format rpm --rpm-compression gzip
   korgpkg build korg-gcc-14-aarch64-linux --from x86_64-gcc-14.2.0-nolibc-aarch64-linux.tar.xz --format ipk --ipk-outer tar
+  korgpkg build korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz --format deb --target-distro ubuntu-24.04
   SOURCE_DATE_EPOCH=1700000000 korgpkg build korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz --json")]
     Build(BuildArgs),
+    /// Print the dependencies derived from the ELF files of a tarball or directory.
+    #[command(after_help = "\
+Examples:
+  korgpkg deps llvm-18.1.8-x86_64.tar.xz
+  korgpkg deps llvm-18.1.8-x86_64.tar.xz --target-distro ubuntu-24.04 --json
+  korgpkg deps x86_64-gcc-14.2.0-nolibc-aarch64-linux.tar.xz --package korg-gcc-14-aarch64-linux
+  korgpkg deps /opt/llvm-18/bin --package korg-clang-18
+
+The tarball is staged as `build` stages it but not verified: nothing is packaged.
+rpm: what rpm's elfdeps -R prints; deb and ipk: sonames mapped to packages by
+specs/distros/<distro>.toml (default debian-12 for deb, openembedded for ipk).")]
+    Deps {
+        /// An upstream tarball or a directory of files.
+        source: PathBuf,
+        /// The package whose spec applies (its [deps] table) [default: from the tarball name].
+        #[arg(long)]
+        package: Option<String>,
+        /// Distro map for deb or ipk dependencies (`debian-12`, `ubuntu-24.04`, `openembedded`).
+        #[arg(long, value_name = "DISTRO")]
+        target_distro: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the versions and arches upstream offers, from verified sha256sums.asc files.
     #[command(after_help = "\
 Examples:
@@ -167,6 +193,11 @@ struct BuildArgs {
     /// zstd level for deb and rpm, 1-19 [default: 3, as dpkg-deb].
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
     zstd_level: Option<i32>,
+    /// Distro map for dependencies derived from the ELF files, for the formats it is
+    /// for (`debian-12`, `ubuntu-24.04`: deb; `openembedded`: ipk)
+    /// [default: debian-12 for deb, openembedded for ipk].
+    #[arg(long, value_name = "DISTRO")]
+    target_distro: Option<String>,
     /// Show what would be built, write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -327,6 +358,66 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Deps {
+            source,
+            package,
+            target_distro,
+            json,
+        } => {
+            let report = pipeline::deps(
+                &specs,
+                &templates,
+                source,
+                package.as_deref(),
+                target_distro.as_deref(),
+            )?;
+            let first_error = |report: pipeline::DepsReport| match report
+                .formats
+                .into_iter()
+                .find_map(|f| f.failure)
+            {
+                Some(e) => Err(e),
+                None => Ok(()),
+            };
+            if *json {
+                print_json(&report)?;
+                return first_error(report);
+            }
+            println!(
+                "{} ELF file(s) in {}",
+                report.files.len(),
+                report.source.display()
+            );
+            for f in &report.files {
+                println!(
+                    "  {} ({}-bit {}): needs {}",
+                    f.path,
+                    f.class,
+                    f.machine,
+                    if f.needed.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        f.needed.join(", ")
+                    }
+                );
+            }
+            for fd in &report.formats {
+                let distro = fd
+                    .distro
+                    .as_ref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                if let Some(e) = &fd.error {
+                    println!("{}{distro}: error: {e}", fd.format);
+                } else if fd.relations.is_empty() {
+                    println!("{}{distro}: no dependencies", fd.format);
+                }
+                for (field, list) in &fd.relations {
+                    println!("{}{distro} {field}: {}", fd.format, list.join(", "));
+                }
+            }
+            first_error(report)
+        }
         Command::Build(args) => {
             let net = Net::new(&cli, &config, terminal && !args.json)?;
             build(args, &config, &net, &specs, &templates, terminal)
@@ -452,6 +543,7 @@ fn build(
         },
         source_date_epoch: source_date_epoch()?,
         progress: terminal && !args.json,
+        target_distro: args.target_distro.clone(),
     };
     let sources = net.sources(templates);
     let (requests, releases) = match &args.from {

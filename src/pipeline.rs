@@ -12,6 +12,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::deps::{self, ElfFile};
 use crate::error::{Error, IoContext, Result};
 use crate::package::{
     packager, BuildContext, BuildOptions, Format, Output, PackageMeta, Provenance,
@@ -44,6 +45,9 @@ pub struct BuildRequest {
     pub source_date_epoch: Option<u64>,
     /// Show progress bars on stderr.
     pub progress: bool,
+    /// Distro map for derived deb/ipk dependencies (`debian-12`, `ubuntu-24.04`,
+    /// `openembedded`); `None`: debian-12 for deb, openembedded for ipk.
+    pub target_distro: Option<String>,
 }
 
 /// How a tarball is proven to be what kernel.org's signers published.
@@ -132,6 +136,9 @@ pub fn plan(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resul
     }
     if req.formats.is_empty() {
         return Err(Error::Usage("no formats requested".into()));
+    }
+    if let Some(d) = &req.target_distro {
+        specs.distros().get(d)?;
     }
     let top_dir = spec.top_dir(&vars, templates)?;
     let outputs = dedup(&req.formats)
@@ -260,7 +267,16 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
         }
     }
 
+    // The deps stage: dependencies derived from the ELF files, merged into the spec's.
     let mut meta = plan.meta.clone();
+    let report = deps::scan(&payload)?;
+    for o in &plan.outputs {
+        let map = specs
+            .distros()
+            .for_format(o.format, req.target_distro.as_deref())?;
+        let derived = deps::derive(&report, map, o.format, Some(&meta.arch.rpm), &spec.deps)?;
+        meta.relations.get_mut(o.format).merge(&derived);
+    }
     meta.build_time = req.source_date_epoch.unwrap_or(payload.stats().max_mtime);
     meta.installed_size = payload.stats().file_bytes;
     meta.provenance = Some(Provenance {
@@ -375,6 +391,153 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
         build_time: meta.build_time,
         payload: payload.stats().clone(),
         outputs,
+    })
+}
+
+/// What `korgpkg deps` found: the ELF files and each format's derived dependencies.
+#[derive(Debug, Serialize)]
+pub struct DepsReport {
+    /// The tarball or directory scanned.
+    pub source: PathBuf,
+    /// The package the tarball makes (or `--package`), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// The package arch (rpm spelling) the files were checked against, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    pub files: Vec<ElfFile>,
+    pub formats: Vec<FormatDeps>,
+}
+
+/// One format's derived dependencies, or why they cannot be derived.
+#[derive(Debug, Serialize)]
+pub struct FormatDeps {
+    pub format: Format,
+    /// The distro map used (none for rpm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distro: Option<String>,
+    /// Native field name (`Depends`, `Requires`) → relations.
+    pub relations: std::collections::BTreeMap<String, Vec<String>>,
+    /// The error deriving them (an unmapped soname), as one line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub failure: Option<Error>,
+}
+
+/// Scan a tarball (staged like `build` stages it, without verification: nothing is
+/// packaged) or a directory, and derive every format's dependencies. `package` picks
+/// the spec (its `[deps]` table and, for a tarball, the arch check); for a tarball it
+/// defaults to the package the file name makes.
+pub fn deps(
+    specs: &SpecSet,
+    templates: &Templates,
+    source: &Path,
+    package: Option<&str>,
+    target_distro: Option<&str>,
+) -> Result<DepsReport> {
+    if let Some(d) = target_distro {
+        specs.distros().get(d)?;
+    }
+    let (report, spec, package, arch) = if source.is_dir() {
+        let spec = match package {
+            Some(p) => Some(specs.find_package(p)?.0),
+            None => None,
+        };
+        (
+            deps::scan_dir(source)?,
+            spec,
+            package.map(str::to_string),
+            None,
+        )
+    } else if source.is_file() {
+        let file_name = source
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::input(source, "not a file name"))?;
+        let package =
+            match package {
+                Some(p) => p.to_string(),
+                None => {
+                    let mut found = Vec::new();
+                    for spec in specs.specs() {
+                        if let Some(vars) = spec.match_tarball(file_name) {
+                            found.push(spec.package_name(&vars, templates)?);
+                        }
+                    }
+                    match found.as_slice() {
+                        [one] => one.clone(),
+                        _ => return Err(Error::input(
+                            source,
+                            "no single spec's tarball pattern matches this name; give --package",
+                        )),
+                    }
+                }
+            };
+        let req = BuildRequest {
+            package,
+            tarball: source.to_path_buf(),
+            tarball_name: None,
+            verification: None,
+            formats: Format::ALL.to_vec(),
+            out_dir: std::env::temp_dir(),
+            revision: 1,
+            options: Default::default(),
+            source_date_epoch: None,
+            progress: false,
+            target_distro: None,
+        };
+        let plan = plan(specs, templates, &req)?;
+        let spec = specs
+            .get(&plan.spec)
+            .ok_or_else(|| Error::Usage(format!("spec {} vanished", plan.spec)))?;
+        let exclude = |rel: &str| spec.is_excluded(rel);
+        let opts = StageOptions {
+            top_dir: &plan.top_dir,
+            prefix: &plan.prefix,
+            exclude: &exclude,
+            clamp_mtime: None,
+        };
+        let payload = payload::stage(source, &std::env::temp_dir(), &opts, None, None)?;
+        (
+            deps::scan(&payload)?,
+            Some(spec),
+            Some(plan.package.clone()),
+            Some(plan.meta.arch.rpm.clone()),
+        )
+    } else {
+        return Err(Error::input(source, "no such file or directory"));
+    };
+    if let Some(a) = &arch {
+        deps::check_arch(&report, a)?;
+    }
+    let overrides = spec.map(|s| s.deps.clone()).unwrap_or_default();
+    let mut formats = Vec::new();
+    for format in Format::ALL {
+        let map = specs.distros().for_format(format, target_distro)?;
+        let (relations, failure) =
+            match deps::derive(&report, map, format, arch.as_deref(), &overrides) {
+                Ok(rels) => (rels.by_field(format), None),
+                // An ELF file of the wrong arch is wrong for every format.
+                Err(e @ Error::Input { .. }) if e.to_string().contains("ELF file, but") => {
+                    return Err(e)
+                }
+                Err(e) => (Default::default(), Some(e)),
+            };
+        formats.push(FormatDeps {
+            format,
+            distro: map.map(|m| m.name.clone()),
+            relations,
+            error: failure.as_ref().map(|e| e.to_string()),
+            failure,
+        });
+    }
+    Ok(DepsReport {
+        source: source.to_path_buf(),
+        package,
+        arch,
+        files: report.files,
+        formats,
     })
 }
 

@@ -249,6 +249,124 @@ fn parse_deb_atom(text: &str) -> Result<Atom, String> {
     })
 }
 
+/// Compare two versions the way dpkg does (`epoch:upstream-revision`, `~` sorts before
+/// everything, digits numerically). opkg uses the same rules; for the plain dotted
+/// versions korgpkg derives, rpm's ordering agrees.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    fn split(v: &str) -> (u64, &str, &str) {
+        let (epoch, rest) = match v.split_once(':') {
+            Some((e, r)) if !e.is_empty() && e.bytes().all(|c| c.is_ascii_digit()) => {
+                (e.parse().unwrap_or(u64::MAX), r)
+            }
+            _ => (0, v),
+        };
+        match rest.rsplit_once('-') {
+            Some((u, r)) => (epoch, u, r),
+            None => (epoch, rest, ""),
+        }
+    }
+    fn order(c: Option<u8>) -> i32 {
+        match c {
+            None => 0,
+            Some(b'~') => -1,
+            Some(c) if c.is_ascii_digit() => 0,
+            Some(c) if c.is_ascii_alphabetic() => i32::from(c),
+            Some(c) => i32::from(c) + 256,
+        }
+    }
+    fn part(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            // Non-digit prefix, compared character by character.
+            while (i < a.len() && !a[i].is_ascii_digit()) || (j < b.len() && !b[j].is_ascii_digit())
+            {
+                let ca = a.get(i).copied().filter(|c| !c.is_ascii_digit());
+                let cb = b.get(j).copied().filter(|c| !c.is_ascii_digit());
+                let (oa, ob) = (order(ca), order(cb));
+                if oa != ob {
+                    return oa.cmp(&ob);
+                }
+                if ca.is_some() {
+                    i += 1;
+                }
+                if cb.is_some() {
+                    j += 1;
+                }
+            }
+            // Digit run, compared numerically (ignoring leading zeros).
+            while i < a.len() && a[i] == b'0' {
+                i += 1;
+            }
+            while j < b.len() && b[j] == b'0' {
+                j += 1;
+            }
+            let (si, sj) = (i, j);
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let (da, db) = (&a[si..i], &b[sj..j]);
+            let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
+            if ord != std::cmp::Ordering::Equal {
+                return ord;
+            }
+        }
+        std::cmp::Ordering::Equal
+    }
+    let (ea, ua, ra) = split(a);
+    let (eb, ub, rb) = split(b);
+    ea.cmp(&eb)
+        .then_with(|| part(ua.as_bytes(), ub.as_bytes()))
+        .then_with(|| part(ra.as_bytes(), rb.as_bytes()))
+}
+
+/// Add `rel` to `list` without duplicates. When both name the same single package with
+/// a minimum version (`>=`) or none, the higher minimum wins, kept at the earlier place.
+pub fn merge_relation(list: &mut Vec<Relation>, rel: Relation) {
+    if list.contains(&rel) {
+        return;
+    }
+    let minimum = |r: &Relation| -> Option<(String, Option<String>)> {
+        match r.alternatives.as_slice() {
+            [a] if matches!(a.op, None | Some(Op::Ge)) => Some((a.name.clone(), a.version.clone())),
+            _ => None,
+        }
+    };
+    if let Some((name, version)) = minimum(&rel) {
+        for existing in list.iter_mut() {
+            if let Some((n, v)) = minimum(existing) {
+                if n == name {
+                    let higher = match (&v, &version) {
+                        (_, None) => false,
+                        (None, Some(_)) => true,
+                        (Some(old), Some(new)) => {
+                            compare_versions(new, old) == std::cmp::Ordering::Greater
+                        }
+                    };
+                    if higher {
+                        *existing = rel;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+    list.push(rel);
+}
+
+/// `name (>= version)`, or just `name` without a version.
+pub fn at_least(name: &str, version: Option<&str>) -> Relation {
+    Relation {
+        alternatives: vec![Atom {
+            name: name.to_string(),
+            op: version.map(|_| Op::Ge),
+            version: version.map(str::to_string),
+        }],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +394,58 @@ mod tests {
         assert!(Relation::parse_deb("libc6 (>= 2").is_err());
         assert!(Relation::parse_rpm("glibc >= ").is_err());
         assert!(Relation::parse_rpm("glibc ~ 2").is_err());
+    }
+
+    #[test]
+    fn versions_compare_like_dpkg() {
+        use std::cmp::Ordering::*;
+        for (a, b, want) in [
+            ("2.28", "2.34", Less),
+            ("2.34", "2.4", Greater),
+            ("5.4", "5.4.0", Less),
+            ("1.0~rc1", "1.0", Less),
+            ("1:1.1.4", "1.2.13", Greater),
+            ("1:1.2.13.dfsg", "1:1.2.13", Greater),
+            ("2.36-9+deb12u4", "2.36", Greater),
+            ("5.1.1alpha+20120614", "5.4.0", Less),
+            ("6.3+20220423", "6.3", Greater),
+            ("12", "4.2", Greater),
+            ("007", "7", Equal),
+        ] {
+            assert_eq!(compare_versions(a, b), want, "{a} vs {b}");
+            assert_eq!(compare_versions(b, a), want.reverse(), "{b} vs {a}");
+        }
+    }
+
+    #[test]
+    fn merge_dedupes_and_keeps_the_highest_minimum() {
+        let p = |s: &str| Relation::parse_deb(s).expect("parses");
+        let mut list = vec![p("libc6 (>= 2.17)"), p("make"), p("a | b")];
+        merge_relation(&mut list, p("libc6 (>= 2.34)"));
+        merge_relation(&mut list, p("libc6 (>= 2.28)"));
+        merge_relation(&mut list, p("libc6"));
+        merge_relation(&mut list, p("make"));
+        merge_relation(&mut list, p("make (>= 4)"));
+        merge_relation(&mut list, p("a | b"));
+        merge_relation(&mut list, p("zlib1g (>= 1:1.2.13)"));
+        merge_relation(&mut list, p("libc6 (<< 3)"));
+        let shown: Vec<String> = list.iter().map(|r| r.display(Format::Deb)).collect();
+        assert_eq!(
+            shown,
+            [
+                "libc6 (>= 2.34)",
+                "make (>= 4)",
+                "a | b",
+                "zlib1g (>= 1:1.2.13)",
+                "libc6 (<< 3)"
+            ]
+        );
+        // rpm capability names dedupe by equality.
+        let mut rpm = vec![Relation::parse_rpm("glibc >= 2.17").expect("parses")];
+        for r in ["libc.so.6()(64bit)", "libc.so.6()(64bit)", "glibc >= 2.34"] {
+            merge_relation(&mut rpm, Relation::parse_rpm(r).expect("parses"));
+        }
+        let shown: Vec<String> = rpm.iter().map(|r| r.display(Format::Rpm)).collect();
+        assert_eq!(shown, ["glibc >= 2.34", "libc.so.6()(64bit)"]);
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::deps::{DepsOverrides, DistroMaps};
 use crate::error::{Error, IoContext, Result};
 use crate::package::{Format, FormatRelations, PackageMeta, Provenance, Relations};
 use crate::relation::{Relation, RelationKind};
@@ -63,6 +64,20 @@ struct RawSpec {
     relations: RawRelations,
     #[serde(default)]
     exclude: Vec<String>,
+    #[serde(default)]
+    deps: RawDeps,
+}
+
+/// `[deps]`: exceptions to the distro maps for derived dependencies.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeps {
+    /// Sonames that are never dependencies (provided by other means).
+    #[serde(default)]
+    ignore_sonames: Vec<String>,
+    /// Soname → deb/ipk relation (`libfoo1 (>= 1.2)`), instead of the distro map.
+    #[serde(default)]
+    map: BTreeMap<String, String>,
 }
 
 /// Where and how upstream publishes the tarballs.
@@ -191,6 +206,8 @@ pub struct Spec {
     package_name: NamePattern,
     exclude: GlobSet,
     exclude_patterns: Vec<String>,
+    /// `[deps]` exceptions to the distro maps.
+    pub deps: DepsOverrides,
 }
 
 /// A short description of one spec, for `korgpkg specs`.
@@ -209,6 +226,7 @@ pub struct SpecSummary {
 #[derive(Debug, Clone)]
 pub struct SpecSet {
     specs: Vec<Spec>,
+    distros: DistroMaps,
 }
 
 const FINGERPRINT_LEN: usize = 40;
@@ -252,9 +270,16 @@ impl SpecSet {
                 by_name.insert(spec.name.clone(), spec);
             }
         }
+        let distros = DistroMaps::load(dir.map(|d| d.join("distros")).as_deref())?;
         Ok(SpecSet {
             specs: by_name.into_values().collect(),
+            distros,
         })
+    }
+
+    /// The soname → package maps (`specs/distros/*.toml`, plus `<dir>/distros/`).
+    pub fn distros(&self) -> &DistroMaps {
+        &self.distros
     }
 
     /// All specs, sorted by name.
@@ -560,6 +585,16 @@ impl Spec {
             .build()
             .map_err(|e| bad(format!("field exclude: {}", one_line(&e.to_string()))))?;
 
+        let mut deps = DepsOverrides {
+            ignore_sonames: raw.deps.ignore_sonames.iter().cloned().collect(),
+            ..DepsOverrides::default()
+        };
+        for (soname, text) in &raw.deps.map {
+            let rel = Relation::parse_deb(text)
+                .map_err(|m| bad(format!("field deps.map.{soname:?}: {m}")))?;
+            deps.map.insert(soname.clone(), rel);
+        }
+
         let spec = Spec {
             name,
             path: path.to_path_buf(),
@@ -573,6 +608,7 @@ impl Spec {
             package_name,
             exclude,
             exclude_patterns: raw.exclude,
+            deps,
         };
         // Render every templated field once with sample values, so a bad template or an
         // unknown placeholder fails now, naming the field, before any work starts.
@@ -899,6 +935,22 @@ rpm_group = "Development/Tools"
             "{MINIMAL}\n[relations.deb]\ndepends = [\"Bad Name\"]\n"
         ));
         assert!(e.contains("relations.deb.depends"), "{e}");
+        let e = parse_err(&format!(
+            "{MINIMAL}\n[deps]\nignore_sonames = []\nmapp = {{}}\n"
+        ));
+        assert!(e.contains("line ") && e.contains("mapp"), "{e}");
+        let e = parse_err(&format!(
+            "{MINIMAL}\n[deps]\nmap = {{ \"libfoo.so.1\" = \"Foo\" }}\n"
+        ));
+        assert!(e.contains("deps.map") && e.contains("libfoo.so.1"), "{e}");
+        let ok = Spec::parse(
+            Path::new("specs/x.toml"),
+            &format!("{MINIMAL}\n[deps]\nignore_sonames = [\"libbar.so.2\"]\nmap = {{ \"libfoo.so.1\" = \"libfoo1 (>= 1.2)\" }}\n"),
+            &templates(),
+        )
+        .expect("valid [deps]");
+        assert!(ok.deps.ignore_sonames.contains("libbar.so.2"));
+        assert_eq!(ok.deps.map["libfoo.so.1"].to_string(), "libfoo1 (>= 1.2)");
         let e = parse_err(&MINIMAL.replace("arch = 'x86_64'", "arch = 'x86_64('"));
         assert!(e.contains("vars.arch"), "{e}");
     }

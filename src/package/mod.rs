@@ -83,6 +83,17 @@ impl Relations {
             .join(", ")
     }
 
+    /// Merge `other` into these relations: no duplicates, the highest minimum version
+    /// of a package wins (see [`crate::relation::merge_relation`]).
+    pub fn merge(&mut self, other: &Relations) {
+        for (kind, list) in &other.0 {
+            let mine = self.0.entry(*kind).or_default();
+            for rel in list {
+                crate::relation::merge_relation(mine, rel.clone());
+            }
+        }
+    }
+
     /// Native field name → printed relations, for manifests and templates.
     pub fn by_field(&self, format: Format) -> BTreeMap<String, Vec<String>> {
         let mut out = BTreeMap::new();

@@ -1,0 +1,772 @@
+//! The deps stage, between payload and package: read the ELF files of a staged payload
+//! and derive each format's run-time dependencies, the way rpm's `elfdeps` and
+//! `dpkg-shlibdeps` do, without the target distribution installed.
+//!
+//! [`scan`] reads only ELF headers, program headers, the dynamic section, `.dynstr` and
+//! the version-needs section of every file through a bounded [`ReadCache`] (never a
+//! whole binary) into an [`ElfReport`]. [`derive`] turns the report into relations:
+//!
+//! - **rpm**: exactly what `elfdeps -R` prints for each executable file
+//!   (`libc.so.6()(64bit)`, `libc.so.6(GLIBC_2.28)(64bit)`, `rtld(GNU_HASH)`), minus
+//!   sonames the package ships itself. No Provides are exported.
+//! - **deb, ipk**: each soname (and the interpreter) mapped to a package through a
+//!   [`DistroMap`] (`specs/distros/<name>.toml`, data, not code), with a minimum version
+//!   from the highest symbol version used (`GLIBC_2.28` → `libc6 (>= 2.28)`) or the
+//!   map's fixed minimum. An unmapped soname is an error naming it and the ELF file,
+//!   unless the spec's `[deps]` table maps or ignores it.
+
+use include_dir::{include_dir, Dir};
+use object::elf;
+use object::read::elf::{Dyn, FileHeader, ProgramHeader};
+use object::{Endianness, ReadCache, ReadRef};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::package::{Format, Relations};
+use crate::payload::{DataSource, EntryKind, FileData, Payload};
+use crate::relation::{at_least, compare_versions, merge_relation, Relation, RelationKind};
+use crate::templates::one_line;
+
+static BUILTIN_DISTROS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/specs/distros");
+
+/// One dynamically linked (or static) ELF executable or shared object of the payload.
+#[derive(Debug, Clone, Serialize)]
+pub struct ElfFile {
+    /// Install path (`/usr/lib/korg/llvm-18/bin/clang`), or the path scanned.
+    pub path: String,
+    /// 32 or 64.
+    pub class: u8,
+    /// Machine name (`x86_64`, `aarch64`, or `e_machine N`).
+    pub machine: String,
+    #[serde(skip)]
+    pub e_machine: u16,
+    /// Any execute bit set (rpm's elfdeps only derives requires from these).
+    pub executable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soname: Option<String>,
+    /// DT_NEEDED, in file order.
+    pub needed: Vec<String>,
+    /// Version needs (`.gnu.version_r`): soname → versions (`GLIBC_2.28`), in file order.
+    pub version_needs: Vec<(String, Vec<String>)>,
+    /// PT_INTERP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
+    /// DT_GNU_HASH present.
+    pub gnu_hash: bool,
+    /// DT_HASH present.
+    pub sysv_hash: bool,
+    /// DT_RUNPATH and DT_RPATH entries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runpath: Vec<String>,
+}
+
+/// Everything [`scan`] found: the ELF files and the library names the payload ships.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ElfReport {
+    pub files: Vec<ElfFile>,
+    /// Sonames and file names (of files and symlinks) in the payload: a needed soname
+    /// in this set is the package's own, not an external dependency.
+    pub shipped: BTreeSet<String>,
+}
+
+impl ElfReport {
+    fn ships(&self, soname: &str) -> bool {
+        self.shipped.contains(soname)
+    }
+}
+
+/// Scan every regular file of a staged payload.
+pub fn scan(payload: &Payload) -> Result<ElfReport> {
+    let mut report = ElfReport::default();
+    for entry in payload.entries() {
+        let base = entry.path.rsplit('/').next().unwrap_or("").to_string();
+        match &entry.kind {
+            EntryKind::File(data) => {
+                report.shipped.insert(base);
+                if let Some(f) = scan_data(&entry.path, entry.mode, data)? {
+                    report.add(f);
+                }
+            }
+            EntryKind::HardLink { .. } | EntryKind::Symlink(_) => {
+                report.shipped.insert(base);
+            }
+            EntryKind::Directory => {}
+        }
+    }
+    Ok(report)
+}
+
+/// Scan every regular file below `dir` (symlinks are not followed, but their names
+/// count as shipped).
+pub fn scan_dir(dir: &Path) -> Result<ElfReport> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut report = ElfReport::default();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files: Vec<PathBuf> = Vec::new();
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).ctx(|| format!("reading directory {}", d.display()))?;
+        for e in rd {
+            let e = e.ctx(|| format!("reading directory {}", d.display()))?;
+            let ft = e
+                .file_type()
+                .ctx(|| format!("reading {}", e.path().display()))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_symlink() {
+                report.shipped.insert(name);
+            } else if ft.is_file() {
+                report.shipped.insert(name);
+                files.push(e.path());
+            }
+        }
+    }
+    files.sort();
+    for p in files {
+        let mode = std::fs::metadata(&p)
+            .ctx(|| format!("reading {}", p.display()))?
+            .permissions()
+            .mode();
+        let mut f = File::open(&p).ctx(|| format!("opening {}", p.display()))?;
+        let mut magic = [0u8; 4];
+        if f.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
+            continue;
+        }
+        let cache = ReadCache::new(f);
+        if let Some(found) = parse(&p.display().to_string(), mode, &cache)? {
+            report.add(found);
+        }
+    }
+    Ok(report)
+}
+
+impl ElfReport {
+    fn add(&mut self, f: ElfFile) {
+        if let Some(s) = &f.soname {
+            self.shipped.insert(s.clone());
+        }
+        self.files.push(f);
+    }
+}
+
+fn scan_data(path: &str, mode: u32, data: &FileData) -> Result<Option<ElfFile>> {
+    if data.size < 64 {
+        return Ok(None);
+    }
+    let mut magic = [0u8; 4];
+    let mut r = data.open()?;
+    if r.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
+        return Ok(None);
+    }
+    drop(r);
+    match &data.source {
+        DataSource::Staged(p) => {
+            let f = File::open(p).ctx(|| format!("opening staged file {}", p.display()))?;
+            let cache = ReadCache::new(f);
+            parse(path, mode, &cache)
+        }
+        DataSource::Inline(bytes) => parse(path, mode, &bytes[..]),
+    }
+}
+
+/// Parse one ELF file (`data` starts with `\x7fELF`); `None` for relocatable objects,
+/// core files and other non-loadable ELF types.
+fn parse<'d, R: ReadRef<'d>>(path: &str, mode: u32, data: R) -> Result<Option<ElfFile>> {
+    let ident = data
+        .read_bytes_at(0, 16)
+        .map_err(|_| Error::input(path, "truncated ELF header"))?;
+    match ident[4] {
+        elf::ELFCLASS64 => parse_as::<elf::FileHeader64<Endianness>, R>(path, mode, data),
+        elf::ELFCLASS32 => parse_as::<elf::FileHeader32<Endianness>, R>(path, mode, data),
+        c => Err(Error::input(path, format!("unknown ELF class {c}"))),
+    }
+}
+
+fn parse_as<'d, H, R>(path: &str, mode: u32, data: R) -> Result<Option<ElfFile>>
+where
+    H: FileHeader<Endian = Endianness>,
+    R: ReadRef<'d>,
+{
+    let bad = |what: &str, e: object::read::Error| {
+        Error::input(path, format!("malformed ELF file ({what}: {e})"))
+    };
+    let header = H::parse(data).map_err(|e| bad("header", e))?;
+    let endian = header.endian().map_err(|e| bad("header", e))?;
+    let e_type = header.e_type(endian);
+    if e_type != elf::ET_EXEC && e_type != elf::ET_DYN {
+        return Ok(None);
+    }
+    let e_machine = header.e_machine(endian);
+    let mut out = ElfFile {
+        path: path.to_string(),
+        class: if header.is_type_64() { 64 } else { 32 },
+        machine: machine_name(e_machine),
+        e_machine,
+        executable: mode & 0o111 != 0,
+        soname: None,
+        needed: Vec::new(),
+        version_needs: Vec::new(),
+        interpreter: None,
+        gnu_hash: false,
+        sysv_hash: false,
+        runpath: Vec::new(),
+    };
+    let phdrs = header
+        .program_headers(endian, data)
+        .map_err(|e| bad("program headers", e))?;
+    for ph in phdrs {
+        if let Some(interp) = ph
+            .interpreter(endian, data)
+            .map_err(|e| bad("PT_INTERP", e))?
+        {
+            out.interpreter = Some(String::from_utf8_lossy(interp).into_owned());
+        }
+    }
+    let sections = header
+        .sections(endian, data)
+        .map_err(|e| bad("section headers", e))?;
+    if let Some((dynamic, link)) = sections
+        .dynamic(endian, data)
+        .map_err(|e| bad("dynamic section", e))?
+    {
+        let strings = sections
+            .strings(endian, data, link)
+            .map_err(|e| bad("dynamic string table", e))?;
+        for d in dynamic {
+            let tag: i64 = d.d_tag(endian).into();
+            if tag == elf::DT_NULL {
+                break;
+            }
+            let string = || -> Result<String> {
+                d.string(endian, strings)
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .map_err(|e| bad("dynamic string", e))
+            };
+            match tag {
+                elf::DT_NEEDED => out.needed.push(string()?),
+                elf::DT_SONAME => out.soname = Some(string()?),
+                elf::DT_RUNPATH | elf::DT_RPATH => {
+                    out.runpath.extend(string()?.split(':').map(str::to_string));
+                }
+                elf::DT_GNU_HASH => out.gnu_hash = true,
+                elf::DT_HASH => out.sysv_hash = true,
+                _ => {}
+            }
+        }
+    }
+    if let Some((mut needs, link)) = sections
+        .gnu_verneed(endian, data)
+        .map_err(|e| bad("version needs", e))?
+    {
+        let strings = sections
+            .strings(endian, data, link)
+            .map_err(|e| bad("version string table", e))?;
+        while let Some((need, mut auxes)) = needs.next().map_err(|e| bad("version needs", e))? {
+            let file = need
+                .file(endian, strings)
+                .map_err(|e| bad("version needs", e))?;
+            let mut versions = Vec::new();
+            while let Some(aux) = auxes.next().map_err(|e| bad("version needs", e))? {
+                let name = aux
+                    .name(endian, strings)
+                    .map_err(|e| bad("version needs", e))?;
+                versions.push(String::from_utf8_lossy(name).into_owned());
+            }
+            out.version_needs
+                .push((String::from_utf8_lossy(file).into_owned(), versions));
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The ELF class and machine a package arch (rpm spelling) must have, if known.
+fn arch_elf(arch: &str) -> Option<(u8, u16)> {
+    Some(match arch {
+        "x86_64" | "amd64" => (64, elf::EM_X86_64),
+        "aarch64" | "arm64" => (64, elf::EM_AARCH64),
+        "i386" | "i486" | "i586" | "i686" => (32, elf::EM_386),
+        "armv7hl" | "armhf" | "armv7" | "arm" => (32, elf::EM_ARM),
+        "ppc64le" | "ppc64el" | "ppc64" => (64, elf::EM_PPC64),
+        "riscv64" => (64, elf::EM_RISCV),
+        "s390x" => (64, elf::EM_S390),
+        "loongarch64" => (64, elf::EM_LOONGARCH),
+        _ => return None,
+    })
+}
+
+fn machine_name(m: u16) -> String {
+    match m {
+        elf::EM_X86_64 => "x86_64".into(),
+        elf::EM_AARCH64 => "aarch64".into(),
+        elf::EM_386 => "i386".into(),
+        elf::EM_ARM => "arm".into(),
+        elf::EM_PPC64 => "ppc64".into(),
+        elf::EM_RISCV => "riscv".into(),
+        elf::EM_S390 => "s390".into(),
+        elf::EM_LOONGARCH => "loongarch".into(),
+        other => format!("e_machine {other}"),
+    }
+}
+
+/// Fail if an ELF file is not of the package's arch (`arch` in rpm spelling,
+/// `x86_64`); unknown arches are not checked.
+pub fn check_arch(report: &ElfReport, arch: &str) -> Result<()> {
+    let Some((class, machine)) = arch_elf(arch) else {
+        return Ok(());
+    };
+    for f in &report.files {
+        if f.class != class || f.e_machine != machine {
+            return Err(Error::input(
+                &f.path,
+                format!(
+                    "is a {}-bit {} ELF file, but the package is for {arch} ({class}-bit {})",
+                    f.class,
+                    f.machine,
+                    machine_name(machine)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A spec's `[deps]` table: per-package exceptions to the distro maps.
+#[derive(Debug, Clone, Default)]
+pub struct DepsOverrides {
+    /// Sonames that are never dependencies (in any format).
+    pub ignore_sonames: BTreeSet<String>,
+    /// Soname → relation (deb syntax) used for deb and ipk instead of the distro map.
+    pub map: BTreeMap<String, Relation>,
+}
+
+/// How one soname maps to a package of a distribution.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SonameRule {
+    /// Package that ships the soname (`libc6`).
+    pub package: String,
+    /// Minimum version always required (and the floor for derived ones).
+    #[serde(default)]
+    pub min_version: Option<String>,
+    /// Symbol-version prefix whose number is a package version: with `GLIBC_`,
+    /// a need for `GLIBC_2.28` requires the package at `>= 2.28`.
+    #[serde(default)]
+    pub version_prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDistroMap {
+    summary: String,
+    format: Format,
+    #[serde(default)]
+    interpreters: BTreeMap<String, String>,
+    sonames: BTreeMap<String, SonameRule>,
+}
+
+/// A soname → package map for one distribution release (`specs/distros/debian-12.toml`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DistroMap {
+    /// File stem (`debian-12`), as `--target-distro` names it.
+    pub name: String,
+    pub summary: String,
+    /// The package format the distribution uses.
+    pub format: Format,
+    /// Interpreter path (`/lib64/ld-linux-x86-64.so.2`) → package.
+    pub interpreters: BTreeMap<String, String>,
+    pub sonames: BTreeMap<String, SonameRule>,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+impl DistroMap {
+    /// Parse and validate one map file.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let raw: RawDistroMap = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = one_line(e.message());
+            match line {
+                Some(l) => Error::spec(path, format!("line {l}: {msg}")),
+                None => Error::spec(path, msg),
+            }
+        })?;
+        if raw.format == Format::Rpm {
+            return Err(Error::spec(
+                path,
+                "field format: rpm needs no distro map (its requires are sonames)",
+            ));
+        }
+        for (soname, rule) in &raw.sonames {
+            let text = match &rule.min_version {
+                Some(v) => format!("{} (>= {v})", rule.package),
+                None => rule.package.clone(),
+            };
+            Relation::parse_deb(&text)
+                .map_err(|m| Error::spec(path, format!("field sonames.{soname:?}: {m}")))?;
+        }
+        for (interp, pkg) in &raw.interpreters {
+            Relation::parse_deb(pkg)
+                .map_err(|m| Error::spec(path, format!("field interpreters.{interp:?}: {m}")))?;
+        }
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::spec(path, "distro map file has no name"))?;
+        Ok(DistroMap {
+            name,
+            summary: raw.summary,
+            format: raw.format,
+            interpreters: raw.interpreters,
+            sonames: raw.sonames,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// The distro maps known to this run: built-in ones plus `<specs dir>/distros/*.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct DistroMaps {
+    maps: BTreeMap<String, DistroMap>,
+}
+
+impl DistroMaps {
+    /// Load the built-in maps, then `dir/*.toml` (same name replaces a built-in map).
+    pub fn load(dir: Option<&Path>) -> Result<Self> {
+        let mut maps = BTreeMap::new();
+        for file in BUILTIN_DISTROS.files() {
+            if file.path().extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let path = Path::new("specs/distros").join(file.path());
+            let text = file
+                .contents_utf8()
+                .ok_or_else(|| Error::spec(&path, "not UTF-8"))?;
+            let m = DistroMap::parse(&path, text)?;
+            maps.insert(m.name.clone(), m);
+        }
+        if let Some(dir) = dir.filter(|d| d.is_dir()) {
+            let mut paths = Vec::new();
+            for e in std::fs::read_dir(dir)
+                .ctx(|| format!("reading distro maps directory {}", dir.display()))?
+            {
+                let p = e
+                    .ctx(|| format!("reading distro maps directory {}", dir.display()))?
+                    .path();
+                if p.extension().is_some_and(|e| e == "toml") {
+                    paths.push(p);
+                }
+            }
+            paths.sort();
+            for p in paths {
+                let text = std::fs::read_to_string(&p)
+                    .ctx(|| format!("reading distro map {}", p.display()))?;
+                let m = DistroMap::parse(&p, &text)?;
+                maps.insert(m.name.clone(), m);
+            }
+        }
+        Ok(DistroMaps { maps })
+    }
+
+    /// All maps, by name.
+    pub fn all(&self) -> impl Iterator<Item = &DistroMap> {
+        self.maps.values()
+    }
+
+    /// The map `--target-distro` names (must exist), else the format's default
+    /// (`debian-12` for deb, `openembedded` for ipk); `None` for rpm.
+    pub fn for_format(&self, format: Format, target: Option<&str>) -> Result<Option<&DistroMap>> {
+        if format == Format::Rpm {
+            return Ok(None);
+        }
+        if let Some(name) = target {
+            let m = self.get(name)?;
+            if m.format == format {
+                return Ok(Some(m));
+            }
+        }
+        let default = match format {
+            Format::Deb => "debian-12",
+            _ => "openembedded",
+        };
+        self.get(default).map(Some)
+    }
+
+    /// The map named `name`, or a usage error listing the known ones.
+    pub fn get(&self, name: &str) -> Result<&DistroMap> {
+        self.maps.get(name).ok_or_else(|| {
+            Error::Usage(format!(
+                "no distro map {name:?} (known: {})",
+                self.maps.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+}
+
+/// rpm's soname sanity filter (`skipSoname` in elfdeps): keep names containing `.so`
+/// that start with `lib` or are a dynamic linker.
+fn rpm_soname_ok(soname: &str) -> bool {
+    if soname.trim().is_empty() || !soname.contains(".so") {
+        return false;
+    }
+    ["ld.", "ld-", "ld64.", "ld64-", "lib"]
+        .iter()
+        .any(|p| soname.starts_with(p))
+}
+
+/// Derive `format`'s dependencies from `report`. `map` is required for deb and ipk;
+/// `arch` (rpm spelling), when given, must match every ELF file.
+pub fn derive(
+    report: &ElfReport,
+    map: Option<&DistroMap>,
+    format: Format,
+    arch: Option<&str>,
+    overrides: &DepsOverrides,
+) -> Result<Relations> {
+    if let Some(a) = arch {
+        check_arch(report, a)?;
+    }
+    let external =
+        |soname: &str| !report.ships(soname) && !overrides.ignore_sonames.contains(soname);
+    let mut list: Vec<Relation> = Vec::new();
+    match format {
+        Format::Rpm => {
+            let mut caps = BTreeSet::new();
+            for f in report.files.iter().filter(|f| f.executable) {
+                let marker = if f.class == 64 && f.e_machine != elf::EM_ALPHA {
+                    "(64bit)"
+                } else {
+                    ""
+                };
+                for (soname, versions) in &f.version_needs {
+                    if !rpm_soname_ok(soname) || !external(soname) {
+                        continue;
+                    }
+                    for v in versions {
+                        caps.insert(format!("{soname}({v}){marker}"));
+                    }
+                }
+                for soname in &f.needed {
+                    if !rpm_soname_ok(soname) || !external(soname) {
+                        continue;
+                    }
+                    caps.insert(if marker.is_empty() {
+                        soname.clone()
+                    } else {
+                        format!("{soname}(){marker}")
+                    });
+                }
+                if f.gnu_hash && !f.sysv_hash {
+                    caps.insert("rtld(GNU_HASH)".to_string());
+                }
+            }
+            for c in caps {
+                list.push(Relation::parse_rpm(&c).map_err(|m| Error::input("ELF files", m))?);
+            }
+        }
+        Format::Deb | Format::Ipk => {
+            let map = map
+                .ok_or_else(|| Error::Usage(format!("no distro map for {format} dependencies")))?;
+            let mut found: Vec<Relation> = Vec::new();
+            for f in &report.files {
+                let needs_of = |soname: &str| -> Vec<&String> {
+                    f.version_needs
+                        .iter()
+                        .filter(|(s, _)| s == soname)
+                        .flat_map(|(_, v)| v.iter())
+                        .collect()
+                };
+                for soname in &f.needed {
+                    if !external(soname) {
+                        continue;
+                    }
+                    if let Some(rel) = overrides.map.get(soname) {
+                        merge_relation(&mut found, rel.clone());
+                        continue;
+                    }
+                    let rule = map.sonames.get(soname).ok_or_else(|| {
+                        Error::input(
+                            &f.path,
+                            format!(
+                                "needs {soname}, which distro map {} does not map to a package \
+                                 (add it to {} or to the spec's [deps] map or ignore_sonames)",
+                                map.name,
+                                map.path.display()
+                            ),
+                        )
+                    })?;
+                    let mut min = rule.min_version.clone();
+                    if let Some(prefix) = &rule.version_prefix {
+                        for v in needs_of(soname) {
+                            let Some(num) = v.strip_prefix(prefix.as_str()) else {
+                                continue;
+                            };
+                            if num.is_empty()
+                                || !num.chars().all(|c| c.is_ascii_digit() || c == '.')
+                            {
+                                continue; // GLIBC_PRIVATE and the like
+                            }
+                            let higher = min.as_deref().is_none_or(|m| {
+                                compare_versions(num, m) == std::cmp::Ordering::Greater
+                            });
+                            if higher {
+                                min = Some(num.to_string());
+                            }
+                        }
+                    }
+                    merge_relation(&mut found, at_least(&rule.package, min.as_deref()));
+                }
+                if let Some(interp) = &f.interpreter {
+                    let base = interp.rsplit('/').next().unwrap_or(interp);
+                    if !external(base) {
+                        continue;
+                    }
+                    let pkg = map.interpreters.get(interp).ok_or_else(|| {
+                        Error::input(
+                            &f.path,
+                            format!(
+                                "has interpreter {interp}, which distro map {} does not map to a package (add it to {})",
+                                map.name,
+                                map.path.display()
+                            ),
+                        )
+                    })?;
+                    merge_relation(&mut found, at_least(pkg, None));
+                }
+            }
+            found.sort_by_key(|r| r.display(format));
+            list = found;
+        }
+    }
+    let mut rels = Relations::default();
+    if !list.is_empty() {
+        rels.0.insert(RelationKind::Depends, list);
+    }
+    Ok(rels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(needed: &[&str], needs: &[(&str, &[&str])]) -> ElfFile {
+        ElfFile {
+            path: "/usr/lib/korg/x/bin/x".into(),
+            class: 64,
+            machine: "x86_64".into(),
+            e_machine: elf::EM_X86_64,
+            executable: true,
+            soname: None,
+            needed: needed.iter().map(|s| s.to_string()).collect(),
+            version_needs: needs
+                .iter()
+                .map(|(s, v)| (s.to_string(), v.iter().map(|v| v.to_string()).collect()))
+                .collect(),
+            interpreter: Some("/lib64/ld-linux-x86-64.so.2".into()),
+            gnu_hash: true,
+            sysv_hash: false,
+            runpath: vec![],
+        }
+    }
+
+    fn shown(r: &Relations, f: Format) -> Vec<String> {
+        r.of(RelationKind::Depends)
+            .iter()
+            .map(|r| r.display(f))
+            .collect()
+    }
+
+    #[test]
+    fn builtin_maps_load() {
+        let maps = DistroMaps::load(None).expect("built-in maps are valid");
+        for n in ["debian-12", "ubuntu-24.04", "openembedded"] {
+            maps.get(n).expect(n);
+        }
+        assert_eq!(
+            maps.for_format(Format::Ipk, Some("debian-12"))
+                .expect("ok")
+                .map(|m| m.name.as_str()),
+            Some("openembedded")
+        );
+        assert!(maps.for_format(Format::Deb, Some("nope")).is_err());
+    }
+
+    #[test]
+    fn derives_per_format_and_skips_shipped_sonames() {
+        let maps = DistroMaps::load(None).expect("maps");
+        let mut report = ElfReport::default();
+        report.files.push(file(
+            &["libLLVM.so.18.1", "libz.so.1", "libm.so.6", "libc.so.6"],
+            &[
+                ("libc.so.6", &["GLIBC_2.2.5", "GLIBC_2.34", "GLIBC_PRIVATE"]),
+                ("libm.so.6", &["GLIBC_2.29"]),
+                ("libLLVM.so.18.1", &["LLVM_18.1"]),
+            ],
+        ));
+        report.shipped.insert("libLLVM.so.18.1".into());
+        let none = DepsOverrides::default();
+        let deb = derive(
+            &report,
+            maps.get("debian-12").ok(),
+            Format::Deb,
+            Some("x86_64"),
+            &none,
+        )
+        .expect("derives");
+        assert_eq!(
+            shown(&deb, Format::Deb),
+            ["libc6 (>= 2.34)", "zlib1g (>= 1:1.2.13.dfsg)"]
+        );
+        let rpm = derive(&report, None, Format::Rpm, Some("x86_64"), &none).expect("derives");
+        let rpm = shown(&rpm, Format::Rpm);
+        assert!(
+            rpm.contains(&"libc.so.6(GLIBC_2.34)(64bit)".to_string()),
+            "{rpm:?}"
+        );
+        assert!(
+            rpm.contains(&"libc.so.6(GLIBC_PRIVATE)(64bit)".to_string()),
+            "{rpm:?}"
+        );
+        assert!(rpm.contains(&"rtld(GNU_HASH)".to_string()), "{rpm:?}");
+        assert!(!rpm.iter().any(|r| r.contains("LLVM")), "{rpm:?}");
+
+        let err = derive(&report, None, Format::Rpm, Some("aarch64"), &none)
+            .expect_err("arch mismatch")
+            .to_string();
+        assert!(
+            err.contains("/usr/lib/korg/x/bin/x") && err.contains("aarch64"),
+            "{err}"
+        );
+
+        report.files[0].needed.push("libfoo.so.3".into());
+        let err = derive(
+            &report,
+            maps.get("debian-12").ok(),
+            Format::Deb,
+            None,
+            &none,
+        )
+        .expect_err("unmapped")
+        .to_string();
+        assert!(
+            err.contains("libfoo.so.3") && err.contains("/bin/x"),
+            "{err}"
+        );
+        let mut o = DepsOverrides::default();
+        o.map.insert(
+            "libfoo.so.3".into(),
+            Relation::parse_deb("libfoo3 (>= 3.1)").expect("parses"),
+        );
+        let deb = derive(&report, maps.get("debian-12").ok(), Format::Deb, None, &o)
+            .expect("override maps it");
+        assert!(shown(&deb, Format::Deb).contains(&"libfoo3 (>= 3.1)".to_string()));
+        let mut o = DepsOverrides::default();
+        o.ignore_sonames.insert("libfoo.so.3".into());
+        derive(&report, maps.get("debian-12").ok(), Format::Deb, None, &o).expect("ignored");
+    }
+}
