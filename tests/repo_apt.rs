@@ -3,83 +3,10 @@
 
 mod common;
 
-use common::repo::{llvm_packages, TestRepo};
+use common::repo::{llvm_packages, AptRoot, TestRepo};
 use common::{korgpkg, need_tool, ok, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// An isolated apt/dpkg root whose status lists only the host's libc6.
-struct AptRoot {
-    dir: PathBuf,
-}
-
-impl AptRoot {
-    fn new(parent: &Path, line: &str) -> AptRoot {
-        let dir = parent.join("aptroot");
-        for d in [
-            "etc/apt/sources.list.d",
-            "etc/apt/preferences.d",
-            "etc/apt/apt.conf.d",
-            "var/lib/apt/lists/partial",
-            "var/cache/apt/archives/partial",
-            "var/lib/dpkg/info",
-            "var/lib/dpkg/updates",
-            "var/log/apt",
-        ] {
-            std::fs::create_dir_all(dir.join(d)).unwrap();
-        }
-        // The host's libc6, without its own dependencies.
-        let version = ok(Command::new("dpkg-query").args(["-W", "-f=${Version}", "libc6"]));
-        let status = format!(
-            "Package: libc6\nStatus: install ok installed\nPriority: optional\nArchitecture: amd64\n\
-             Multi-Arch: same\nVersion: {version}\nMaintainer: host\nDescription: host C library\n\n"
-        );
-        std::fs::write(dir.join("var/lib/dpkg/status"), status).unwrap();
-        std::fs::write(dir.join("etc/apt/sources.list"), format!("{line}\n")).unwrap();
-        AptRoot { dir }
-    }
-
-    fn apt(&self, tool: &str) -> Command {
-        let d = self.dir.display();
-        let mut c = Command::new(tool);
-        for o in [
-            format!("Dir={d}"),
-            format!("Dir::State::status={d}/var/lib/dpkg/status"),
-            format!("Dir::Etc::sourcelist={d}/etc/apt/sources.list"),
-            format!("Dir::Etc::sourceparts={d}/etc/apt/sources.list.d"),
-            format!("Dir::Etc::parts={d}/etc/apt/apt.conf.d"),
-            format!("Dir::Etc::preferencesparts={d}/etc/apt/preferences.d"),
-            "Dir::Etc::trusted=/dev/null".into(),
-            "Dir::Etc::trustedparts=/dev/null".into(),
-            "Debug::NoLocking=1".into(),
-            "APT::Architecture=amd64".into(),
-            "Acquire::Retries=0".into(),
-            format!("DPkg::Options::=--root={d}"),
-            format!("DPkg::Options::=--admindir={d}/var/lib/dpkg"),
-            "DPkg::Options::=--force-script-chrootless".into(),
-        ] {
-            c.arg("-o").arg(o);
-        }
-        c.env("DEBIAN_FRONTEND", "noninteractive");
-        c
-    }
-
-    /// `apt-get update`: (success, combined output).
-    fn update(&self) -> (bool, String) {
-        let _ = std::fs::remove_dir_all(self.dir.join("var/lib/apt/lists"));
-        std::fs::create_dir_all(self.dir.join("var/lib/apt/lists/partial")).unwrap();
-        let o = run(self.apt("apt-get").arg("update"));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        (
-            o.status.success() && !text.contains("\nE:") && !text.starts_with("E:"),
-            text,
-        )
-    }
-}
 
 fn flip_byte(path: &Path, at: usize) {
     let mut b = std::fs::read(path).unwrap();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::repo::{llvm_packages, TestRepo};
+use common::repo::{dnf, llvm_packages, TestRepo};
 use common::{need_tool, ok, run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,24 +39,6 @@ fn provider_for(rpm: &Path, dir: &Path) -> PathBuf {
         .arg("_build_id_links none")
         .arg(&spec));
     top.join("RPMS/noarch/korg-test-provider-1-1.noarch.rpm")
-}
-
-fn dnf(root: &Path, repos: &Path, cache: &str) -> Command {
-    let mut c = Command::new("dnf");
-    c.arg("-y")
-        .arg(format!("--installroot={}", root.display()))
-        .arg(format!("--setopt=reposdir={}", repos.display()))
-        .arg(format!("--setopt=cachedir={}/{cache}", root.display()))
-        .args([
-            "--setopt=gpgcheck=1",
-            "--setopt=repo_gpgcheck=1",
-            "--setopt=install_weak_deps=0",
-            "--setopt=retries=1",
-            "--setopt=skip_if_unavailable=0",
-            "--releasever=40",
-            "--nodocs",
-        ]);
-    c
 }
 
 fn text(o: &std::process::Output) -> String {
