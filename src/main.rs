@@ -24,6 +24,10 @@ Examples:
   korgpkg build korg-clang-18 --version 18.1.0-rc3 --arch aarch64 --out dist/
   korgpkg build korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz --out dist/
   korgpkg inspect dist/korg-clang-18_18.1.8-1_amd64.deb --json
+  korgpkg key generate --name 'korg <korg@example.org>' --out keys/
+  korgpkg repo init /srv/korg --keys keys/
+  korgpkg publish --repo /srv/korg dist/
+  korgpkg serve /srv/korg --listen 127.0.0.1:8080
   korgpkg completions bash > /etc/bash_completion.d/korgpkg
 
 Exit codes: 0 success, 1 I/O error, 2 usage error, 3 bad spec/config/template,

@@ -146,3 +146,33 @@ fn dnf_makecache_and_install_with_repo_and_package_signatures() {
     let o = run(dnf(&root, &repos, "cache3").arg("makecache"));
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn gzip_metadata_for_old_yum_is_accepted_by_dnf() {
+    need_tool("dnf");
+    let repo = TestRepo::new(false, &[]);
+    let def = repo.root.join("korgpkg-repo.toml");
+    let text = std::fs::read_to_string(&def).unwrap();
+    assert!(text.contains("compression = \"zstd\""), "{text}");
+    std::fs::write(
+        &def,
+        text.replace("compression = \"zstd\"", "compression = \"gzip\""),
+    )
+    .unwrap();
+    let (_, rpm, _) = llvm_packages(repo.tmp.path());
+    repo.publish(&[&rpm]);
+    let repomd = std::fs::read_to_string(repo.root.join("rpm/repodata/repomd.xml")).unwrap();
+    assert!(repomd.contains("-primary.xml.gz\""), "{repomd}");
+    let root = repo.tmp.path().join("dnfroot");
+    let repos = repo.tmp.path().join("repos.d");
+    std::fs::create_dir_all(&repos).unwrap();
+    std::fs::copy(repo.root.join("rpm/korg.repo"), repos.join("korg.repo")).unwrap();
+    let o = run(dnf(&root, &repos, "cache").args(["makecache"]));
+    assert!(o.status.success(), "{}", text_of(&o));
+    let o = ok(dnf(&root, &repos, "cache").args(["-q", "list", "--available", "korg-clang-18"]));
+    assert!(o.contains("korg-clang-18"), "{o}");
+}
+
+fn text_of(o: &std::process::Output) -> String {
+    text(o)
+}

@@ -956,3 +956,28 @@ pub fn control_stanza(info: &package::Inspection) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_definitions_parse() {
+        for f in ["repo/stable.toml", "repo/multi-suite.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            let text = fs::read_to_string(&path).unwrap();
+            let c: RepoConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert!(!c.apt.suites.is_empty() && c.keep_generations >= 2, "{f}");
+        }
+        let bad = "keys = \"k\"\n[apt]\nsuites = []\nbogus = 1\n";
+        assert!(toml::from_str::<RepoConfig>(bad).is_err());
+    }
+
+    #[test]
+    fn xml_escape_escapes_markup_and_drops_control_characters() {
+        assert_eq!(
+            xml_escape("a<b>&\"'\u{1}\n"),
+            "a&lt;b&gt;&amp;&quot;&apos;\n"
+        );
+    }
+}
