@@ -274,3 +274,52 @@ fn bad_input_leaves_the_repository_untouched() {
     .unwrap();
     assert!(packages.is_empty(), "{packages}");
 }
+
+#[test]
+fn same_inputs_and_source_date_epoch_give_identical_indexes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    ok(korgpkg()
+        .args(["key", "generate", "--name", "repro", "--out"])
+        .arg(&keys));
+    let (deb, rpm, ipk) = llvm_packages(tmp.path());
+    let make = |name: &str| {
+        let root = tmp.path().join(name);
+        ok(korgpkg()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["repo", "init"])
+            .arg(&root)
+            .arg("--keys")
+            .arg(&keys));
+        ok(korgpkg()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["publish", "--repo"])
+            .arg(&root)
+            .args([&deb, &rpm, &ipk]));
+        root
+    };
+    let (a, b) = (make("a"), make("b"));
+    for f in [
+        "apt/dists/stable/Release",
+        "apt/dists/stable/InRelease",
+        "apt/dists/stable/Release.gpg",
+        "apt/dists/stable/main/binary-amd64/Packages.xz",
+        "rpm/repodata/repomd.xml",
+        "rpm/repodata/repomd.xml.asc",
+        "rpm/Packages/korg-clang-18-18.1.8-1.x86_64.rpm",
+        "opkg/Packages",
+        "opkg/Packages.sig",
+        "opkg/Packages.asc",
+    ] {
+        let (x, y) = (
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+        );
+        assert!(x == y, "{f} differs between identical publishes");
+    }
+    let release = std::fs::read_to_string(a.join("apt/dists/stable/Release")).unwrap();
+    assert!(
+        release.contains("Date: Tue, 14 Nov 2023 22:13:20 UTC"),
+        "{release}"
+    );
+}
