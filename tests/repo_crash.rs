@@ -134,6 +134,16 @@ fn killed_publishers_leave_a_valid_repository_and_concurrent_ones_all_land() {
     }
     let (good, text) = apt.update();
     assert!(good, "{text}");
+    // Killed publishers' temporary files were cleaned up by the later ones.
+    for d in ["rpm/Packages", "apt/pool/main/k/korg-clang-18"] {
+        let left: Vec<String> = std::fs::read_dir(repo.root.join(d))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".part"))
+            .collect();
+        assert!(left.is_empty(), "{d}: {left:?}");
+    }
     let policy = ok(apt.apt("apt-cache").args(["madison", "korg-clang-18"]));
     for i in 0..4 {
         assert!(policy.contains(&format!("18.1.8-{}", 2000 + i)), "{policy}");

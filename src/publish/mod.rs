@@ -398,10 +398,25 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .ctx(|| format!("writing {}", path.display()))
 }
 
+/// Remove temporary files a killed publisher left in the pool directory `dir` (only
+/// called under the repository lock, so no live publisher owns them).
+pub fn clean_stale(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".korgpkg-") && name.ends_with(".part") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// Copy `src` into the pool at `dst` atomically (temp file, fsync, rename).
 pub fn copy_into_pool(src: &Path, dst: &Path) -> Result<()> {
     let dir = dst.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    clean_stale(dir);
     let mut tmp = tempfile::Builder::new()
         .prefix(".korgpkg-")
         .suffix(".part")

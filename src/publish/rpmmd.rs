@@ -215,6 +215,7 @@ impl Repository for RpmMd {
         let dst = ctx.root.join(pool);
         let dir = dst.parent().unwrap_or(ctx.root);
         std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        super::clean_stale(dir);
         let mut tmp = tempfile::Builder::new()
             .prefix(".korgpkg-")
             .suffix(".part")
