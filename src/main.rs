@@ -25,6 +25,10 @@ Examples:
   korgpkg build korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz --out dist/
   korgpkg inspect dist/korg-clang-18_18.1.8-1_amd64.deb --json
   korgpkg deps llvm-18.1.8-x86_64.tar.xz --target-distro ubuntu-24.04
+  korgpkg key generate --name 'korg <korg@example.org>' --out keys/
+  korgpkg repo init /srv/korg --keys keys/
+  korgpkg publish --repo /srv/korg dist/
+  korgpkg serve /srv/korg --listen 127.0.0.1:8080
   korgpkg completions bash > /etc/bash_completion.d/korgpkg
 
 Exit codes: 0 success, 1 I/O error, 2 usage error, 3 bad spec/config/template,
@@ -138,6 +142,28 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Generate repository signing keys (OpenPGP and usign).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Publish packages into a signed apt, dnf and opkg repository.
+    #[command(after_help = "\
+Examples:
+  korgpkg publish --repo /srv/korg dist/*.deb dist/*.rpm dist/*.ipk
+  korgpkg publish --repo /srv/korg --suite testing dist/korg-clang-18_18.1.8-1_amd64.deb
+  KORGPKG_PASSPHRASE=... korgpkg publish --repo /srv/korg --passphrase-env KORGPKG_PASSPHRASE dist/")]
+    Publish(PublishArgs),
+    /// Create, list and prune repositories.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Serve a directory over HTTP (static, read-only; for tests and local use).
+    #[command(after_help = "Examples:\n  korgpkg serve /srv/korg --listen 127.0.0.1:8080")]
+    Serve {
+        /// The directory to serve.
+        dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  korgpkg completions bash > /etc/bash_completion.d/korgpkg\n  korgpkg completions zsh > \"${fpath[1]}/_korgpkg\""
@@ -145,6 +171,124 @@ Examples:
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Make an OpenPGP v4 signing key and a usign key for OpenWrt feeds.
+    #[command(after_help = "\
+Examples:
+  korgpkg key generate --name 'korg packages <korg@example.org>' --out keys/
+  korgpkg key generate --name 'korg packages' --algo rsa4096 --out keys/
+  KEYPASS=secret korgpkg key generate --name korg --passphrase-env KEYPASS --out keys/")]
+    Generate {
+        /// User ID of the OpenPGP key (`Name <email>`).
+        #[arg(long)]
+        name: String,
+        /// Directory for the key files (created; existing keys are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// OpenPGP key algorithm.
+        #[arg(long, value_enum, default_value = "ed25519")]
+        algo: korgpkg::signing::KeyAlgo,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the OpenPGP secret key's passphrase comes from (never the command line).
+#[derive(clap::Args, Debug, Clone)]
+struct PassphraseArgs {
+    /// Read the passphrase from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "passphrase_file")]
+    passphrase_env: Option<String>,
+    /// Read the passphrase from the first line of this file.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+}
+
+impl PassphraseArgs {
+    fn read(&self) -> Result<Option<String>, Error> {
+        korgpkg::signing::read_passphrase(
+            self.passphrase_env.as_deref(),
+            self.passphrase_file.as_deref(),
+        )
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct PublishArgs {
+    /// The repository directory (see `korgpkg repo init`).
+    #[arg(long)]
+    repo: PathBuf,
+    /// apt suite to publish into [default: the first suite of the definition].
+    #[arg(long)]
+    suite: Option<String>,
+    /// Package files, or directories of build outputs.
+    #[arg(required = true)]
+    packages: Vec<PathBuf>,
+    #[command(flatten)]
+    passphrase: PassphraseArgs,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RepoCommand {
+    /// Write a repository definition (korgpkg-repo.toml) and an empty repository.
+    #[command(after_help = "\
+Examples:
+  korgpkg repo init /srv/korg --keys keys/
+  korgpkg repo init /srv/korg --keys keys/ --suite stable --suite testing --arch amd64 --arch arm64")]
+    Init {
+        /// The repository directory.
+        dir: PathBuf,
+        /// Key directory made by `korgpkg key generate`.
+        #[arg(long)]
+        keys: PathBuf,
+        /// apt suites (repeatable) [default: stable].
+        #[arg(long)]
+        suite: Vec<String>,
+        /// Debian arches (repeatable) [default: amd64, arm64].
+        #[arg(long)]
+        arch: Vec<String>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// List the packages in a repository.
+    #[command(
+        after_help = "Examples:\n  korgpkg repo list /srv/korg\n  korgpkg repo list /srv/korg --json"
+    )]
+    List {
+        /// The repository directory.
+        dir: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove packages (by name, or name=version) and re-sign the indexes.
+    #[command(
+        after_help = "Examples:\n  korgpkg repo remove /srv/korg korg-clang-18\n  korgpkg repo remove /srv/korg korg-clang-18=18.1.8-1 --format deb --suite testing"
+    )]
+    Remove {
+        /// The repository directory.
+        dir: PathBuf,
+        /// `name` or `name=version`.
+        #[arg(required = true)]
+        packages: Vec<String>,
+        /// Only this format.
+        #[arg(long)]
+        format: Option<Format>,
+        /// Only this apt suite.
+        #[arg(long)]
+        suite: Option<String>,
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
     },
 }
 
@@ -421,6 +565,124 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Build(args) => {
             let net = Net::new(&cli, &config, terminal && !args.json)?;
             build(args, &config, &net, &specs, &templates, terminal)
+        }
+        Command::Key(cmd) => key_command(cmd),
+        Command::Publish(args) => publish_command(args, &templates),
+        Command::Repo(cmd) => repo_command(cmd, &templates),
+        Command::Serve { dir, listen } => korgpkg::publish::serve::serve(dir, listen),
+    }
+}
+
+fn key_command(cmd: &KeyCommand) -> Result<(), Error> {
+    let KeyCommand::Generate {
+        name,
+        out,
+        algo,
+        passphrase,
+        json,
+    } = cmd;
+    let pass = passphrase.read()?;
+    let keys = korgpkg::signing::generate(name, *algo, pass.as_deref(), out)?;
+    if *json {
+        return print_json(&keys);
+    }
+    println!("OpenPGP key {}", keys.fingerprint);
+    println!("usign key {}", keys.usign_fingerprint);
+    for f in &keys.files {
+        println!("  {}", f.display());
+    }
+    Ok(())
+}
+
+fn publish_command(args: &PublishArgs, templates: &Templates) -> Result<(), Error> {
+    use korgpkg::publish;
+    let pass = args.passphrase.read()?;
+    let report = publish::publish(
+        &args.repo,
+        args.suite.as_deref(),
+        &args.packages,
+        pass,
+        source_date_epoch()?,
+        templates,
+    )?;
+    if args.json {
+        return print_json(&report);
+    }
+    for p in &report.added {
+        println!("added {} {} {} ({})", p.format, p.name, p.version, p.arch);
+    }
+    for p in &report.unchanged {
+        println!(
+            "unchanged {} {} {} ({})",
+            p.format, p.name, p.version, p.arch
+        );
+    }
+    println!("generation {}", report.generation);
+    Ok(())
+}
+
+fn repo_command(cmd: &RepoCommand, templates: &Templates) -> Result<(), Error> {
+    use korgpkg::publish;
+    match cmd {
+        RepoCommand::Init {
+            dir,
+            keys,
+            suite,
+            arch,
+            passphrase,
+        } => {
+            let pass = passphrase.read()?;
+            publish::init(
+                dir,
+                keys,
+                suite,
+                arch,
+                pass,
+                source_date_epoch()?,
+                templates,
+            )?;
+            println!("initialized {}", dir.display());
+            Ok(())
+        }
+        RepoCommand::List { dir, json } => {
+            let rows = publish::list(dir)?;
+            if *json {
+                return print_json(&rows);
+            }
+            for p in rows {
+                let suite = p
+                    .suite
+                    .as_deref()
+                    .map(|s| format!(" [{s}]"))
+                    .unwrap_or_default();
+                println!(
+                    "{} {} {} {}{} {}",
+                    p.format, p.name, p.version, p.arch, suite, p.path
+                );
+            }
+            Ok(())
+        }
+        RepoCommand::Remove {
+            dir,
+            packages,
+            format,
+            suite,
+            passphrase,
+        } => {
+            let pass = passphrase.read()?;
+            let removed = publish::remove(
+                dir,
+                packages,
+                *format,
+                suite.as_deref(),
+                pass,
+                source_date_epoch()?,
+                templates,
+            )?;
+            for p in removed {
+                println!("removed {} {} {} ({})", p.format, p.name, p.version, p.arch);
+            }
+            Ok(())
         }
     }
 }

@@ -1,0 +1,998 @@
+//! The publish stage: signed apt, dnf and opkg repositories, one module per format
+//! behind the [`Repository`] trait.
+//!
+//! A repository directory holds a definition (`korgpkg-repo.toml`, see [`RepoConfig`]),
+//! the package pools, and generations of signed indexes:
+//!
+//! ```text
+//! DIR/korgpkg-repo.toml
+//! DIR/apt/pool/main/k/korg-clang-18/*.deb      DIR/apt/dists -> ../.korgpkg/gen/N/apt/dists
+//! DIR/rpm/Packages/*.rpm                       DIR/rpm/repodata -> ../.korgpkg/gen/N/rpm/repodata
+//! DIR/opkg-pool/*.ipk                          DIR/opkg -> .korgpkg/gen/N/opkg  (pool -> opkg-pool)
+//! DIR/.korgpkg/{lock,state.json,gen/N/}
+//! ```
+//!
+//! Publishing is serialized by `flock` on `.korgpkg/lock`. A new package is read once,
+//! when added; its index entries (Packages stanza, primary/filelists/other XML) are kept
+//! in `state.json` with its path, size, mtime and sha256, so an add never re-reads the
+//! other packages. Each publish writes a complete new generation of indexes under
+//! `.korgpkg/gen/N`, fsyncs it, saves the state, then switches each format's index
+//! symlink with one `rename`: a publisher killed at any point leaves every client seeing
+//! a complete, signed generation. The previous generation is kept (apt's `by-hash` copies
+//! of it live on in the new one) so clients holding the old `InRelease` still work.
+
+pub mod apt;
+pub mod opkg;
+pub mod rpmmd;
+pub mod rpmsign;
+pub mod serve;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::package::{self, Format};
+use crate::signing::Signer;
+use crate::templates::Templates;
+
+/// The repository definition's file name.
+pub const DEFINITION: &str = "korgpkg-repo.toml";
+const STATE_DIR: &str = ".korgpkg";
+
+/// A repository definition (`korgpkg-repo.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// Short name: `.repo` id, key file names (`korg`).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// `Origin`/`Label` of apt's Release, `name=` of the `.repo` file.
+    #[serde(default = "default_origin")]
+    pub origin: String,
+    /// Key directory from `korgpkg key generate` (relative to the repository directory).
+    pub keys: PathBuf,
+    /// URL clients reach the repository at (for the `.repo` file and `opkg.conf`).
+    #[serde(default = "default_url")]
+    pub base_url: String,
+    #[serde(default)]
+    pub apt: AptConfig,
+    #[serde(default)]
+    pub rpm: RpmConfig,
+    #[serde(default)]
+    pub opkg: OpkgConfig,
+    /// Index generations kept (at least 2, so clients with the previous index work).
+    #[serde(default = "default_generations")]
+    pub keep_generations: u64,
+}
+
+fn default_name() -> String {
+    "korg".into()
+}
+fn default_origin() -> String {
+    "korgpkg".into()
+}
+fn default_url() -> String {
+    "http://127.0.0.1:8080".into()
+}
+fn default_generations() -> u64 {
+    2
+}
+
+/// apt settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AptConfig {
+    pub suites: Vec<String>,
+    pub components: Vec<String>,
+    pub architectures: Vec<String>,
+    /// `Valid-Until` is `Date` plus this many days (0: no Valid-Until).
+    pub valid_until_days: u64,
+}
+
+impl Default for AptConfig {
+    fn default() -> Self {
+        AptConfig {
+            suites: vec!["stable".into()],
+            components: vec!["main".into()],
+            architectures: vec!["amd64".into(), "arm64".into()],
+            valid_until_days: 30,
+        }
+    }
+}
+
+/// dnf settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpmConfig {
+    pub architectures: Vec<String>,
+    /// `zstd` (default) or `gzip` (old yum) for primary/filelists/other.
+    pub compression: MetadataCompression,
+}
+
+impl Default for RpmConfig {
+    fn default() -> Self {
+        RpmConfig {
+            architectures: vec!["x86_64".into(), "aarch64".into(), "noarch".into()],
+            compression: MetadataCompression::Zstd,
+        }
+    }
+}
+
+/// Compression of dnf metadata.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataCompression {
+    Zstd,
+    Gzip,
+}
+
+/// opkg settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpkgConfig {
+    pub architectures: Vec<String>,
+}
+
+impl Default for OpkgConfig {
+    fn default() -> Self {
+        OpkgConfig {
+            architectures: vec!["x86_64".into(), "aarch64".into(), "all".into()],
+        }
+    }
+}
+
+impl RepoConfig {
+    /// Read `DIR/korgpkg-repo.toml`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(DEFINITION);
+        let text = fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Usage(format!(
+                    "{}: no repository definition (run `korgpkg repo init {} --keys DIR`)",
+                    path.display(),
+                    dir.display()
+                ))
+            } else {
+                Error::Io {
+                    context: format!("reading {}", path.display()),
+                    source: e,
+                }
+            }
+        })?;
+        let config: RepoConfig =
+            toml::from_str(&text).map_err(|e| Error::spec(&path, one_line(&e.to_string())))?;
+        if config.apt.suites.is_empty() || config.apt.components.is_empty() {
+            return Err(Error::spec(
+                &path,
+                "apt: suites and components must not be empty",
+            ));
+        }
+        if config.keep_generations < 2 {
+            return Err(Error::spec(&path, "keep_generations: must be at least 2"));
+        }
+        Ok(config)
+    }
+
+    fn keys_dir(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.keys)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The format-specific index data of a package, computed once when it is added.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum IndexData {
+    /// A Debian-style control stanza without Filename/Size/checksums (deb, ipk).
+    Control { stanza: String },
+    /// rpm-md XML fragments.
+    Rpm {
+        primary: String,
+        filelists: String,
+        other: String,
+    },
+}
+
+/// One package in a repository, with the index entries made from it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishedPackage {
+    pub format: Format,
+    /// apt suite (deb only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// Path of the pool file, relative to the repository directory.
+    pub path: String,
+    pub size: u64,
+    pub mtime: i64,
+    pub sha256: String,
+    pub md5: String,
+    #[serde(skip_serializing)]
+    pub index: Option<IndexData>,
+}
+
+/// The persistent state: every package and the current generation.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    generation: u64,
+    packages: Vec<StoredPackage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredPackage {
+    #[serde(flatten)]
+    package: PublishedPackage,
+    index: IndexData,
+}
+
+impl State {
+    fn packages(&self) -> Vec<PublishedPackage> {
+        self.packages
+            .iter()
+            .map(|s| PublishedPackage {
+                index: Some(s.index.clone()),
+                ..s.package.clone()
+            })
+            .collect()
+    }
+}
+
+/// Shared context of one publish.
+pub struct Context<'a> {
+    pub root: &'a Path,
+    pub config: &'a RepoConfig,
+    pub signer: &'a Signer,
+    /// Index date (`SOURCE_DATE_EPOCH` or now).
+    pub time: u64,
+    pub templates: &'a Templates,
+}
+
+/// One repository format.
+///
+/// `import` is the only place a package file is read: it validates the package, puts it
+/// into the pool (rpm: re-signed) and returns its index entries. `write_indexes` writes
+/// a complete signed index generation from stored entries alone.
+pub trait Repository {
+    fn format(&self) -> Format;
+    /// Pool path (relative to the repository) a package of this format goes to.
+    fn pool_path(&self, info: &package::Inspection) -> String;
+    /// Check arch/suite, then copy `file` into the pool at `pool` (atomically) and
+    /// describe it.
+    fn import(
+        &self,
+        ctx: &Context<'_>,
+        file: &Path,
+        info: &package::Inspection,
+        pool: &str,
+    ) -> Result<IndexData>;
+    /// Write every index file of this format for `packages` below `gen` (a fresh
+    /// generation directory); `prev` is the previous generation, if any.
+    fn write_indexes(
+        &self,
+        ctx: &Context<'_>,
+        packages: &[&PublishedPackage],
+        gen: &Path,
+        prev: Option<&Path>,
+    ) -> Result<()>;
+    /// The served index link (relative to the repository) and its target inside a
+    /// generation directory.
+    fn index_link(&self) -> (&'static str, &'static str);
+    /// Files outside the generations written once per publish (public keys, client
+    /// configuration): relative path → bytes.
+    fn static_files(&self, ctx: &Context<'_>) -> Result<Vec<(String, Vec<u8>)>>;
+}
+
+/// The repository implementation of `format`.
+pub fn repository(format: Format) -> Box<dyn Repository> {
+    match format {
+        Format::Deb => Box::new(apt::Apt),
+        Format::Rpm => Box::new(rpmmd::RpmMd),
+        Format::Ipk => Box::new(opkg::Opkg),
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub generation: u64,
+    pub added: Vec<PublishedPackage>,
+    pub unchanged: Vec<PublishedPackage>,
+}
+
+/// An exclusive `flock` on the repository, released on drop (and by the kernel if the
+/// process dies).
+struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    fn acquire(root: &Path) -> Result<Lock> {
+        let dir = root.join(STATE_DIR);
+        fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        let path = dir.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(Error::Io {
+                context: format!("locking {}", path.display()),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Lock { _file: file })
+    }
+}
+
+fn state_path(root: &Path) -> PathBuf {
+    root.join(STATE_DIR).join("state.json")
+}
+
+fn load_state(root: &Path) -> Result<State> {
+    let path = state_path(root);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::input(&path, format!("corrupt repository state: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(Error::Io {
+            context: format!("reading {}", path.display()),
+            source: e,
+        }),
+    }
+}
+
+/// fsync a directory (makes renames in it durable).
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("syncing directory {}", dir.display()))
+}
+
+/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".korgpkg-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .ctx(|| format!("writing {}", path.display()))?;
+    set_public_mode(tmp.path())?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .ctx(|| format!("renaming into {}", path.display()))?;
+    sync_dir(dir)
+}
+
+fn set_public_mode(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+        .ctx(|| format!("setting the mode of {}", path.display()))
+}
+
+/// Write a new generation file (not yet visible to clients; synced before the switch).
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = File::create(path).ctx(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .ctx(|| format!("writing {}", path.display()))
+}
+
+/// Remove temporary files a killed publisher left in the pool directory `dir` (only
+/// called under the repository lock, so no live publisher owns them).
+pub fn clean_stale(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".korgpkg-") && name.ends_with(".part") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Copy `src` into the pool at `dst` atomically (temp file, fsync, rename).
+pub fn copy_into_pool(src: &Path, dst: &Path) -> Result<()> {
+    let dir = dst.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    clean_stale(dir);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".korgpkg-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut input = File::open(src).ctx(|| format!("opening {}", src.display()))?;
+    std::io::copy(&mut input, &mut tmp).ctx(|| format!("copying {}", src.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .ctx(|| format!("writing {}", dst.display()))?;
+    set_public_mode(tmp.path())?;
+    tmp.persist(dst)
+        .map_err(|e| e.error)
+        .ctx(|| format!("renaming into {}", dst.display()))?;
+    sync_dir(dir)
+}
+
+/// SHA-256, MD5 and size of a file, streamed.
+pub fn file_sums(path: &Path) -> Result<(String, String, u64)> {
+    let mut f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    let mut sha = Sha256::new();
+    let mut md5 = md5::Md5::new();
+    let mut buf = vec![0u8; crate::payload::COPY_BUFFER];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .ctx(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        md5::Digest::update(&mut md5, &buf[..n]);
+        size += n as u64;
+    }
+    Ok((
+        hex::encode(sha.finalize()),
+        hex::encode(md5::Digest::finalize(md5)),
+        size,
+    ))
+}
+
+fn mtime_of(path: &Path) -> Result<i64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(fs::metadata(path)
+        .ctx(|| format!("reading {}", path.display()))?
+        .mtime())
+}
+
+/// Expand directories into the package files they hold (sorted).
+fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = fs::read_dir(p)
+                .ctx(|| format!("listing {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.extension()
+                        .is_some_and(|e| e == "deb" || e == "rpm" || e == "ipk")
+                })
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::input(p, "no such file or directory"));
+        }
+    }
+    Ok(out)
+}
+
+/// Check that `arch` is one the repository definition allows for `format`.
+pub fn check_arch(config: &RepoConfig, file: &Path, format: Format, arch: &str) -> Result<()> {
+    let (allowed, what): (Vec<&str>, &str) = match format {
+        Format::Deb => (
+            config
+                .apt
+                .architectures
+                .iter()
+                .map(String::as_str)
+                .chain(["all"])
+                .collect(),
+            "apt.architectures",
+        ),
+        Format::Rpm => (
+            config
+                .rpm
+                .architectures
+                .iter()
+                .map(String::as_str)
+                .collect(),
+            "rpm.architectures",
+        ),
+        Format::Ipk => (
+            config
+                .opkg
+                .architectures
+                .iter()
+                .map(String::as_str)
+                .collect(),
+            "opkg.architectures",
+        ),
+    };
+    if allowed.contains(&arch) {
+        Ok(())
+    } else {
+        Err(Error::input(
+            file,
+            format!(
+                "architecture {arch:?} is not in the repository's {what} ({})",
+                allowed.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Signature time and the signer of a repository.
+fn open_signer(
+    root: &Path,
+    config: &RepoConfig,
+    passphrase: Option<String>,
+    time: u64,
+) -> Result<Signer> {
+    Signer::load(
+        &config.keys_dir(root),
+        passphrase,
+        crate::signing::signature_time(Some(time)),
+    )
+}
+
+fn now_or(source_date_epoch: Option<u64>) -> u64 {
+    source_date_epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
+/// `korgpkg repo init`: write a definition and an empty, signed repository.
+pub fn init(
+    dir: &Path,
+    keys: &Path,
+    suites: &[String],
+    arches: &[String],
+    passphrase: Option<String>,
+    source_date_epoch: Option<u64>,
+    templates: &Templates,
+) -> Result<()> {
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(DEFINITION);
+    if path.exists() {
+        return Err(Error::Usage(format!("{} exists", path.display())));
+    }
+    let keys =
+        fs::canonicalize(keys).ctx(|| format!("opening key directory {}", keys.display()))?;
+    let mut config = RepoConfig {
+        name: default_name(),
+        origin: default_origin(),
+        keys,
+        base_url: default_url(),
+        apt: AptConfig::default(),
+        rpm: RpmConfig::default(),
+        opkg: OpkgConfig::default(),
+        keep_generations: default_generations(),
+    };
+    if !suites.is_empty() {
+        config.apt.suites = suites.to_vec();
+    }
+    if !arches.is_empty() {
+        config.apt.architectures = arches.to_vec();
+    }
+    let text = toml::to_string_pretty(&config)
+        .map_err(|e| Error::Usage(format!("cannot encode {DEFINITION}: {e}")))?;
+    write_atomic(&path, text.as_bytes())?;
+    publish(dir, None, &[], passphrase, source_date_epoch, templates).map(|_| ())
+}
+
+/// `korgpkg publish`: add package files to the repository and re-sign its indexes.
+pub fn publish(
+    root: &Path,
+    suite: Option<&str>,
+    inputs: &[PathBuf],
+    passphrase: Option<String>,
+    source_date_epoch: Option<u64>,
+    templates: &Templates,
+) -> Result<Report> {
+    let config = RepoConfig::load(root)?;
+    if let Some(s) = suite {
+        if !config.apt.suites.iter().any(|x| x == s) {
+            return Err(Error::Usage(format!(
+                "--suite {s}: not a suite of {} ({})",
+                root.join(DEFINITION).display(),
+                config.apt.suites.join(", ")
+            )));
+        }
+    }
+    let suite = suite.unwrap_or(&config.apt.suites[0]).to_string();
+    let files = expand_inputs(inputs)?;
+    let time = now_or(source_date_epoch);
+    let signer = open_signer(root, &config, passphrase, time)?;
+
+    // Read and validate every input before touching the repository.
+    let mut checked = Vec::new();
+    for file in &files {
+        let info = package::inspect(file)?;
+        if info.name.is_empty() || info.version.is_empty() || info.arch.is_empty() {
+            return Err(Error::input(
+                file,
+                "package has no name, version or architecture",
+            ));
+        }
+        check_arch(&config, file, info.format, &info.arch)?;
+        let (sha256, md5, size) = file_sums(file)?;
+        checked.push((file.clone(), info, sha256, md5, size));
+    }
+
+    let _lock = Lock::acquire(root)?;
+    let mut state = load_state(root)?;
+    let ctx = Context {
+        root,
+        config: &config,
+        signer: &signer,
+        time,
+        templates,
+    };
+    let mut report = Report {
+        generation: 0,
+        added: Vec::new(),
+        unchanged: Vec::new(),
+    };
+    let mut new_entries: Vec<StoredPackage> = Vec::new();
+    // Conflicts first: nothing is written if any input clashes.
+    let mut plans: Vec<(PathBuf, package::Inspection, PublishedPackage)> = Vec::new();
+    for (file, info, sha256, md5, size) in checked {
+        let repo = repository(info.format);
+        let pool = repo.pool_path(&info);
+        let pkg_suite = (info.format == Format::Deb).then(|| suite.clone());
+        let same_id = |p: &PublishedPackage| {
+            p.format == info.format
+                && p.name == info.name
+                && p.version == info.version
+                && p.arch == info.arch
+        };
+        let mut known: Vec<PublishedPackage> = state
+            .packages
+            .iter()
+            .map(|s| s.package.clone())
+            .filter(|p| same_id(p))
+            .collect();
+        known.extend(
+            plans
+                .iter()
+                .map(|(_, _, p)| p.clone())
+                .filter(|p| same_id(p)),
+        );
+        if let Some(p) = known.first() {
+            // rpm files are re-signed into the pool: compare the digest of the file
+            // they were imported from.
+            let (theirs, ours) = if info.format == Format::Rpm {
+                (
+                    source_digest(root, p)?.unwrap_or_else(|| p.sha256.clone()),
+                    &sha256,
+                )
+            } else {
+                (p.sha256.clone(), &sha256)
+            };
+            if &theirs != ours && !(info.format == Format::Rpm && p.sha256 == sha256) {
+                return Err(Error::input(
+                    &file,
+                    format!(
+                        "{} {} ({}) is already in the repository with different content",
+                        info.name, info.version, info.arch
+                    ),
+                ));
+            }
+            if known.iter().any(|k| k.suite == pkg_suite) {
+                report.unchanged.push(p.clone());
+                continue;
+            }
+        }
+        let published = PublishedPackage {
+            format: info.format,
+            suite: pkg_suite,
+            name: info.name.clone(),
+            version: info.version.clone(),
+            arch: info.arch.clone(),
+            path: pool,
+            size,
+            mtime: 0,
+            sha256,
+            md5,
+            index: None,
+        };
+        plans.push((file, info, published));
+    }
+    for (file, info, mut published) in plans {
+        let repo = repository(info.format);
+        let source_sha = published.sha256.clone();
+        let index = repo.import(&ctx, &file, &info, &published.path)?;
+        let pool_file = root.join(&published.path);
+        let (sha256, md5, size) = file_sums(&pool_file)?;
+        published.sha256 = sha256;
+        published.md5 = md5;
+        published.size = size;
+        published.mtime = mtime_of(&pool_file)?;
+        if info.format == Format::Rpm {
+            write_atomic(
+                &root.join(STATE_DIR).join("sources").join(&published.sha256),
+                source_sha.as_bytes(),
+            )?;
+        }
+        report.added.push(published.clone());
+        new_entries.push(StoredPackage {
+            package: published,
+            index,
+        });
+    }
+    state.packages.extend(new_entries);
+    report.generation = commit(&ctx, &mut state)?;
+    Ok(report)
+}
+
+/// The sha256 of the file an rpm in the pool was imported from (before re-signing).
+fn source_digest(root: &Path, p: &PublishedPackage) -> Result<Option<String>> {
+    let path = root.join(STATE_DIR).join("sources").join(&p.sha256);
+    match fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io {
+            context: format!("reading {}", path.display()),
+            source: e,
+        }),
+    }
+}
+
+/// Write a new generation from `state`, save the state, switch the index links, prune.
+fn commit(ctx: &Context<'_>, state: &mut State) -> Result<u64> {
+    let root = ctx.root;
+    state.packages.sort_by(|a, b| {
+        let (a, b) = (&a.package, &b.package);
+        (a.format, &a.suite, &a.name, &a.version, &a.arch)
+            .cmp(&(b.format, &b.suite, &b.name, &b.version, &b.arch))
+    });
+    let previous = state.generation;
+    let generation = previous + 1;
+    let gen_root = root.join(STATE_DIR).join("gen");
+    let gen = gen_root.join(generation.to_string());
+    if gen.exists() {
+        // Left over by a publisher that died before switching to it.
+        fs::remove_dir_all(&gen).ctx(|| format!("removing {}", gen.display()))?;
+    }
+    let prev = (previous > 0)
+        .then(|| gen_root.join(previous.to_string()))
+        .filter(|p| p.is_dir());
+    let packages = state.packages();
+    for format in Format::ALL {
+        let repo = repository(format);
+        let mine: Vec<&PublishedPackage> = packages.iter().filter(|p| p.format == format).collect();
+        repo.write_indexes(ctx, &mine, &gen, prev.as_deref())?;
+        for (rel, bytes) in repo.static_files(ctx)? {
+            let path = root.join(&rel);
+            if fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+                write_atomic(&path, &bytes)?;
+            }
+        }
+    }
+    sync_tree(&gen)?;
+    sync_dir(&gen_root)?;
+
+    state.generation = generation;
+    let json = serde_json::to_vec_pretty(&*state)
+        .map_err(|e| Error::Usage(format!("cannot encode the repository state: {e}")))?;
+    write_atomic(&state_path(root), &json)?;
+
+    // The switch: one rename per format.
+    for format in Format::ALL {
+        let (link, target) = repository(format).index_link();
+        let link_path = root.join(link);
+        let depth = Path::new(link).components().count() - 1;
+        let mut rel = PathBuf::new();
+        for _ in 0..depth {
+            rel.push("..");
+        }
+        rel.push(STATE_DIR);
+        rel.push("gen");
+        rel.push(generation.to_string());
+        rel.push(target);
+        switch_link(&link_path, &rel)?;
+    }
+
+    // Prune generations no longer kept.
+    let keep_from = generation.saturating_sub(ctx.config.keep_generations - 1);
+    if let Ok(dir) = fs::read_dir(&gen_root) {
+        for e in dir.flatten() {
+            let n: Option<u64> = e.file_name().to_str().and_then(|s| s.parse().ok());
+            if n.is_some_and(|n| n < keep_from || n > generation) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(generation)
+}
+
+/// Atomically point the symlink `link` at `target` (rename over the old link).
+fn switch_link(link: &Path, target: &Path) -> Result<()> {
+    let dir = link.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    if link.exists() && !link.is_symlink() {
+        return Err(Error::input(
+            link,
+            "exists and is not a korgpkg index link; refusing to replace it",
+        ));
+    }
+    let name = link.file_name().and_then(|n| n.to_str()).unwrap_or("link");
+    let tmp = dir.join(format!(".{name}.korgpkg-new"));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .ctx(|| format!("creating symlink {}", tmp.display()))?;
+    fs::rename(&tmp, link).ctx(|| format!("switching {}", link.display()))?;
+    sync_dir(dir)
+}
+
+/// fsync every directory below `dir` (files were synced when written).
+fn sync_tree(dir: &Path) -> Result<()> {
+    for e in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let e = e.ctx(|| format!("listing {}", dir.display()))?;
+        let ft = e
+            .file_type()
+            .ctx(|| format!("reading {}", e.path().display()))?;
+        if ft.is_dir() {
+            sync_tree(&e.path())?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// `korgpkg repo list`.
+pub fn list(root: &Path) -> Result<Vec<PublishedPackage>> {
+    RepoConfig::load(root)?;
+    Ok(load_state(root)?
+        .packages
+        .into_iter()
+        .map(|s| s.package)
+        .collect())
+}
+
+/// `korgpkg repo remove`: drop packages (`name` or `name=version`) and re-sign.
+pub fn remove(
+    root: &Path,
+    specs: &[String],
+    format: Option<Format>,
+    suite: Option<&str>,
+    passphrase: Option<String>,
+    source_date_epoch: Option<u64>,
+    templates: &Templates,
+) -> Result<Vec<PublishedPackage>> {
+    let config = RepoConfig::load(root)?;
+    let time = now_or(source_date_epoch);
+    let signer = open_signer(root, &config, passphrase, time)?;
+    let _lock = Lock::acquire(root)?;
+    let mut state = load_state(root)?;
+    let matches = |p: &PublishedPackage| {
+        format.is_none_or(|f| f == p.format)
+            && suite.is_none_or(|s| p.suite.as_deref().is_none_or(|ps| ps == s))
+            && specs.iter().any(|spec| match spec.split_once('=') {
+                Some((n, v)) => p.name == n && p.version == v,
+                None => p.name == *spec,
+            })
+    };
+    let (removed, kept): (Vec<_>, Vec<_>) =
+        state.packages.drain(..).partition(|s| matches(&s.package));
+    if removed.is_empty() {
+        return Err(Error::Usage(format!(
+            "no package in {} matches {}",
+            root.display(),
+            specs.join(", ")
+        )));
+    }
+    state.packages = kept;
+    let ctx = Context {
+        root,
+        config: &config,
+        signer: &signer,
+        time,
+        templates,
+    };
+    commit(&ctx, &mut state)?;
+    // Pool files still referenced (another suite) stay; the others are deleted only
+    // after the new generation is live, and the previous generation no longer needs
+    // them once it is pruned, so they are kept until then. Delete unreferenced files.
+    let referenced: BTreeSet<&str> = state
+        .packages
+        .iter()
+        .map(|s| s.package.path.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for s in removed {
+        if !referenced.contains(s.package.path.as_str()) {
+            let _ = fs::remove_file(root.join(&s.package.path));
+        }
+        out.push(s.package);
+    }
+    Ok(out)
+}
+
+/// XML-escape text for rpm-md.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// sha256 hex of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// sha512 hex of bytes.
+pub fn sha512_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha512::digest(bytes))
+}
+
+/// A Debian-style control stanza (without Filename/Size/sums) from an inspection.
+pub fn control_stanza(info: &package::Inspection) -> String {
+    let mut s = format!(
+        "Package: {}\nVersion: {}\nArchitecture: {}\n",
+        info.name, info.version, info.arch
+    );
+    for (k, v) in &info.fields {
+        if k != "Description" {
+            s.push_str(&format!("{k}: {v}\n"));
+        }
+    }
+    for (k, v) in &info.relations {
+        s.push_str(&format!("{k}: {}\n", v.join(", ")));
+    }
+    if let Some(d) = info.fields.get("Description") {
+        s.push_str(&format!("Description: {d}\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_definitions_parse() {
+        for f in ["repo/stable.toml", "repo/multi-suite.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            let text = fs::read_to_string(&path).unwrap();
+            let c: RepoConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert!(!c.apt.suites.is_empty() && c.keep_generations >= 2, "{f}");
+        }
+        let bad = "keys = \"k\"\n[apt]\nsuites = []\nbogus = 1\n";
+        assert!(toml::from_str::<RepoConfig>(bad).is_err());
+    }
+
+    #[test]
+    fn xml_escape_escapes_markup_and_drops_control_characters() {
+        assert_eq!(
+            xml_escape("a<b>&\"'\u{1}\n"),
+            "a&lt;b&gt;&amp;&quot;&apos;\n"
+        );
+    }
+}

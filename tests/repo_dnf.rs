@@ -1,0 +1,178 @@
+//! dnf repositories checked with the real `dnf` (Debian's dnf, `--installroot`, the
+//! generated `.repo` file with gpgcheck=1 and repo_gpgcheck=1) and `rpm -K`, served by
+//! `korgpkg serve` on 127.0.0.1.
+
+mod common;
+
+use common::repo::{dnf, llvm_packages, TestRepo};
+use common::{need_tool, ok, run};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A noarch rpm (made with rpmbuild, unsigned) that provides everything `rpm` requires,
+/// so the korg package installs into an empty root.
+fn provider_for(rpm: &Path, dir: &Path) -> PathBuf {
+    let requires = ok(Command::new("rpm").args(["-qpR"]).arg(rpm));
+    let mut provides = String::new();
+    for r in requires.lines().map(str::trim) {
+        if r.is_empty() || r.starts_with("rpmlib(") || r.starts_with('/') {
+            continue;
+        }
+        let name = r.split_whitespace().next().unwrap();
+        provides.push_str(&format!("Provides: {name} = 99\n"));
+    }
+    let spec = dir.join("provider.spec");
+    std::fs::write(
+        &spec,
+        format!(
+            "Name: korg-test-provider\nVersion: 1\nRelease: 1\nSummary: Test stub\n\
+             License: MIT\nBuildArch: noarch\n{provides}\n%description\nTest stub.\n\n%files\n"
+        ),
+    )
+    .unwrap();
+    let top = dir.join("rpmbuild");
+    ok(Command::new("rpmbuild")
+        .arg("-bb")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .arg("--define")
+        .arg("_build_id_links none")
+        .arg(&spec));
+    top.join("RPMS/noarch/korg-test-provider-1-1.noarch.rpm")
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn dnf_makecache_and_install_with_repo_and_package_signatures() {
+    need_tool("dnf");
+    need_tool("rpmbuild");
+    let repo = TestRepo::new(false, &[]);
+    let (_, rpm, _) = llvm_packages(repo.tmp.path());
+    let provider = provider_for(&rpm, repo.tmp.path());
+    let out = repo.publish(&[&rpm, &provider]);
+    assert!(out.contains("added rpm korg-clang-18"), "{out}");
+    assert!(out.contains("added rpm korg-test-provider"), "{out}");
+
+    let repodata = repo.root.join("rpm/repodata");
+    let repomd = std::fs::read_to_string(repodata.join("repomd.xml")).unwrap();
+    for kind in ["primary", "filelists", "other"] {
+        assert!(
+            repomd.contains(&format!("-{kind}.xml.zst\"")),
+            "{kind} is not zstd:\n{repomd}"
+        );
+    }
+    assert!(repodata.join("repomd.xml.asc").is_file());
+    let repo_file = std::fs::read_to_string(repo.root.join("rpm/korg.repo")).unwrap();
+    for l in ["gpgcheck=1", "repo_gpgcheck=1", "gpgkey=http://127.0.0.1:"] {
+        assert!(repo_file.contains(l), "{repo_file}");
+    }
+
+    // The pool rpm carries a header signature that rpm -K accepts once the key is in.
+    let pool_rpm = repo
+        .root
+        .join("rpm/Packages/korg-clang-18-18.1.8-1.x86_64.rpm");
+    let rpmroot = repo.tmp.path().join("rpmroot");
+    ok(Command::new("rpm")
+        .arg("--root")
+        .arg(&rpmroot)
+        .arg("--initdb"));
+    let o = run(Command::new("rpm")
+        .arg("--root")
+        .arg(&rpmroot)
+        .arg("-K")
+        .arg(&pool_rpm));
+    assert!(!text(&o).contains("signatures OK"), "{}", text(&o));
+    ok(Command::new("rpm")
+        .arg("--root")
+        .arg(&rpmroot)
+        .arg("--import")
+        .arg(repo.root.join("rpm/RPM-GPG-KEY-korg")));
+    let o = ok(Command::new("rpm")
+        .arg("--root")
+        .arg(&rpmroot)
+        .arg("-K")
+        .arg(&pool_rpm));
+    assert!(o.contains("digests signatures OK"), "{o}");
+    let o = ok(Command::new("rpm")
+        .arg("--root")
+        .arg(&rpmroot)
+        .arg("-Kv")
+        .arg(&pool_rpm));
+    assert!(
+        o.contains("Header V4 EdDSA/SHA512 Signature") && o.contains(": OK"),
+        "{o}"
+    );
+
+    // dnf: metadata and package signatures checked, installs into an empty root.
+    let root = repo.tmp.path().join("dnfroot");
+    let repos = repo.tmp.path().join("repos.d");
+    std::fs::create_dir_all(&repos).unwrap();
+    std::fs::copy(repo.root.join("rpm/korg.repo"), repos.join("korg.repo")).unwrap();
+    let o = run(dnf(&root, &repos, "cache1").arg("makecache"));
+    assert!(o.status.success(), "dnf makecache failed:\n{}", text(&o));
+    let o = run(dnf(&root, &repos, "cache1").args(["install", "korg-clang-18"]));
+    assert!(o.status.success(), "dnf install failed:\n{}", text(&o));
+    let clang = root.join("usr/lib/korg/llvm-18/bin/clang-18");
+    assert!(
+        clang.is_file(),
+        "{} not installed:\n{}",
+        clang.display(),
+        text(&o)
+    );
+    let q = ok(Command::new("rpm")
+        .arg("--root")
+        .arg(&root)
+        .args(["-q", "korg-clang-18"]));
+    assert!(q.starts_with("korg-clang-18-18.1.8-1"), "{q}");
+
+    // A tampered repomd.xml is refused.
+    let real = std::fs::canonicalize(repodata.join("repomd.xml")).unwrap();
+    let original = std::fs::read_to_string(&real).unwrap();
+    std::fs::write(&real, original.replacen("<revision>", "<revision>1", 1)).unwrap();
+    let o = run(dnf(&root, &repos, "cache2").arg("makecache"));
+    assert!(
+        !o.status.success() && text(&o).contains("GPG signature verification error"),
+        "dnf accepted a tampered repomd.xml:\n{}",
+        text(&o)
+    );
+    std::fs::write(&real, original).unwrap();
+    let o = run(dnf(&root, &repos, "cache3").arg("makecache"));
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn gzip_metadata_for_old_yum_is_accepted_by_dnf() {
+    need_tool("dnf");
+    let repo = TestRepo::new(false, &[]);
+    let def = repo.root.join("korgpkg-repo.toml");
+    let text = std::fs::read_to_string(&def).unwrap();
+    assert!(text.contains("compression = \"zstd\""), "{text}");
+    std::fs::write(
+        &def,
+        text.replace("compression = \"zstd\"", "compression = \"gzip\""),
+    )
+    .unwrap();
+    let (_, rpm, _) = llvm_packages(repo.tmp.path());
+    repo.publish(&[&rpm]);
+    let repomd = std::fs::read_to_string(repo.root.join("rpm/repodata/repomd.xml")).unwrap();
+    assert!(repomd.contains("-primary.xml.gz\""), "{repomd}");
+    let root = repo.tmp.path().join("dnfroot");
+    let repos = repo.tmp.path().join("repos.d");
+    std::fs::create_dir_all(&repos).unwrap();
+    std::fs::copy(repo.root.join("rpm/korg.repo"), repos.join("korg.repo")).unwrap();
+    let o = run(dnf(&root, &repos, "cache").args(["makecache"]));
+    assert!(o.status.success(), "{}", text_of(&o));
+    let o = ok(dnf(&root, &repos, "cache").args(["-q", "list", "--available", "korg-clang-18"]));
+    assert!(o.contains("korg-clang-18"), "{o}");
+}
+
+fn text_of(o: &std::process::Output) -> String {
+    text(o)
+}
