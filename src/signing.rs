@@ -127,7 +127,11 @@ pub fn generate(
             0o644,
         ),
         (OPENPGP_PUBLIC_GPG, binary_public(&public)?, 0o644),
-        (USIGN_SECRET, usign.secret_file(user_id).into_bytes(), 0o600),
+        (
+            USIGN_SECRET,
+            usign.secret_file(user_id, passphrase)?.into_bytes(),
+            0o600,
+        ),
         (USIGN_PUBLIC, usign.public_file(user_id).into_bytes(), 0o644),
     ];
     for (name, _, _) in &files {
@@ -180,6 +184,21 @@ pub fn read_passphrase(env: Option<&str>, file: Option<&Path>) -> Result<Option<
     Ok(None)
 }
 
+/// signify's default bcrypt_pbkdf rounds for passphrase-protected keys.
+const SIGNIFY_KDF_ROUNDS: u32 = 42;
+
+/// XOR `key` with `bcrypt_pbkdf(passphrase, salt, rounds)`, as signify encrypts and
+/// decrypts secret keys.
+fn xor_kdf(passphrase: &str, salt: &[u8], rounds: u32, key: &mut [u8; 64]) -> Result<()> {
+    let mut stream = [0u8; 64];
+    bcrypt_pbkdf::bcrypt_pbkdf(passphrase.as_bytes(), salt, rounds, &mut stream)
+        .map_err(|e| Error::Usage(format!("deriving the usign key encryption: {e}")))?;
+    for (k, s) in key.iter_mut().zip(stream) {
+        *k ^= s;
+    }
+    Ok(())
+}
+
 /// A usign/signify Ed25519 key.
 #[derive(Clone)]
 pub struct UsignKey {
@@ -213,23 +232,38 @@ impl UsignKey {
         )
     }
 
-    /// The unencrypted secret key file (signify format, kdf rounds 0).
-    fn secret_file(&self, comment: &str) -> String {
+    /// The secret key file in signify's format: with a passphrase, the key is encrypted
+    /// as signify does (XOR with `bcrypt_pbkdf(passphrase, salt, 42 rounds)`); without,
+    /// kdf rounds are 0 and the key is stored plain.
+    fn secret_file(&self, comment: &str, passphrase: Option<&str>) -> Result<String> {
         let sk = self.key.to_keypair_bytes();
+        let mut salt = [0u8; 16];
+        let rounds = match passphrase {
+            Some(_) => {
+                OsRng.fill_bytes(&mut salt);
+                SIGNIFY_KDF_ROUNDS
+            }
+            None => 0,
+        };
+        let mut stored = sk;
+        if let Some(p) = passphrase {
+            xor_kdf(p, &salt, rounds, &mut stored)?;
+        }
         let mut b = b"EdBK".to_vec();
-        b.extend_from_slice(&0u32.to_be_bytes());
-        b.extend_from_slice(&[0u8; 16]);
+        b.extend_from_slice(&rounds.to_be_bytes());
+        b.extend_from_slice(&salt);
         b.extend_from_slice(&Sha512::digest(sk)[..8]);
         b.extend_from_slice(&self.keynum);
-        b.extend_from_slice(&sk);
-        format!(
+        b.extend_from_slice(&stored);
+        Ok(format!(
             "untrusted comment: {comment} secret key\n{}\n",
             base64::engine::general_purpose::STANDARD.encode(b)
-        )
+        ))
     }
 
-    /// Read a secret key file as `secret_file` writes it (unencrypted only).
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Read a signify secret key file, decrypting it with `passphrase` when its kdf
+    /// rounds are not 0.
+    pub fn load(path: &Path, passphrase: Option<&str>) -> Result<Self> {
         let bad = |m: &str| Error::verify(path.display().to_string(), m.to_string());
         let text = fs::read_to_string(path).ctx(|| format!("reading {}", path.display()))?;
         let line = text
@@ -242,13 +276,21 @@ impl UsignKey {
         if b.len() != 104 || &b[..4] != b"EdBK" {
             return Err(bad("not an Ed25519 signify secret key"));
         }
-        if b[4..8] != [0, 0, 0, 0] {
-            return Err(bad("passphrase-protected signify keys are not supported"));
-        }
+        let rounds = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
         let mut keypair = [0u8; 64];
         keypair.copy_from_slice(&b[40..104]);
+        if rounds > 0 {
+            let p = passphrase.ok_or_else(|| {
+                bad("the usign key is passphrase-protected: give --passphrase-env or --passphrase-file")
+            })?;
+            xor_kdf(p, &b[8..24], rounds, &mut keypair)?;
+        }
         if Sha512::digest(keypair)[..8] != b[24..32] {
-            return Err(bad("checksum mismatch"));
+            return Err(bad(if rounds > 0 {
+                "cannot unlock the usign key (wrong passphrase?)"
+            } else {
+                "checksum mismatch"
+            }));
         }
         let key = ed25519_dalek::SigningKey::from_keypair_bytes(&keypair)
             .map_err(|_| bad("inconsistent key pair"))?;
@@ -289,11 +331,12 @@ impl Signer {
                 Error::verify(origin.clone(), format!("not an OpenPGP secret key: {e}"))
             })?;
         let password = passphrase
+            .clone()
             .map(Password::from)
             .unwrap_or_else(Password::empty);
         let usign_path = dir.join(USIGN_SECRET);
         let usign = if usign_path.exists() {
-            Some(UsignKey::load(&usign_path)?)
+            Some(UsignKey::load(&usign_path, passphrase.as_deref())?)
         } else {
             None
         };

@@ -208,6 +208,31 @@ fn key_generate_protects_secret_keys_and_passphrases() {
         .arg(&inrelease));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.contains("using RSA key"), "{err}");
+    // The usign secret key is encrypted too (signify: bcrypt_pbkdf, 42 rounds), and the
+    // feed signed with the unlocked key verifies with signify.
+    let sec = std::fs::read_to_string(keys.join("usign.sec")).unwrap();
+    let raw = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        sec.lines().nth(1).unwrap().trim(),
+    )
+    .unwrap();
+    assert_eq!(&raw[..4], b"EdBK");
+    assert_eq!(
+        u32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]),
+        42,
+        "kdf rounds"
+    );
+    if which("signify-openbsd") {
+        let o = ok(Command::new("signify-openbsd")
+            .arg("-V")
+            .arg("-p")
+            .arg(keys.join("usign.pub"))
+            .arg("-x")
+            .arg(root.join("opkg/Packages.sig"))
+            .arg("-m")
+            .arg(root.join("opkg/Packages")));
+        assert!(o.contains("Signature Verified"), "{o}");
+    }
     let packets = ok(Command::new("gpg")
         .args(["--homedir"])
         .arg(tmp.path())
@@ -217,4 +242,11 @@ fn key_generate_protects_secret_keys_and_passphrases() {
         packets.contains("version 4") && packets.contains("digest algo 10"),
         "{packets}"
     );
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
