@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
 use crate::package::{DebCompression, Format, IpkOuter, RpmCompression};
-use crate::templates::one_line;
 
 /// Settings a config file may give. Unknown keys are an error naming the key.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -55,16 +54,7 @@ impl Config {
         };
         let text = std::fs::read_to_string(&path)
             .ctx(|| format!("reading config file {}", path.display()))?;
-        let config: Config = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let msg = one_line(e.message());
-            match line {
-                Some(l) => Error::spec(&path, format!("line {l}: {msg}")),
-                None => Error::spec(&path, msg),
-            }
-        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| Error::toml(&path, &text, &e))?;
         if let Some(level) = config.zstd_level {
             if !(1..=19).contains(&level) {
                 return Err(Error::spec(

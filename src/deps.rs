@@ -29,7 +29,6 @@ use crate::error::{Error, IoContext, Result};
 use crate::package::{Format, Relations};
 use crate::payload::{DataSource, EntryKind, FileData, Payload};
 use crate::relation::{at_least, compare_versions, merge_relation, Relation, RelationKind};
-use crate::templates::one_line;
 
 static BUILTIN_DISTROS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/specs/distros");
 
@@ -386,16 +385,7 @@ pub struct DistroMap {
 impl DistroMap {
     /// Parse and validate one map file.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
-        let raw: RawDistroMap = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let msg = one_line(e.message());
-            match line {
-                Some(l) => Error::spec(path, format!("line {l}: {msg}")),
-                None => Error::spec(path, msg),
-            }
-        })?;
+        let raw: RawDistroMap = toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
         if raw.format == Format::Rpm {
             return Err(Error::spec(
                 path,

@@ -68,6 +68,19 @@ impl Error {
         }
     }
 
+    /// A TOML file that does not parse or has unknown/missing fields: exit code 3, the
+    /// message names the file and line.
+    pub fn toml(path: impl AsRef<Path>, text: &str, e: &toml::de::Error) -> Self {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let msg = crate::templates::one_line(e.message());
+        match line {
+            Some(l) => Error::spec(path, format!("line {l}: {msg}")),
+            None => Error::spec(path, msg),
+        }
+    }
+
     /// Shorthand for [`Error::Spec`].
     pub fn spec(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
         Error::Spec {

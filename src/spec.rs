@@ -370,16 +370,7 @@ impl NamePattern {
 impl Spec {
     /// Parse and validate one spec file. `path` is used in error messages.
     pub fn parse(path: &Path, text: &str, templates: &Templates) -> Result<Self> {
-        let raw: RawSpec = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let msg = one_line(e.message());
-            match line {
-                Some(l) => Error::spec(path, format!("line {l}: {msg}")),
-                None => Error::spec(path, msg),
-            }
-        })?;
+        let raw: RawSpec = toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
         let bad = |msg: String| Error::spec(path, msg);
         let name = path
             .file_stem()

@@ -12,7 +12,7 @@ use super::{
     control_stanza, sha256_hex, sha512_hex, write_file, Context, IndexData, PublishedPackage,
     Repository,
 };
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::package::{self, Format};
 
 /// The apt repository format.
@@ -66,19 +66,7 @@ impl Repository for Apt {
         info: &package::Inspection,
         pool: &str,
     ) -> Result<IndexData> {
-        let dst = ctx.root.join(pool);
-        if dst.exists() {
-            let (a, _, _) = super::file_sums(&dst)?;
-            let (b, _, _) = super::file_sums(file)?;
-            if a != b {
-                return Err(Error::input(
-                    file,
-                    format!("{pool} exists in the pool with different content"),
-                ));
-            }
-        } else {
-            super::copy_into_pool(file, &dst)?;
-        }
+        super::place_in_pool(ctx, file, pool)?;
         Ok(IndexData::Control {
             stanza: control_stanza(info),
         })

@@ -257,6 +257,26 @@ pub struct Context<'a> {
     pub templates: &'a Templates,
 }
 
+/// Copy `file` into the pool at `pool` (relative to the repository root), or accept it
+/// if the very same bytes are already there; different bytes under the same pool path
+/// are an error naming `file`.
+pub(crate) fn place_in_pool(ctx: &Context<'_>, file: &Path, pool: &str) -> Result<()> {
+    let dst = ctx.root.join(pool);
+    if dst.exists() {
+        let (a, _, _) = file_sums(&dst)?;
+        let (b, _, _) = file_sums(file)?;
+        if a != b {
+            return Err(Error::input(
+                file,
+                format!("{pool} exists in the pool with different content"),
+            ));
+        }
+        Ok(())
+    } else {
+        copy_into_pool(file, &dst)
+    }
+}
+
 /// One repository format.
 ///
 /// `import` is the only place a package file is read: it validates the package, puts it

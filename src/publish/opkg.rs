@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::{control_stanza, write_file, Context, IndexData, PublishedPackage, Repository};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::package::{self, Format};
 
 /// The opkg feed format.
@@ -30,19 +30,7 @@ impl Repository for Opkg {
         info: &package::Inspection,
         pool: &str,
     ) -> Result<IndexData> {
-        let dst = ctx.root.join(pool);
-        if dst.exists() {
-            let (a, _, _) = super::file_sums(&dst)?;
-            let (b, _, _) = super::file_sums(file)?;
-            if a != b {
-                return Err(Error::input(
-                    file,
-                    format!("{pool} exists in the pool with different content"),
-                ));
-            }
-        } else {
-            super::copy_into_pool(file, &dst)?;
-        }
+        super::place_in_pool(ctx, file, pool)?;
         Ok(IndexData::Control {
             stanza: control_stanza(info),
         })
