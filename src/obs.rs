@@ -575,7 +575,7 @@ impl Client {
         }
         let resp = req
             .send()
-            .map_err(|e| Error::network(&shown, crate::templates::one_line(&e.to_string())))?;
+            .map_err(|e| Error::network(&shown, crate::fetch::one_line(&e)))?;
         let status = resp.status();
         let text = resp
             .text()
