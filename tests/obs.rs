@@ -1,5 +1,5 @@
-//! `korgpkg obs`: the exported package sources build with the real tools (rpmbuild,
-//! dpkg-buildpackage with debhelper) into packages with the same files and relations as
+//! `korgpkg obs`: the exported package sources build with the real tools (rpmbuild;
+//! OBS's debtransform, dpkg-source -x and dpkg-buildpackage with debhelper) into packages with the same files and relations as
 //! korgpkg's own; the push client against a fake OBS API on 127.0.0.1 creates, uploads
 //! only changed files, commits once, and reports 401/404 clearly.
 
@@ -211,23 +211,42 @@ fn exported_spec_of_a_nested_top_dir_builds_with_rpmbuild() {
 // ---------------------------------------------------------------------------------------
 // dpkg-buildpackage
 
-/// What OBS's debtransform does with the exported sources: the upstream tarball's top
-/// directory becomes the source tree, `debian.<name>` becomes `debian/<name>`.
-fn debtransform(export_dir: &Path, tarball: &Path, tree: &Path) {
-    std::fs::create_dir_all(tree.join("debian/source")).expect("tree");
-    ok(Command::new("tar")
-        .arg("-xf")
-        .arg(tarball)
-        .arg("-C")
-        .arg(tree)
-        .arg("--strip-components=1"));
+/// OBS's own debtransform (Debian package obs-build), as OBS runs it before a Debian
+/// build: the exported files plus the tarball in, a format 1.0 source package out.
+const DEBTRANSFORM: &str = "/usr/lib/obs-build/debtransform";
+
+/// Run debtransform on the exported sources and `dpkg-source -x` the result into `tree`.
+fn debtransform(export_dir: &Path, tarball: &Path, dsc: &str, work: &Path, tree: &Path) {
+    assert!(
+        Path::new(DEBTRANSFORM).is_file(),
+        "{DEBTRANSFORM} is missing: run scripts/test (it installs obs-build)"
+    );
+    let (input, output) = (work.join("in"), work.join("out"));
+    std::fs::create_dir_all(&output).expect("out");
+    std::fs::create_dir_all(&input).expect("in");
     for f in std::fs::read_dir(export_dir).expect("export dir").flatten() {
-        let name = f.file_name().to_string_lossy().into_owned();
-        if let Some(rest) = name.strip_prefix("debian.") {
-            std::fs::copy(f.path(), tree.join("debian").join(rest)).expect("copy");
-        }
+        std::fs::copy(f.path(), input.join(f.file_name())).expect("copy");
     }
-    std::fs::write(tree.join("debian/source/format"), "1.0\n").expect("format");
+    std::fs::copy(tarball, input.join(tarball.file_name().expect("name"))).expect("copy");
+    let path = format!(
+        "/usr/lib/obs-build:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    ok(Command::new(DEBTRANSFORM)
+        .arg(&input)
+        .arg(input.join(dsc))
+        .arg(&output)
+        .env("PATH", path));
+    let dscs: Vec<PathBuf> = walk(&output)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "dsc"))
+        .collect();
+    assert_eq!(dscs.len(), 1, "{dscs:?}");
+    std::fs::create_dir_all(tree.parent().expect("parent")).expect("tree parent");
+    ok(Command::new("dpkg-source")
+        .arg("-x")
+        .arg(&dscs[0])
+        .arg(tree));
 }
 
 fn deb_contents(deb: &Path) -> Vec<String> {
@@ -252,7 +271,8 @@ fn check_dpkg_buildpackage(package: &str, tarball: &Path) {
     let report = export(package, tarball, &out);
     let version = report["version"].as_str().expect("version");
     let tree = tmp.path().join("src").join(format!("{package}-{version}"));
-    debtransform(&out, tarball, &tree);
+    let dsc = format!("{package}.dsc");
+    debtransform(&out, tarball, &dsc, &tmp.path().join("debtransform"), &tree);
     ok(Command::new("dpkg-buildpackage")
         .args(["-b", "-us", "-uc", "-d"])
         .current_dir(&tree)
@@ -822,4 +842,175 @@ fn push_refuses_plain_http_to_other_hosts() {
         .env("OBS_PASSWORD", PASSWORD));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Export of a discovered release (no --from): verified like `korgpkg build`
+
+mod mirror {
+    use super::*;
+    use common::server::Server;
+    use korgpkg::verify::testkeys::{self, Hash, KeyOptions, TestKey};
+
+    pub const DIR: &str = "/pub/tools/llvm/files";
+
+    /// A signed test mirror with LLVM 18.1.0-rc3 and 18.1.8, a spec pinning the test
+    /// keys, and a keyring holding them.
+    pub struct Mirror {
+        pub tmp: tempfile::TempDir,
+        pub server: Server,
+        pub signatures: BTreeMap<String, Vec<u8>>,
+        pub tarballs: BTreeMap<String, Vec<u8>>,
+    }
+
+    impl Mirror {
+        pub fn new() -> Mirror {
+            let autosigner = testkeys::generate(
+                "Test autosigner <autosigner@test.invalid>",
+                KeyOptions::default(),
+            );
+            let dev: TestKey = testkeys::generate(
+                "Test Developer <dev@test.invalid>",
+                KeyOptions {
+                    signing_subkey: true,
+                    certify_only: true,
+                    ..KeyOptions::default()
+                },
+            );
+            let m = Mirror {
+                tmp: tempfile::tempdir().expect("tmp"),
+                server: Server::start(),
+                signatures: BTreeMap::new(),
+                tarballs: BTreeMap::new(),
+            };
+            let mut m = m;
+            let mut sums = String::new();
+            for v in ["18.1.0-rc3", "18.1.8"] {
+                let top = format!("llvm-{v}-x86_64");
+                let tar = tar_bytes(&llvm_items(&top));
+                let xz = xz(&tar);
+                let sig = dev.sign_detached(&tar, Hash::Sha256, true, true);
+                sums.push_str(&format!(
+                    "{}  {top}.tar.xz\n",
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&xz))
+                ));
+                m.server.file(&format!("{DIR}/{top}.tar.xz"), xz.clone());
+                m.server.file(&format!("{DIR}/{top}.tar.sign"), sig.clone());
+                m.tarballs.insert(v.to_string(), xz);
+                m.signatures.insert(v.to_string(), sig);
+            }
+            m.server.file(
+                &format!("{DIR}/sha256sums.asc"),
+                autosigner.sign_cleartext(&sums, Hash::Sha256),
+            );
+            let specs = m.tmp.path().join("specs");
+            std::fs::create_dir_all(&specs).expect("specs");
+            let llvm =
+                std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/specs/llvm.toml"))
+                    .expect("llvm.toml")
+                    .replace(
+                        "B8868C80BA62A1FFFAF5FDA9632D3A06589DA6B1",
+                        &autosigner.fingerprint(),
+                    )
+                    .replace(
+                        "2437CB76E544CB6AB3D9DFD399739260CB6CB716",
+                        &dev.fingerprint(),
+                    );
+            std::fs::write(specs.join("llvm.toml"), llvm).expect("spec");
+            let mut ring = autosigner.public_armored();
+            ring.push_str(&dev.public_armored());
+            std::fs::write(m.tmp.path().join("keyring.asc"), ring).expect("keyring");
+            m
+        }
+
+        /// korgpkg pointed at this mirror, keyring and a private cache; key fetching off.
+        pub fn korgpkg(&self) -> Command {
+            let mut c = kp();
+            c.arg("--mirror")
+                .arg(self.server.url("/pub/tools"))
+                .arg("--specs-dir")
+                .arg(self.tmp.path().join("specs"))
+                .arg("--keyring")
+                .arg(self.tmp.path().join("keyring.asc"))
+                .arg("--cache-dir")
+                .arg(self.tmp.path().join("cache"))
+                .args(["--keys-url", ""]);
+            c
+        }
+    }
+}
+
+#[test]
+fn export_of_a_discovered_release_pins_the_verified_tarball_and_signature() {
+    let m = mirror::Mirror::new();
+    let out = m.tmp.path().join("obs");
+    ok(m.korgpkg()
+        .args([
+            "obs",
+            "export",
+            "korg-clang-18",
+            "--arch",
+            "x86_64",
+            "--out",
+        ])
+        .arg(&out));
+    let service = std::fs::read_to_string(out.join("_service")).expect("_service");
+    let sha = |b: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b));
+    let url = m
+        .server
+        .url(&format!("{}/llvm-18.1.8-x86_64.tar.xz", mirror::DIR));
+    assert!(service.contains(&format!(">{url}<")), "{service}");
+    assert!(service.contains(&sha(&m.tarballs["18.1.8"])), "{service}");
+    assert!(
+        service.contains(&format!(
+            "<param name=\"file\">_service:download_url:llvm-18.1.8-x86_64.tar.sign</param>"
+        )),
+        "{service}"
+    );
+    assert!(service.contains(&sha(&m.signatures["18.1.8"])), "{service}");
+    let spec = std::fs::read_to_string(out.join("korg-clang-18.spec")).expect("spec");
+    assert!(spec.contains(&format!("Source0:        {url}")), "{spec}");
+
+    // An older version, with rpm's and Debian's spelling of the rc.
+    let rc = m.tmp.path().join("rc");
+    ok(m.korgpkg()
+        .args(["obs", "export", "korg-clang-18", "--arch", "x86_64"])
+        .args(["--version", "18.1.0-rc3", "--out"])
+        .arg(&rc));
+    let spec = std::fs::read_to_string(rc.join("korg-clang-18.spec")).expect("spec");
+    assert!(spec.contains("Version:        18.1.0~rc3\n"), "{spec}");
+    let dsc = std::fs::read_to_string(rc.join("korg-clang-18.dsc")).expect("dsc");
+    assert!(dsc.contains("Version: 18.1.0~rc3-1\n"), "{dsc}");
+}
+
+#[test]
+fn export_refuses_a_bad_signature_and_writes_nothing() {
+    let m = mirror::Mirror::new();
+    // Replace 18.1.8's signature with 18.1.0-rc3's: a valid signature over other bytes.
+    m.server.file(
+        &format!("{}/llvm-18.1.8-x86_64.tar.sign", mirror::DIR),
+        m.signatures["18.1.0-rc3"].clone(),
+    );
+    let out = m.tmp.path().join("obs");
+    let o = run(m
+        .korgpkg()
+        .args([
+            "obs",
+            "export",
+            "korg-clang-18",
+            "--arch",
+            "x86_64",
+            "--out",
+        ])
+        .arg(&out));
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !out.exists(),
+        "nothing is written for an unverified release"
+    );
 }
