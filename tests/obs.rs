@@ -962,9 +962,9 @@ fn export_of_a_discovered_release_pins_the_verified_tarball_and_signature() {
     assert!(service.contains(&format!(">{url}<")), "{service}");
     assert!(service.contains(&sha(&m.tarballs["18.1.8"])), "{service}");
     assert!(
-        service.contains(&format!(
+        service.contains(
             "<param name=\"file\">_service:download_url:llvm-18.1.8-x86_64.tar.sign</param>"
-        )),
+        ),
         "{service}"
     );
     assert!(service.contains(&sha(&m.signatures["18.1.8"])), "{service}");
