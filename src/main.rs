@@ -913,13 +913,7 @@ impl ObsApi {
             .unwrap_or_else(|| "https://api.opensuse.org".to_string());
         let api = api.trim_end_matches('/').to_string();
         // Refuse plain http before any credentials are looked up.
-        korgpkg::obs::Client::new(
-            &api,
-            korgpkg::obs::Credentials {
-                user: String::new(),
-                password: String::new(),
-            },
-        )?;
+        korgpkg::obs::check_api(&api)?;
         let credentials = korgpkg::obs::credentials(&api, self.oscrc.as_deref())?;
         korgpkg::obs::Client::new(&api, credentials)
     }

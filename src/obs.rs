@@ -505,6 +505,24 @@ pub struct BuildResult {
     pub packages: BTreeMap<String, String>,
 }
 
+/// Parse an API URL and refuse to send credentials in the clear: `https://` only, plain
+/// `http://` only to 127.0.0.1, ::1 or localhost (tests, local instances).
+pub fn check_api(api: &str) -> Result<reqwest::Url> {
+    let url = reqwest::Url::parse(api)
+        .map_err(|e| Error::Usage(format!("--api {api:?} is not a URL: {e}")))?;
+    let local = matches!(
+        url.host_str(),
+        Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+    );
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if local => Ok(url),
+        _ => Err(Error::Usage(format!(
+            "--api {api}: OBS credentials are only sent over https:// (plain http:// only to 127.0.0.1)"
+        ))),
+    }
+}
+
 /// A blocking client for the few OBS API calls korgpkg uses. Every error is
 /// [`Error::Network`] (exit code 6) naming the URL and, for 401/403/404/409, what to do.
 pub struct Client {
@@ -514,23 +532,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `api` (HTTPS; plain HTTP only to 127.0.0.1, ::1 or localhost).
+    /// A client for `api` (checked with [`check_api`]).
     pub fn new(api: &str, credentials: Credentials) -> Result<Self> {
-        let url = reqwest::Url::parse(api)
-            .map_err(|e| Error::Usage(format!("--api {api:?} is not a URL: {e}")))?;
-        let local = matches!(
-            url.host_str(),
-            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-        );
-        match url.scheme() {
-            "https" => {}
-            "http" if local => {}
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--api {api}: OBS credentials are only sent over https:// (plain http:// only to 127.0.0.1)"
-                )))
-            }
-        }
+        let url = check_api(api)?;
         let http = reqwest::blocking::Client::builder()
             .user_agent(concat!("korgpkg/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(30))
@@ -807,6 +811,31 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert_eq!(r[1].repository, "Fedora_Rawhide");
         assert_eq!(r[1].packages["korg-clang-18"], "failed");
+    }
+
+    #[test]
+    fn oscrc_credentials_and_their_errors() {
+        if std::env::var_os("OBS_USER").is_some() {
+            return; // the environment wins; nothing to check here
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        let rc = dir.path().join("oscrc");
+        std::fs::write(
+            &rc,
+            "[https://a.example/]\nuser = me\npass = pw\n[https://b.example]\nuser = me\npassx = QlpoOTFBWQ==\n",
+        )
+        .expect("oscrc");
+        let c = credentials("https://a.example", Some(&rc)).expect("credentials");
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("me", "pw"));
+        let e = credentials("https://b.example", Some(&rc)).expect_err("passx");
+        assert!(e.to_string().contains("passx"), "{e}");
+        let e = credentials("https://c.example", Some(&rc)).expect_err("no section");
+        assert!(
+            e.to_string().contains("no [https://c.example] section"),
+            "{e}"
+        );
+        assert!(check_api("http://obs.example").is_err());
+        assert!(check_api("http://127.0.0.1:8080").is_ok());
     }
 
     #[test]
