@@ -98,6 +98,12 @@ struct PackageData<'a> {
     strip_components: usize,
     sub_dir: String,
     excludes: Vec<String>,
+    /// `tar` arguments excluding them, quoted for debian.rules and for the .spec.
+    rules_excludes: Vec<String>,
+    rpm_excludes: Vec<String>,
+    /// With excludes: `find` arguments keeping the directories korgpkg ships empty, so
+    /// debian.rules can drop the directories that only excluded files filled.
+    keep_empty_dirs: Vec<String>,
     owned_dirs: Vec<String>,
     deb_version: String,
     deb_date: String,
@@ -130,6 +136,44 @@ pub fn owned_dirs(prefix: &str) -> Vec<String> {
     out
 }
 
+/// Directories of the payload without entries below them, relative to `prefix`.
+fn empty_dirs(prepared: &Prepared, prefix: &str) -> Vec<String> {
+    use crate::payload::EntryKind;
+    let entries = prepared.payload.entries();
+    let parents: std::collections::BTreeSet<&str> = entries
+        .iter()
+        .filter_map(|e| e.path.rfind('/').map(|i| &e.path[..i]))
+        .collect();
+    let base = format!("{}/", prefix.trim_end_matches('/'));
+    entries
+        .iter()
+        .filter(|e| matches!(e.kind, EntryKind::Directory) && !parents.contains(e.path.as_str()))
+        .filter_map(|e| e.path.strip_prefix(&base).map(str::to_string))
+        .collect()
+}
+
+/// Escape the wildcard characters of `find -path`.
+fn find_escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if matches!(c, '\\' | '*' | '?' | '[' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Single-quote `s` for a shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Single-quote `s` for a shell line inside a makefile (`$` doubled for make).
+fn make_shell_quote(s: &str) -> String {
+    shell_quote(s).replace('$', "$$")
+}
+
 fn rpm_date(secs: u64) -> String {
     // "Tue, 14 Nov 2023 22:13:20 +0000" → "Tue Nov 14 2023"
     let d = rfc2822(secs);
@@ -158,6 +202,10 @@ fn package_data<'a>(
         .get(&prepared.plan.spec)
         .map(|s| s.exclude_patterns().to_vec())
         .unwrap_or_default();
+    let rpm_excludes = excludes
+        .iter()
+        .map(|p| shell_quote(&format!("--exclude={top_dir}/{p}")).replace('%', "%%"))
+        .collect();
     let rels = &meta.relations.rpm;
     let mut rpm_relations = Vec::new();
     for kind in RelationKind::ALL {
@@ -190,6 +238,19 @@ fn package_data<'a>(
         strip_components: components.len(),
         top_dir,
         sub_dir,
+        keep_empty_dirs: if excludes.is_empty() {
+            Vec::new()
+        } else {
+            empty_dirs(prepared, &meta.prefix)
+                .iter()
+                .map(|d| make_shell_quote(&format!("./{}", find_escape(d))))
+                .collect()
+        },
+        rules_excludes: excludes
+            .iter()
+            .map(|p| make_shell_quote(&format!("--exclude=./{p}")))
+            .collect(),
+        rpm_excludes,
         excludes,
         owned_dirs: owned_dirs(&meta.prefix),
         deb_version: meta.full_version(Format::Deb),

@@ -24,8 +24,14 @@ fn kp() -> Command {
 
 /// `korgpkg obs export <package> --from <tarball> --allow-unverified --out <out>`.
 fn export(package: &str, tarball: &Path, out: &Path) -> serde_json::Value {
+    export_with(package, tarball, out, &[])
+}
+
+/// [`export`] with extra arguments (`--specs-dir DIR`).
+fn export_with(package: &str, tarball: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
     let text = ok(kp()
         .args(["obs", "export", package, "--allow-unverified", "--json"])
+        .args(extra)
         .arg("--from")
         .arg(tarball)
         .arg("--out")
@@ -155,17 +161,18 @@ fn rpm_query(rpm: &Path, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn check_rpmbuild(package: &str, tarball: &Path, signature_name: &str) {
+fn check_rpmbuild(package: &str, tarball: &Path, signature_name: &str, extra: &[&str]) {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("obs");
-    export(package, tarball, &out);
+    export_with(package, tarball, &out, extra);
     let theirs = rpmbuild(
         &out.join(format!("{package}.spec")),
         tarball,
         signature_name,
         &tmp.path().join("rpmbuild"),
     );
-    let report = build_json(package, tarball, &tmp.path().join("dist"), &["-f", "rpm"]);
+    let args: Vec<&str> = ["-f", "rpm"].iter().chain(extra).copied().collect();
+    let report = build_json(package, tarball, &tmp.path().join("dist"), &args);
     let ours = output_path(&report, "rpm");
     for q in [
         &["-l"][..],
@@ -194,7 +201,12 @@ fn check_rpmbuild(package: &str, tarball: &Path, signature_name: &str) {
 fn exported_spec_builds_with_rpmbuild_like_korgpkgs_rpm() {
     let tmp = tempfile::tempdir().expect("tmp");
     let tarball = llvm_tarball(tmp.path());
-    check_rpmbuild("korg-clang-18", &tarball, "llvm-18.1.8-x86_64.tar.sign");
+    check_rpmbuild(
+        "korg-clang-18",
+        &tarball,
+        "llvm-18.1.8-x86_64.tar.sign",
+        &[],
+    );
 }
 
 #[test]
@@ -205,6 +217,7 @@ fn exported_spec_of_a_nested_top_dir_builds_with_rpmbuild() {
         "korg-gcc-14-aarch64-linux",
         &tarball,
         "x86_64-gcc-14.2.0-nolibc-aarch64-linux.tar.sign",
+        &[],
     );
 }
 
@@ -263,12 +276,12 @@ fn deb_contents(deb: &Path) -> Vec<String> {
     v
 }
 
-fn check_dpkg_buildpackage(package: &str, tarball: &Path) {
+fn check_dpkg_buildpackage(package: &str, tarball: &Path, extra: &[&str]) {
     need_tool("dpkg-buildpackage");
     need_tool("dh");
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("obs");
-    let report = export(package, tarball, &out);
+    let report = export_with(package, tarball, &out, extra);
     let version = report["version"].as_str().expect("version");
     let tree = tmp.path().join("src").join(format!("{package}-{version}"));
     let dsc = format!("{package}.dsc");
@@ -283,7 +296,8 @@ fn check_dpkg_buildpackage(package: &str, tarball: &Path) {
         .collect();
     assert_eq!(debs.len(), 1, "{debs:?}");
     let theirs = &debs[0];
-    let built = build_json(package, tarball, &tmp.path().join("dist"), &["-f", "deb"]);
+    let args: Vec<&str> = ["-f", "deb"].iter().chain(extra).copied().collect();
+    let built = build_json(package, tarball, &tmp.path().join("dist"), &args);
     let ours = output_path(&built, "deb");
     let (t, o) = (deb_contents(theirs), deb_contents(&ours));
     let prefix = report["prefix"].as_str().expect("prefix");
@@ -312,14 +326,47 @@ fn check_dpkg_buildpackage(package: &str, tarball: &Path) {
 fn exported_debian_sources_build_with_dpkg_buildpackage_like_korgpkgs_deb() {
     let tmp = tempfile::tempdir().expect("tmp");
     let tarball = llvm_tarball(tmp.path());
-    check_dpkg_buildpackage("korg-clang-18", &tarball);
+    check_dpkg_buildpackage("korg-clang-18", &tarball, &[]);
 }
 
 #[test]
 fn exported_debian_sources_of_a_nested_top_dir_build_with_dpkg_buildpackage() {
     let tmp = tempfile::tempdir().expect("tmp");
     let tarball = crosstool_tarball(tmp.path());
-    check_dpkg_buildpackage("korg-gcc-14-aarch64-linux", &tarball);
+    check_dpkg_buildpackage("korg-gcc-14-aarch64-linux", &tarball, &[]);
+}
+
+#[test]
+fn a_specs_exclude_globs_apply_to_the_exported_sources_too() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = llvm_tarball(tmp.path());
+    let specs = tmp.path().join("specs");
+    std::fs::create_dir_all(&specs).expect("specs");
+    let llvm = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/specs/llvm.toml"))
+        .expect("llvm.toml");
+    // Top-level keys go before the first table.
+    let llvm = llvm.replacen(
+        "\n[",
+        "\nexclude = [\"lib/clang/18/include/*.h\", \"README.md\"]\n\n[",
+        1,
+    );
+    std::fs::write(specs.join("llvm.toml"), llvm).expect("spec");
+    let specs = specs.to_string_lossy().into_owned();
+    let extra = ["--specs-dir", specs.as_str()];
+    let out = tmp.path().join("obs");
+    export_with("korg-clang-18", &tarball, &out, &extra);
+    let spec = std::fs::read_to_string(out.join("korg-clang-18.spec")).expect("spec");
+    assert!(
+        spec.contains("'--exclude=llvm-18.1.8-x86_64/README.md'"),
+        "{spec}"
+    );
+    check_rpmbuild(
+        "korg-clang-18",
+        &tarball,
+        "llvm-18.1.8-x86_64.tar.sign",
+        &extra,
+    );
+    check_dpkg_buildpackage("korg-clang-18", &tarball, &extra);
 }
 
 // ---------------------------------------------------------------------------------------
