@@ -493,6 +493,7 @@ fn handle(mut stream: TcpStream, state: &Mutex<ObsState>) {
         200 => "OK",
         401 => "Unauthorized",
         404 => "Not Found",
+        409 => "Conflict",
         _ => "Error",
     };
     let _ = write!(
@@ -599,6 +600,9 @@ fn respond(
                 .expect("package");
             p.upload.insert(file.to_string(), body);
             (200, status("ok", "Ok"))
+        }
+        ("POST", ["source", prj, _]) if prj.ends_with(":locked") => {
+            (409, status("locked", &format!("project {prj} is locked")))
         }
         ("POST", ["source", prj, pkg])
             if query.get("cmd").map(String::as_str) == Some("commit") =>
@@ -787,9 +791,9 @@ fn push_creates_uploads_commits_once_and_then_only_changes() {
 }
 
 #[test]
-fn push_reports_401_and_404_in_one_line_with_exit_6() {
+fn push_reports_401_404_and_409_in_one_line_with_exit_6() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let obs = FakeObs::start(&["home:tester:korg"]);
+    let obs = FakeObs::start(&["home:tester:korg", "home:tester:locked"]);
     let v1 = llvm(tmp.path(), "18.1.8");
 
     let bad = oscrc(tmp.path(), &obs.api(), "wrong");
@@ -812,6 +816,15 @@ fn push_reports_401_and_404_in_one_line_with_exit_6() {
         "{err}"
     );
     assert!(!obs.take_log().iter().any(|l| !l.starts_with("GET ")));
+
+    let out = push(&obs, "home:tester:locked", &v1, &good, &[]);
+    assert_eq!(out.status.code(), Some(6));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("409 Conflict: project home:tester:locked is locked"),
+        "{err}"
+    );
 
     // Credentials from the environment win over oscrc.
     let out = run(kp()
