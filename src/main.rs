@@ -986,7 +986,16 @@ fn obs_prepare(
             (req, (rel.url.clone(), rel.signature_url.clone()))
         }
     };
-    let prepared = pipeline::prepare(specs, templates, &req)?;
+    let prepared = match pipeline::prepare(specs, templates, &req) {
+        Ok(p) => p,
+        Err(e) => {
+            if matches!(e, Error::Verify { .. }) && r.from.is_none() {
+                // A downloaded tarball whose signature failed is not kept for reuse.
+                let _ = std::fs::remove_file(&req.tarball);
+            }
+            return Err(e);
+        }
+    };
     let signature = req.verification.as_ref().map(|v| v.signature.as_slice());
     let upstream = korgpkg::obs::Upstream::new(&prepared, urls.0, urls.1, signature);
     Ok((prepared, upstream))

@@ -1073,4 +1073,17 @@ fn export_refuses_a_bad_signature_and_writes_nothing() {
         !out.exists(),
         "nothing is written for an unverified release"
     );
+    let cache = m.tmp.path().join("cache");
+    let cached: Vec<PathBuf> = (if cache.is_dir() {
+        walk(&cache)
+    } else {
+        Vec::new()
+    })
+    .into_iter()
+    .filter(|p| std::fs::read(p).ok().as_ref() == Some(&m.tarballs["18.1.8"]))
+    .collect();
+    assert!(
+        cached.is_empty(),
+        "the failed tarball is not kept: {cached:?}"
+    );
 }
