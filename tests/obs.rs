@@ -704,6 +704,14 @@ fn push_creates_uploads_commits_once_and_then_only_changes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("push --json");
+    assert_eq!(report["created"], true);
+    assert_eq!(report["dry_run"], false);
+    assert_eq!(
+        report["changed"].as_array().map(Vec::len),
+        Some(7),
+        "{report}"
+    );
     let log = obs.take_log();
     assert!(
         log.iter()
