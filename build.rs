@@ -1,5 +1,6 @@
-// The built-in specs and templates are embedded with include_dir; rebuild when they change.
+// The built-in specs and templates (templates/, OBS/) are embedded with include_dir; rebuild when they change.
 fn main() {
     println!("cargo:rerun-if-changed=specs");
     println!("cargo:rerun-if-changed=templates");
+    println!("cargo:rerun-if-changed=OBS");
 }

@@ -692,7 +692,7 @@ fn looks_like_html(body: &[u8]) -> bool {
 }
 
 /// An error and its causes on one line, with well-known socket errors named plainly.
-fn one_line(e: &(dyn StdError + 'static)) -> String {
+pub(crate) fn one_line(e: &(dyn StdError + 'static)) -> String {
     let mut current: Option<&(dyn StdError + 'static)> = Some(e);
     let mut last = e.to_string();
     while let Some(err) = current {

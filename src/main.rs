@@ -30,6 +30,8 @@ Examples:
   korgpkg publish --repo /srv/korg dist/
   korgpkg serve /srv/korg --listen 127.0.0.1:8080
   korgpkg completions bash > /etc/bash_completion.d/korgpkg
+  korgpkg obs export korg-clang-18 --out obs/korg-clang-18
+  korgpkg obs push korg-clang-18 --api https://api.opensuse.org --project home:me:korg
 
 Exit codes: 0 success, 1 I/O error, 2 usage error, 3 bad spec/config/template,
 4 bad input (tarball, package file), 5 verification failed (hash, signature, key),
@@ -164,6 +166,9 @@ Examples:
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
+    /// Hand packages to Open Build Service: package sources, push, build results.
+    #[command(subcommand, after_help = OBS_EXAMPLES)]
+    Obs(ObsCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  korgpkg completions bash > /etc/bash_completion.d/korgpkg\n  korgpkg completions zsh > \"${fpath[1]}/_korgpkg\""
@@ -566,6 +571,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let net = Net::new(&cli, &config, terminal && !args.json)?;
             build(args, &config, &net, &specs, &templates, terminal)
         }
+        Command::Obs(command) => obs_command(command, &cli, &config, &specs, &templates, terminal),
         Command::Key(cmd) => key_command(cmd),
         Command::Publish(args) => publish_command(args, &templates),
         Command::Repo(cmd) => repo_command(cmd, &templates),
@@ -1037,5 +1043,354 @@ fn human_size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `korgpkg obs`: Open Build Service hand-off (src/obs.rs).
+
+const OBS_EXAMPLES: &str = "\
+Examples:
+  korgpkg obs export korg-clang-18 --out obs/korg-clang-18
+  korgpkg obs export korg-clang-18 --from llvm-18.1.8-x86_64.tar.xz --out obs/korg-clang-18
+  korgpkg obs project --project home:me:korg --maintainer me --out obs/project
+  korgpkg obs push korg-clang-18 --api https://api.opensuse.org --project home:me:korg --dry-run
+  OBS_USER=me OBS_PASSWORD=... korgpkg obs push korg-clang-18 --project home:me:korg
+  korgpkg obs status --project home:me:korg --json
+
+Credentials: OBS_USER and OBS_PASSWORD, else user= and pass= in the [<api>] section
+of osc's own file (--oscrc, $OSC_CONFIG, ~/.config/osc/oscrc or ~/.oscrc). The API is
+--api, $OBS_API, or oscrc's [general] apiurl; only https:// (http:// only to 127.0.0.1).
+API errors (401, 403, 404, 409, unreachable) exit with 6.";
+
+#[derive(Subcommand, Debug)]
+enum ObsCommand {
+    /// Write an OBS package directory (.spec, Debian sources, _service) for a release.
+    #[command(after_help = OBS_EXAMPLES)]
+    Export {
+        #[command(flatten)]
+        release: ObsRelease,
+        /// Directory to write the package files into (created if missing).
+        #[arg(long, short, value_name = "DIR")]
+        out: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload a release's package files to OBS: create the package if missing, upload
+    /// only changed files, commit.
+    #[command(after_help = OBS_EXAMPLES)]
+    Push {
+        #[command(flatten)]
+        release: ObsRelease,
+        #[command(flatten)]
+        api: ObsApi,
+        /// List what would change; upload and commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summarise a project's build results (/build/<project>/_result).
+    #[command(after_help = OBS_EXAMPLES)]
+    Status {
+        #[command(flatten)]
+        api: ObsApi,
+        /// Only this package.
+        #[arg(long)]
+        package: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a project _meta and _config (Debian 12, Ubuntu 24.04, Fedora Rawhide,
+    /// openSUSE Tumbleweed; x86_64 and aarch64).
+    #[command(after_help = OBS_EXAMPLES)]
+    Project {
+        /// The OBS project (`home:me:korg`).
+        #[arg(long)]
+        project: String,
+        /// OBS user id of the project's maintainer.
+        #[arg(long, value_name = "USERID")]
+        maintainer: String,
+        /// Directory to write `_meta` and `_config` into.
+        #[arg(long, short, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// Which release an OBS package is made from (as `korgpkg build` picks it).
+#[derive(clap::Args, Debug)]
+struct ObsRelease {
+    /// The package, as `korgpkg specs` lists it (`korg-clang-18`).
+    package: String,
+    /// Use this tarball on disk (verified like `build --from`) instead of downloading;
+    /// the OBS sources still name the upstream URL.
+    #[arg(long, value_name = "TARBALL")]
+    from: Option<PathBuf>,
+    /// Exact upstream version (`18.1.0-rc3`) [default: newest].
+    #[arg(long, value_name = "VERSION", conflicts_with = "from")]
+    version: Option<String>,
+    /// Upstream arch [default: this machine's].
+    #[arg(long, conflicts_with = "from")]
+    arch: Option<String>,
+    /// Detached signature of the --from tarball [default: <name>.tar.sign beside it].
+    #[arg(long, value_name = "FILE", requires = "from")]
+    signature: Option<PathBuf>,
+    /// Signed sums file listing the --from tarball [default: sha256sums.asc beside it].
+    #[arg(long, value_name = "FILE", requires = "from")]
+    sums: Option<PathBuf>,
+    /// Accept a --from tarball without a signature (tests).
+    #[arg(long, requires = "from")]
+    allow_unverified: bool,
+    /// Package revision (rpm Release, Debian `-N`) [default: 1].
+    #[arg(long)]
+    revision: Option<u32>,
+    /// Distro map for the Debian Depends (`debian-12`, `ubuntu-24.04`) [default: debian-12].
+    #[arg(long, value_name = "DISTRO")]
+    target_distro: Option<String>,
+}
+
+/// Where the OBS API is and how to log in.
+#[derive(clap::Args, Debug)]
+struct ObsApi {
+    /// OBS API URL [default: oscrc's [general] apiurl, else https://api.opensuse.org].
+    #[arg(long, env = "OBS_API", value_name = "URL")]
+    api: Option<String>,
+    /// The OBS project (`home:me:korg`).
+    #[arg(long)]
+    project: String,
+    /// osc configuration file with credentials [default: $OSC_CONFIG, ~/.config/osc/oscrc].
+    #[arg(long, value_name = "FILE")]
+    oscrc: Option<PathBuf>,
+}
+
+impl ObsApi {
+    fn client(&self) -> Result<korgpkg::obs::Client, Error> {
+        let api = self
+            .api
+            .clone()
+            .or_else(|| korgpkg::obs::default_api(self.oscrc.as_deref()))
+            .unwrap_or_else(|| "https://api.opensuse.org".to_string());
+        let api = api.trim_end_matches('/').to_string();
+        // Refuse plain http before any credentials are looked up.
+        korgpkg::obs::check_api(&api)?;
+        let credentials = korgpkg::obs::credentials(&api, self.oscrc.as_deref())?;
+        korgpkg::obs::Client::new(&api, credentials)
+    }
+}
+
+/// Verify, stage and scan the release `r` selects (downloading it unless `--from`), in
+/// `work`; returns the prepared build and where OBS gets the release from.
+fn obs_prepare(
+    r: &ObsRelease,
+    net: &Net,
+    specs: &SpecSet,
+    templates: &Templates,
+    work: &std::path::Path,
+) -> Result<(pipeline::Prepared, korgpkg::obs::Upstream), Error> {
+    let args = BuildArgs {
+        packages: vec![r.package.clone()],
+        from: r.from.clone(),
+        version: r.version.clone(),
+        arch: r.arch.clone(),
+        signature: r.signature.clone(),
+        sums: r.sums.clone(),
+        allow_unverified: r.allow_unverified,
+        format: vec![Format::Deb, Format::Rpm],
+        out: Some(work.to_path_buf()),
+        revision: r.revision,
+        deb_compression: None,
+        rpm_compression: None,
+        ipk_outer: None,
+        zstd_level: None,
+        target_distro: r.target_distro.clone(),
+        dry_run: false,
+        json: true,
+    };
+    let template = BuildRequest {
+        package: r.package.clone(),
+        tarball: PathBuf::new(),
+        tarball_name: None,
+        verification: None,
+        formats: args.format.clone(),
+        out_dir: work.to_path_buf(),
+        revision: r.revision.unwrap_or(1),
+        options: BuildOptions::default(),
+        source_date_epoch: source_date_epoch()?,
+        progress: false,
+        target_distro: r.target_distro.clone(),
+    };
+    let sources = net.sources(templates);
+    let (req, urls) = match &r.from {
+        Some(from) => {
+            let req = local_request(&args, from, specs, &sources, template)?;
+            let (spec, _) = specs.find_package(&r.package)?;
+            let file_name = from
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::input(from, "not a file name"))?;
+            let vars = spec.match_tarball(file_name).unwrap_or_default();
+            let dir = spec.upstream_name("directory", &vars, templates)?;
+            let sig = spec.upstream_name("signature", &vars, templates)?;
+            let urls = (
+                net.mirror.url(&format!("{dir}/{file_name}")),
+                net.mirror.url(&format!("{dir}/{sig}")),
+            );
+            (req, urls)
+        }
+        None => {
+            let (mut requests, releases) = remote_requests(&args, specs, &sources, template)?;
+            let (Some(req), Some(rel)) = (requests.pop(), releases.first()) else {
+                return Err(Error::Usage(format!("no release of {}", r.package)));
+            };
+            (req, (rel.url.clone(), rel.signature_url.clone()))
+        }
+    };
+    let prepared = match pipeline::prepare(specs, templates, &req) {
+        Ok(p) => p,
+        Err(e) => {
+            if matches!(e, Error::Verify { .. }) && r.from.is_none() {
+                // A downloaded tarball whose signature failed is not kept for reuse.
+                let _ = std::fs::remove_file(&req.tarball);
+            }
+            return Err(e);
+        }
+    };
+    let signature = req.verification.as_ref().map(|v| v.signature.as_slice());
+    let upstream = korgpkg::obs::Upstream::new(&prepared, urls.0, urls.1, signature);
+    Ok((prepared, upstream))
+}
+
+fn obs_command(
+    command: &ObsCommand,
+    cli: &Cli,
+    config: &Config,
+    specs: &SpecSet,
+    templates: &Templates,
+    terminal: bool,
+) -> Result<(), Error> {
+    use korgpkg::obs;
+    let work = || {
+        tempfile::Builder::new()
+            .prefix("korgpkg-obs-")
+            .tempdir()
+            .map_err(|e| Error::Io {
+                context: "creating a staging directory".into(),
+                source: e,
+            })
+    };
+    match command {
+        ObsCommand::Export { release, out, json } => {
+            let net = Net::new(cli, config, terminal && !json)?;
+            let tmp = work()?;
+            let (prepared, upstream) = obs_prepare(release, &net, specs, templates, tmp.path())?;
+            let files = obs::export(&prepared, &upstream, specs, templates)?;
+            let paths = obs::write_files(out, &files)?;
+            if *json {
+                return print_json(&serde_json::json!({
+                    "package": prepared.meta.name,
+                    "version": prepared.meta.version,
+                    "upstream_version": prepared.meta.upstream_version,
+                    "prefix": prepared.meta.prefix,
+                    "upstream": upstream,
+                    "dir": out,
+                    "files": files,
+                }));
+            }
+            for p in paths {
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
+        ObsCommand::Push {
+            release,
+            api,
+            dry_run,
+            json,
+        } => {
+            let client = api.client()?;
+            let net = Net::new(cli, config, terminal && !json)?;
+            let tmp = work()?;
+            let (prepared, upstream) = obs_prepare(release, &net, specs, templates, tmp.path())?;
+            let files = obs::export(&prepared, &upstream, specs, templates)?;
+            let meta = obs::package_meta(&prepared, &upstream, specs, templates, &api.project)?;
+            let message = format!(
+                "korgpkg: {} {}-{} from kernel.org {} (sha256 {})",
+                prepared.meta.name,
+                prepared.meta.version,
+                prepared.meta.revision,
+                upstream.tarball_url.rsplit('/').next().unwrap_or_default(),
+                upstream.sha256
+            );
+            let report = obs::push(
+                &client,
+                &api.project,
+                &prepared.meta.name,
+                &meta,
+                &files,
+                &message,
+                *dry_run,
+            )?;
+            if *json {
+                return print_json(&report);
+            }
+            let would = if *dry_run { "would " } else { "" };
+            let at = format!("{}/{}", report.project, report.package);
+            if report.created {
+                println!("{would}create package {at}");
+            }
+            for f in &report.changed {
+                println!("{would}upload {f}");
+            }
+            match &report.commit {
+                Some(m) => println!("{would}commit {at}: {m}"),
+                None => println!(
+                    "{at} is up to date ({} files unchanged)",
+                    report.unchanged.len()
+                ),
+            }
+            Ok(())
+        }
+        ObsCommand::Status { api, package, json } => {
+            let client = api.client()?;
+            let results = client.build_results(&api.project, package.as_deref())?;
+            if *json {
+                return print_json(&results);
+            }
+            if results.is_empty() {
+                println!("no build results for {}", api.project);
+            }
+            for r in &results {
+                let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+                for code in r.packages.values() {
+                    *counts.entry(code.as_str()).or_default() += 1;
+                }
+                let summary = counts
+                    .iter()
+                    .map(|(c, n)| format!("{n} {c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                println!("{}/{} ({}): {}", r.repository, r.arch, r.state, summary);
+                for (p, code) in &r.packages {
+                    if code != "succeeded" && code != "disabled" && code != "excluded" {
+                        println!("  {p}: {code}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        ObsCommand::Project {
+            project,
+            maintainer,
+            out,
+        } => {
+            let files = obs::project_files(templates, project, maintainer)?;
+            for p in obs::write_files(out, &files)? {
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
     }
 }

@@ -196,10 +196,22 @@ fn check_consistent(
     Ok(())
 }
 
-/// Run the whole pipeline for `req`: stage the payload once, write every format in
-/// parallel into temporary files in the output directory, and rename them into place
-/// only if all succeeded. On error nothing new is left in the output directory.
-pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildReport> {
+/// A verified, staged tarball with its package metadata complete: the spec's relations
+/// merged with those derived from the ELF files (for every planned format), build time,
+/// installed size and provenance. What `build` packages and `obs export` describes.
+pub struct Prepared {
+    pub plan: BuildPlan,
+    pub meta: PackageMeta,
+    pub payload: payload::Payload,
+    /// The upstream top directory inside the tarball (`llvm-18.1.8-x86_64`).
+    pub top_dir: String,
+    bar: Option<ProgressBar>,
+}
+
+/// Stage and verify `req`'s tarball (every check passes or nothing is returned), then
+/// derive dependencies and complete the metadata. The staging directory is in
+/// `req.out_dir` (created if missing) and removed when the result is dropped.
+pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<Prepared> {
     let plan = plan(specs, templates, req)?;
     let spec = specs
         .get(&plan.spec)
@@ -297,6 +309,26 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
             .and_then(|v| v.sums_signer.clone()),
     });
 
+    Ok(Prepared {
+        top_dir: plan.top_dir.clone(),
+        plan,
+        meta,
+        payload,
+        bar,
+    })
+}
+
+/// Run the whole pipeline for `req`: stage the payload once, write every format in
+/// parallel into temporary files in the output directory, and rename them into place
+/// only if all succeeded. On error nothing new is left in the output directory.
+pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildReport> {
+    let Prepared {
+        plan,
+        meta,
+        payload,
+        bar,
+        ..
+    } = prepare(specs, templates, req)?;
     if let Some(pb) = &bar {
         pb.set_style(
             ProgressStyle::with_template("{spinner} {msg} {elapsed}")

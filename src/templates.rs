@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
+/// Open Build Service templates, addressed as `obs/<name>` (`obs/_service`).
+static BUILTIN_OBS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/OBS");
 
 /// A loaded set of templates, addressed by relative name without `.hbs` (`deb/control`).
 pub struct Templates {
@@ -17,6 +19,23 @@ pub struct Templates {
 }
 
 handlebars_helper!(deb_text: |text: str| deb_extended_text(text));
+handlebars_helper!(xml: |text: str| xml_escape(text));
+
+/// Escape text for XML character data and attribute values.
+pub fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
 
 /// Format free text as the extended part of a Debian `Description:` field: every line
 /// indented by one space, empty lines written as ` .`, trailing blank lines dropped.
@@ -42,8 +61,17 @@ impl Templates {
         registry.set_strict_mode(true);
         registry.register_escape_fn(no_escape);
         registry.register_helper("deb_text", Box::new(deb_text));
-        for file in builtin_files(&BUILTIN) {
-            let name = template_name(file.path());
+        registry.register_helper("xml", Box::new(xml));
+        let builtin = builtin_files(&BUILTIN)
+            .into_iter()
+            .map(|f| (Path::new(""), f))
+            .chain(
+                builtin_files(&BUILTIN_OBS)
+                    .into_iter()
+                    .map(|f| (Path::new("obs"), f)),
+            );
+        for (prefix, file) in builtin {
+            let name = template_name(&prefix.join(file.path()));
             let text = file.contents_utf8().ok_or_else(|| {
                 Error::spec(
                     file.path(),
@@ -54,7 +82,12 @@ impl Templates {
                 &mut registry,
                 &name,
                 text,
-                &Path::new("templates").join(file.path()),
+                &Path::new(if prefix.as_os_str().is_empty() {
+                    "templates"
+                } else {
+                    "OBS"
+                })
+                .join(file.path()),
             )?;
         }
         if let Some(dir) = override_dir {
