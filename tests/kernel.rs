@@ -269,7 +269,7 @@ fn debian_kernel_as_ci_artifacts_in_every_format() {
     let postinst = ok(Command::new("dpkg-deb").arg("-I").arg(&deb).arg("postinst"));
     assert!(
         postinst.contains(&format!(
-            "--arg={rel} --arg=/boot/vmlinuz-{rel} /etc/kernel/postinst.d"
+            "--arg={rel} --arg=/boot/vmlinuz-{rel} \"${{DPKG_ROOT}}/etc/kernel/postinst.d\""
         )),
         "{postinst}"
     );
