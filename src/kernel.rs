@@ -950,7 +950,11 @@ fn headers_payload(
             }
         }
     }
-    let mtime = req.source_date_epoch.unwrap_or(0);
+    let mtime = std::fs::metadata(obj.join("include/config/kernel.release"))
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
     b.symlink(&format!("/lib/modules/{rel}/build"), &dest, mtime)?;
     Ok(b.finish(&dest))
 }
