@@ -413,10 +413,11 @@ fn headers_meta(
         payload,
         format!("Header files and scripts for building modules for Linux {rel}"),
         format!(
-            "What building external modules for Linux {rel} needs, as the\n\
-             kernel's install-extmod-build selects it, in\n\
-             /usr/src/linux-headers-{rel}, with /lib/modules/{rel}/build\n\
-             pointing there. Repackaged by korgpkg."
+            "What building external modules for Linux {rel} needs,\n\
+             as the kernel's install-extmod-build selects it, in\n\
+             /usr/src/linux-headers-{rel},\n\
+             with /lib/modules/{rel}/build pointing there.\n\
+             Repackaged by korgpkg."
         ),
     );
     meta.section = "kernel".into();
@@ -906,6 +907,13 @@ fn headers_payload(
             || base.ends_with(".a")
             || (base.starts_with('.') && base != ".config")
     };
+    // Other arches' files, and include/config/<SYMBOL> dependency timestamps, are not
+    // needed to build modules.
+    let other_arch = |r: &str| r.starts_with("arch/") && !r.starts_with(&format!("arch/{sa}/"));
+    let config_stamp = |r: &str| {
+        r.strip_prefix("include/config/")
+            .is_some_and(|n| n != "auto.conf" && n != "kernel.release")
+    };
     let from_obj = |r: &str| {
         r == "Module.symvers"
             || r == ".config"
@@ -930,7 +938,7 @@ fn headers_payload(
         (src, &from_src as &dyn Fn(&str) -> bool),
     ] {
         for (r, path, kind) in walk(root)? {
-            if junk(&r) || !pick(&r) {
+            if junk(&r) || other_arch(&r) || config_stamp(&r) || !pick(&r) {
                 continue;
             }
             let install = format!("{dest}/{r}");
