@@ -29,6 +29,7 @@ Examples:
   korgpkg repo init /srv/korg --keys keys/
   korgpkg publish --repo /srv/korg dist/
   korgpkg serve /srv/korg --listen 127.0.0.1:8080
+  korgpkg kernel package --artifacts ./tuxmake-artifacts --format deb
   korgpkg completions bash > /etc/bash_completion.d/korgpkg
   korgpkg obs export korg-clang-18 --out obs/korg-clang-18
   korgpkg obs push korg-clang-18 --api https://api.opensuse.org --project home:me:korg
@@ -166,6 +167,9 @@ Examples:
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
+    /// Package a built Linux kernel (build tree or CI artifacts).
+    #[command(subcommand)]
+    Kernel(KernelCommand),
     /// Hand packages to Open Build Service: package sources, push, build results.
     #[command(subcommand, after_help = OBS_EXAMPLES)]
     Obs(ObsCommand),
@@ -354,6 +358,146 @@ struct BuildArgs {
     #[arg(long)]
     json: bool,
 }
+
+// ---- korgpkg kernel (issue 6) -------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+enum KernelCommand {
+    /// Make korg-linux-image-<rel> (and, from a build tree, korg-linux-headers-<rel>).
+    #[command(after_help = "\
+Examples:
+  korgpkg kernel package --build-dir ~/linux/build --format deb
+  korgpkg kernel package --build-dir build --src ~/linux --modules-dir staging --out dist/
+  korgpkg kernel package --artifacts ./tuxmake-artifacts --format deb,rpm,ipk --json
+  korgpkg kernel package --artifacts https://ci.example.org/builds/123/ --sums https://ci.example.org/builds/123/sha256sums.txt
+
+Artifacts over HTTP(S) are downloaded into the cache and packaged only when every file
+matches --sums (sha256sum format); a local artifacts directory is checked against --sums
+when given. A build tree is the user's own and is packaged as it is.")]
+    Package(KernelArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct KernelArgs {
+    /// A kernel build tree (`O=`): include/config/kernel.release, .config, System.map, image.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "artifacts",
+        conflicts_with = "artifacts"
+    )]
+    build_dir: Option<PathBuf>,
+    /// The kernel source tree, when built out of tree [default: --build-dir].
+    #[arg(long, value_name = "DIR", requires = "build_dir")]
+    src: Option<PathBuf>,
+    /// Modules already installed with INSTALL_MOD_PATH (or lib/modules/<rel> itself)
+    /// [default: run `make modules_install` in the build tree].
+    #[arg(long, value_name = "DIR", requires = "build_dir")]
+    modules_dir: Option<PathBuf>,
+    /// A TuxMake-style artifacts directory or URL (metadata.json, image, modules.tar.xz, config, System.map).
+    #[arg(long, value_name = "DIR|URL")]
+    artifacts: Option<String>,
+    /// sha256sum-format list covering the artifacts (required for a URL).
+    #[arg(long, value_name = "FILE|URL", requires = "artifacts")]
+    sums: Option<String>,
+    /// Formats to write [default: all, or the config file's `formats`].
+    #[arg(long, value_delimiter = ',')]
+    format: Vec<Format>,
+    /// Output directory [default: dist].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Package revision (deb/ipk `-N`, rpm Release) [default: 1].
+    #[arg(long)]
+    revision: Option<u32>,
+    /// Compression of .deb members.
+    #[arg(long)]
+    deb_compression: Option<DebCompression>,
+    /// Compression of the .rpm payload.
+    #[arg(long)]
+    rpm_compression: Option<RpmCompression>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn kernel_package(
+    args: &KernelArgs,
+    cli: &Cli,
+    config: &Config,
+    templates: &Templates,
+) -> Result<(), Error> {
+    use korgpkg::kernel::{self, KernelInput, KernelRequest};
+    let defaults = BuildOptions::default();
+    let input = match (&args.build_dir, &args.artifacts) {
+        (Some(b), _) => KernelInput::BuildTree {
+            build_dir: b.clone(),
+            src_dir: args.src.clone(),
+            modules_dir: args.modules_dir.clone(),
+        },
+        (None, Some(a)) => KernelInput::Artifacts {
+            location: a.clone(),
+            sums: args.sums.clone(),
+        },
+        (None, None) => return Err(Error::Usage("give --build-dir or --artifacts".into())),
+    };
+    let req = KernelRequest {
+        input,
+        formats: if args.format.is_empty() {
+            config
+                .formats
+                .clone()
+                .unwrap_or_else(|| Format::ALL.to_vec())
+        } else {
+            args.format.clone()
+        },
+        out_dir: args
+            .out
+            .clone()
+            .or(config.out.clone())
+            .unwrap_or_else(|| PathBuf::from("dist")),
+        revision: args.revision.or(config.revision).unwrap_or(1),
+        options: BuildOptions {
+            deb_compression: args
+                .deb_compression
+                .or(config.deb_compression)
+                .unwrap_or(defaults.deb_compression),
+            rpm_compression: args
+                .rpm_compression
+                .or(config.rpm_compression)
+                .unwrap_or(defaults.rpm_compression),
+            zstd_level: config.zstd_level.unwrap_or(defaults.zstd_level),
+            ..defaults
+        },
+        source_date_epoch: source_date_epoch()?,
+        make: std::env::var("MAKE").unwrap_or_else(|_| "make".into()),
+    };
+    let remote = args.artifacts.as_deref().is_some_and(|a| a.contains("://"))
+        || args.sums.as_deref().is_some_and(|s| s.contains("://"));
+    let net = if remote {
+        let terminal = !cli.quiet && std::io::stderr().is_terminal();
+        Some(Net::new(cli, config, terminal && !args.json)?)
+    } else {
+        None
+    };
+    let report = kernel::build(&req, templates, net.as_ref().map(|n| &n.fetcher))?;
+    if args.json {
+        return print_json(&report);
+    }
+    for p in &report.packages {
+        for o in &p.outputs {
+            println!(
+                "{} {} ({}, sha256 {})",
+                o.format,
+                o.path.display(),
+                human_size(o.size),
+                o.sha256
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---- end korgpkg kernel ----------------------------------------------------------------
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -570,6 +714,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Build(args) => {
             let net = Net::new(&cli, &config, terminal && !args.json)?;
             build(args, &config, &net, &specs, &templates, terminal)
+        }
+        Command::Kernel(KernelCommand::Package(args)) => {
+            kernel_package(args, &cli, &config, &templates)
         }
         Command::Obs(command) => obs_command(command, &cli, &config, &specs, &templates, terminal),
         Command::Key(cmd) => key_command(cmd),

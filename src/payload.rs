@@ -122,7 +122,7 @@ pub struct Payload {
     entries: Vec<Entry>,
     prefix: String,
     stats: PayloadStats,
-    _staging: tempfile::TempDir,
+    _staging: Vec<Arc<tempfile::TempDir>>,
 }
 
 /// What to extract and where it goes.
@@ -152,6 +152,308 @@ impl Payload {
     pub fn stats(&self) -> &PayloadStats {
         &self.stats
     }
+
+    /// This payload plus `extra` entries (replacing any of the same path), sharing the
+    /// staged contents: one format's variant of a payload (rpm's kernel layout).
+    pub fn with_entries(&self, extra: Vec<Entry>) -> Payload {
+        let mut all: BTreeMap<String, Entry> = self
+            .entries
+            .iter()
+            .map(|e| (e.path.clone(), e.clone()))
+            .collect();
+        for e in extra {
+            all.insert(e.path.clone(), e);
+        }
+        Payload {
+            entries: all.into_values().collect(),
+            prefix: self.prefix.clone(),
+            stats: self.stats.clone(),
+            _staging: self._staging.clone(),
+        }
+    }
+}
+
+/// Builds a payload from loose files, directory trees and tar streams (kernel packages):
+/// each file is streamed into a private staging directory while it is hashed, and paths
+/// may be added only once.
+pub struct PayloadBuilder {
+    work_dir: PathBuf,
+    staging: Vec<Arc<tempfile::TempDir>>,
+    dir: PathBuf,
+    entries: BTreeMap<String, Entry>,
+    next_inode: u32,
+    clamp_mtime: Option<u64>,
+    tar_bytes: u64,
+}
+
+impl PayloadBuilder {
+    /// A builder staging below `work_dir`; mtimes are clamped to `clamp_mtime`.
+    pub fn new(work_dir: &Path, clamp_mtime: Option<u64>) -> Result<Self> {
+        let staging = tempfile::Builder::new()
+            .prefix(".korgpkg-staging-")
+            .tempdir_in(work_dir)
+            .ctx(|| format!("creating a staging directory in {}", work_dir.display()))?;
+        Ok(PayloadBuilder {
+            work_dir: work_dir.to_path_buf(),
+            dir: staging.path().to_path_buf(),
+            staging: vec![Arc::new(staging)],
+            entries: BTreeMap::new(),
+            next_inode: 1,
+            clamp_mtime,
+            tar_bytes: 0,
+        })
+    }
+
+    fn clamp(&self, mtime: u64) -> u64 {
+        self.clamp_mtime.map_or(mtime, |c| mtime.min(c))
+    }
+
+    fn insert(&mut self, origin: &Path, entry: Entry) -> Result<()> {
+        if let Some(prev) = self.entries.get(&entry.path) {
+            if matches!(
+                (&prev.kind, &entry.kind),
+                (EntryKind::Directory, EntryKind::Directory)
+            ) {
+                return Ok(());
+            }
+            return Err(Error::input(
+                origin,
+                format!("{} is packaged twice", entry.path),
+            ));
+        }
+        self.entries.insert(entry.path.clone(), entry);
+        Ok(())
+    }
+
+    /// Whether `path` is already in the payload.
+    pub fn contains(&self, path: &str) -> bool {
+        self.entries.contains_key(path)
+    }
+
+    /// Stage the regular file `source` as `path` with permission bits `mode`.
+    pub fn file(&mut self, path: &str, source: &Path, mode: u32) -> Result<FileData> {
+        let mut input = File::open(source).ctx(|| format!("opening {}", source.display()))?;
+        let meta = input
+            .metadata()
+            .ctx(|| format!("reading {}", source.display()))?;
+        if !meta.is_file() {
+            return Err(Error::input(source, "not a regular file"));
+        }
+        let mtime = self.clamp(mtime_of(&meta));
+        let inode = self.next_inode;
+        self.next_inode += 1;
+        let staged = self.dir.join(format!("f{inode:08}"));
+        let mut out = File::create_new(&staged)
+            .ctx(|| format!("creating staged file {}", staged.display()))?;
+        let mut sha = Sha256::new();
+        let mut md5 = Md5::new();
+        let mut buf = vec![0u8; COPY_BUFFER];
+        let mut size = 0u64;
+        loop {
+            let n = input
+                .read(&mut buf)
+                .ctx(|| format!("reading {}", source.display()))?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            md5.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .ctx(|| format!("writing staged file {}", staged.display()))?;
+            size += n as u64;
+        }
+        let data = FileData {
+            size,
+            sha256: sha.finalize().into(),
+            md5: md5.finalize().into(),
+            links: 1,
+            inode,
+            source: DataSource::Staged(staged),
+        };
+        self.insert(
+            source,
+            Entry {
+                path: path.to_string(),
+                mode: mode & 0o777,
+                mtime,
+                kind: EntryKind::File(data.clone()),
+            },
+        )?;
+        Ok(data)
+    }
+
+    /// A symlink `path` → `target` (written as given).
+    pub fn symlink(&mut self, path: &str, target: &str, mtime: u64) -> Result<()> {
+        let mtime = self.clamp(mtime);
+        self.insert(
+            Path::new(path),
+            Entry {
+                path: path.to_string(),
+                mode: 0o777,
+                mtime,
+                kind: EntryKind::Symlink(target.to_string()),
+            },
+        )
+    }
+
+    /// Stage a directory tree: `source` becomes `prefix`, `keep(rel, is_dir)` selects what
+    /// is packaged. Symlinks must stay inside the tree; devices, FIFOs, sockets and
+    /// setuid/setgid files are rejected, naming the path.
+    pub fn tree(
+        &mut self,
+        source: &Path,
+        prefix: &str,
+        keep: &dyn Fn(&str, bool) -> bool,
+    ) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let prefix = prefix.trim_end_matches('/');
+        let mut stack = vec![String::new()];
+        while let Some(rel) = stack.pop() {
+            let dir = if rel.is_empty() {
+                source.to_path_buf()
+            } else {
+                source.join(&rel)
+            };
+            let meta =
+                std::fs::symlink_metadata(&dir).ctx(|| format!("reading {}", dir.display()))?;
+            let install = if rel.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}/{rel}")
+            };
+            let mtime = self.clamp(mtime_of(&meta));
+            self.insert(
+                &dir,
+                Entry {
+                    path: install,
+                    mode: meta.permissions().mode() & 0o777,
+                    mtime,
+                    kind: EntryKind::Directory,
+                },
+            )?;
+            let rd =
+                std::fs::read_dir(&dir).ctx(|| format!("reading directory {}", dir.display()))?;
+            for e in rd {
+                let e = e.ctx(|| format!("reading directory {}", dir.display()))?;
+                let name = e.file_name();
+                let name = name
+                    .to_str()
+                    .ok_or_else(|| Error::input(e.path(), "file name is not UTF-8"))?;
+                if name.contains('\n') || name.contains('\\') {
+                    return Err(Error::input(
+                        e.path(),
+                        "file name contains a newline or backslash",
+                    ));
+                }
+                let child = if rel.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let path = e.path();
+                let meta = std::fs::symlink_metadata(&path)
+                    .ctx(|| format!("reading {}", path.display()))?;
+                let ft = meta.file_type();
+                if !keep(&child, ft.is_dir()) {
+                    continue;
+                }
+                let install = format!("{prefix}/{child}");
+                if ft.is_dir() {
+                    stack.push(child);
+                } else if ft.is_symlink() {
+                    let target = std::fs::read_link(&path)
+                        .ctx(|| format!("reading link {}", path.display()))?;
+                    let target = target
+                        .to_str()
+                        .ok_or_else(|| Error::input(&path, "link target is not UTF-8"))?;
+                    if !stays_inside(&child, target) {
+                        return Err(Error::input(
+                            &path,
+                            format!("symlink to {target:?} leaves the packaged tree"),
+                        ));
+                    }
+                    self.symlink(&install, target, mtime_of(&meta))?;
+                } else if ft.is_file() {
+                    let mode = meta.permissions().mode();
+                    if mode & 0o6000 != 0 {
+                        return Err(Error::input(&path, "setuid/setgid file"));
+                    }
+                    self.file(&install, &path, mode)?;
+                } else {
+                    return Err(Error::input(
+                        &path,
+                        "not a regular file, directory or symlink",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage a tar stream as [`stage_stream`] does (all its checks apply) and add its
+    /// entries; `name` is used in errors.
+    pub fn tar(&mut self, name: &Path, reader: impl Read, opts: &StageOptions<'_>) -> Result<()> {
+        let staged = stage_stream(name, reader, &self.work_dir, opts, None)?;
+        self.tar_bytes += staged.stats.tar_bytes;
+        for e in staged.entries {
+            self.insert(name, e)?;
+        }
+        self.staging.extend(staged._staging);
+        Ok(())
+    }
+
+    /// The payload: entries sorted by path, with their statistics; `prefix` is recorded
+    /// as the payload's install prefix.
+    pub fn finish(self, prefix: &str) -> Payload {
+        let mut stats = PayloadStats {
+            tar_bytes: self.tar_bytes,
+            ..Default::default()
+        };
+        for e in self.entries.values() {
+            stats.max_mtime = stats.max_mtime.max(e.mtime);
+            match &e.kind {
+                EntryKind::Directory => stats.directories += 1,
+                EntryKind::Symlink(_) => stats.symlinks += 1,
+                EntryKind::HardLink { .. } => stats.hardlinks += 1,
+                EntryKind::File(d) => {
+                    stats.files += 1;
+                    stats.file_bytes += d.size;
+                }
+            }
+        }
+        Payload {
+            entries: self.entries.into_values().collect(),
+            prefix: prefix.to_string(),
+            stats,
+            _staging: self.staging,
+        }
+    }
+}
+
+fn mtime_of(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.mtime().max(0) as u64
+}
+
+/// Whether the relative symlink `target` at `rel` resolves inside its tree.
+fn stays_inside(rel: &str, target: &str) -> bool {
+    if target.starts_with('/') {
+        return false;
+    }
+    let mut depth = rel.split('/').count() as i64 - 1;
+    for comp in target.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
 }
 
 /// The compression of a tarball, detected from its first bytes.
@@ -708,7 +1010,7 @@ impl<'a> Stager<'a> {
             entries,
             prefix: prefix.to_string(),
             stats,
-            _staging: staging,
+            _staging: vec![Arc::new(staging)],
         })
     }
 }

@@ -163,7 +163,8 @@ pub fn plan(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resul
     })
 }
 
-fn dedup(formats: &[Format]) -> Vec<Format> {
+/// `formats` without repeats, in their order.
+pub fn dedup(formats: &[Format]) -> Vec<Format> {
     let mut out = Vec::new();
     for f in formats {
         if !out.contains(f) {
@@ -344,17 +345,41 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
         ));
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
     }
-    let ctx = BuildContext {
-        templates,
-        options: &req.options,
-    };
+    let outputs = write_packages(&meta, &plan.outputs, &|_| &payload, templates, &req.options);
+    if let Some(pb) = &bar {
+        pb.finish_and_clear();
+    }
+    let outputs = outputs?;
+    Ok(BuildReport {
+        package: meta.name.clone(),
+        version: meta.version.clone(),
+        upstream_version: meta.upstream_version.clone(),
+        prefix: meta.prefix.clone(),
+        build_time: meta.build_time,
+        payload: payload.stats().clone(),
+        outputs,
+    })
+}
+
+/// Write `meta` in every format of `planned`, each on its own thread into a temporary
+/// file in its output directory (`payload_for` gives each format's payload), and rename
+/// them all into place only when every one succeeded.
+pub fn write_packages<'p>(
+    meta: &PackageMeta,
+    planned: &[PlannedOutput],
+    payload_for: &(dyn Fn(Format) -> &'p crate::payload::Payload + Sync),
+    templates: &Templates,
+    options: &BuildOptions,
+) -> Result<Vec<Output>> {
+    let ctx = BuildContext { templates, options };
     let results: Vec<Result<tempfile::NamedTempFile>> = std::thread::scope(|s| {
-        let handles: Vec<_> = plan
-            .outputs
+        let handles: Vec<_> = planned
             .iter()
             .map(|o| {
-                let (meta, payload, ctx, out_dir) = (&meta, &payload, &ctx, &req.out_dir);
+                let (meta, ctx) = (meta, &ctx);
+                let payload = payload_for(o.format);
                 s.spawn(move || -> Result<tempfile::NamedTempFile> {
+                    let out_dir = o.path.parent().unwrap_or(Path::new("."));
                     let mut tmp = tempfile::Builder::new()
                         .prefix(".korgpkg-")
                         .suffix(".part")
@@ -376,16 +401,13 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
             })
             .collect()
     });
-    if let Some(pb) = &bar {
-        pb.finish_and_clear();
-    }
     let mut temps = Vec::new();
     for r in results {
         temps.push(r?);
     }
     // Everything succeeded: move the files into place.
     let mut outputs = Vec::new();
-    for (tmp, planned) in temps.into_iter().zip(&plan.outputs) {
+    for (tmp, planned) in temps.into_iter().zip(planned) {
         set_mode_0644(tmp.path());
         tmp.persist(&planned.path).map_err(|e| e.error).ctx(|| {
             format!(
@@ -415,15 +437,7 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
             provenance: meta.provenance.clone(),
         });
     }
-    Ok(BuildReport {
-        package: meta.name.clone(),
-        version: meta.version.clone(),
-        upstream_version: meta.upstream_version.clone(),
-        prefix: meta.prefix.clone(),
-        build_time: meta.build_time,
-        payload: payload.stats().clone(),
-        outputs,
-    })
+    Ok(outputs)
 }
 
 /// What `korgpkg deps` found: the ELF files and each format's derived dependencies.

@@ -804,6 +804,7 @@ impl Spec {
             relations,
             provenance,
             installed_size: 0,
+            scripts: Default::default(),
         })
     }
 }

@@ -77,13 +77,14 @@ impl Packager for Deb {
             md5sums.push_str(e.path.trim_start_matches('/'));
             md5sums.push('\n');
         }
-        let control_tar = tarball::control_tar(
-            &[
-                ("control", 0o644, control.as_bytes()),
-                ("md5sums", 0o644, md5sums.as_bytes()),
-            ],
-            mtime,
-        )?;
+        let mut members = vec![
+            ("control", 0o644, control.as_bytes()),
+            ("md5sums", 0o644, md5sums.as_bytes()),
+        ];
+        for (name, script) in meta.scripts.deb.members() {
+            members.push((name, 0o755, script.as_bytes()));
+        }
+        let control_tar = tarball::control_tar(&members, mtime)?;
         let (ext, level) = match ctx.options.deb_compression {
             DebCompression::Zstd => ("zst", ctx.options.zstd_level),
             DebCompression::Xz => ("xz", 6),

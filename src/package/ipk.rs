@@ -54,7 +54,11 @@ impl Packager for Ipk {
         if !control.ends_with('\n') {
             control.push('\n');
         }
-        let control_tar = tarball::control_tar(&[("control", 0o644, control.as_bytes())], mtime)?;
+        let mut members = vec![("control", 0o644, control.as_bytes())];
+        for (name, script) in meta.scripts.ipk.members() {
+            members.push((name, 0o755, script.as_bytes()));
+        }
+        let control_tar = tarball::control_tar(&members, mtime)?;
         let mut gz = Compressed::gzip(Vec::new(), GZIP_LEVEL);
         gz.write_all(&control_tar)
             .ctx(|| "compressing control.tar.gz".into())?;

@@ -186,6 +186,52 @@ pub struct PackageMeta {
     pub provenance: Option<Provenance>,
     /// Sum of file sizes in bytes (filled in once the payload is known).
     pub installed_size: u64,
+    /// Maintainer scripts per format (none for toolchains).
+    #[serde(skip)]
+    pub scripts: FormatScripts,
+}
+
+/// Maintainer scripts of one format: shell scripts run by the package manager.
+#[derive(Debug, Clone, Default)]
+pub struct Scripts {
+    pub preinst: Option<String>,
+    pub postinst: Option<String>,
+    pub prerm: Option<String>,
+    pub postrm: Option<String>,
+}
+
+impl Scripts {
+    /// The scripts that are set, by their Debian control member name, in that order.
+    pub fn members(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("postinst", &self.postinst),
+            ("postrm", &self.postrm),
+            ("preinst", &self.preinst),
+            ("prerm", &self.prerm),
+        ]
+        .into_iter()
+        .filter_map(|(n, s)| s.as_deref().map(|s| (n, s)))
+        .collect()
+    }
+}
+
+/// The maintainer scripts of every format.
+#[derive(Debug, Clone, Default)]
+pub struct FormatScripts {
+    pub deb: Scripts,
+    pub rpm: Scripts,
+    pub ipk: Scripts,
+}
+
+impl FormatScripts {
+    /// The scripts of `format`.
+    pub fn get(&self, format: Format) -> &Scripts {
+        match format {
+            Format::Deb => &self.deb,
+            Format::Rpm => &self.rpm,
+            Format::Ipk => &self.ipk,
+        }
+    }
 }
 
 impl PackageMeta {

@@ -44,6 +44,11 @@ const SENSE_LESS: u32 = 0x02;
 const SENSE_GREATER: u32 = 0x04;
 const SENSE_EQUAL: u32 = 0x08;
 const SENSE_RPMLIB: u32 = 1 << 24;
+const SENSE_INTERP: u32 = 1 << 8;
+const SENSE_SCRIPT_PRE: u32 = 1 << 9;
+const SENSE_SCRIPT_POST: u32 = 1 << 10;
+const SENSE_SCRIPT_PREUN: u32 = 1 << 11;
+const SENSE_SCRIPT_POSTUN: u32 = 1 << 12;
 
 /// PGPHASHALGO_SHA256, for file and payload digests.
 const DIGEST_SHA256: u32 = 8;
@@ -623,6 +628,40 @@ fn meta_entries(
     }
     if plan.large_files {
         requires.push(Dep::rpmlib("LargeFiles", "4.12.0-1"));
+    }
+    // Maintainer scripts, run by /bin/sh, as rpmbuild records `%post` and friends.
+    let scripts = &meta.scripts.rpm;
+    for (script, tag, prog, sense) in [
+        (
+            &scripts.preinst,
+            IndexTag::RPMTAG_PREIN,
+            IndexTag::RPMTAG_PREINPROG,
+            SENSE_SCRIPT_PRE,
+        ),
+        (
+            &scripts.postinst,
+            IndexTag::RPMTAG_POSTIN,
+            IndexTag::RPMTAG_POSTINPROG,
+            SENSE_SCRIPT_POST,
+        ),
+        (
+            &scripts.prerm,
+            IndexTag::RPMTAG_PREUN,
+            IndexTag::RPMTAG_PREUNPROG,
+            SENSE_SCRIPT_PREUN,
+        ),
+        (
+            &scripts.postrm,
+            IndexTag::RPMTAG_POSTUN,
+            IndexTag::RPMTAG_POSTUNPROG,
+            SENSE_SCRIPT_POSTUN,
+        ),
+    ] {
+        if let Some(body) = script {
+            h.push(string(tag, body.clone()));
+            h.push(entry(prog, IndexData::StringArray(vec!["/bin/sh".into()])));
+            requires.push(Dep::new("/bin/sh", SENSE_INTERP | sense, ""));
+        }
     }
     let rich = [
         &requires,
