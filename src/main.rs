@@ -301,12 +301,11 @@ Examples:
     },
 }
 
-#[derive(clap::Args, Debug)]
-struct BuildArgs {
-    /// Packages to build, as `korgpkg specs` lists them (`korg-clang-18`).
-    #[arg(required = true)]
-    packages: Vec<String>,
-    /// Package this tarball on disk instead of downloading (`llvm-18.1.8-x86_64.tar.xz`).
+/// Which upstream release to use: downloaded (newest, or `--version`/`--arch`) or a
+/// tarball on disk (`--from`, verified by its signature). Shared by `build` and `obs`.
+#[derive(clap::Args, Debug, Clone)]
+struct SourceArgs {
+    /// Use this tarball on disk instead of downloading (`llvm-18.1.8-x86_64.tar.xz`).
     #[arg(long, value_name = "TARBALL")]
     from: Option<PathBuf>,
     /// Exact upstream version to download (`18.1.0-rc3`) [default: newest].
@@ -322,9 +321,18 @@ struct BuildArgs {
     /// Signed sums file listing the --from tarball [default: sha256sums.asc beside it, if any].
     #[arg(long, value_name = "FILE", requires = "from")]
     sums: Option<PathBuf>,
-    /// Package a --from tarball that has no signature. Never needed for downloads.
+    /// Accept a --from tarball that has no signature. Never needed for downloads.
     #[arg(long, requires = "from")]
     allow_unverified: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct BuildArgs {
+    /// Packages to build, as `korgpkg specs` lists them (`korg-clang-18`).
+    #[arg(required = true)]
+    packages: Vec<String>,
+    #[command(flatten)]
+    source: SourceArgs,
     /// Formats, comma-separated or repeated [default: deb,rpm,ipk].
     #[arg(long, short, value_delimiter = ',', value_name = "FORMAT")]
     format: Vec<Format>,
@@ -961,7 +969,7 @@ fn build(
         target_distro: args.target_distro.clone(),
     };
     let sources = net.sources(templates);
-    let (requests, releases) = match &args.from {
+    let (requests, releases) = match &args.source.from {
         Some(from) => (
             vec![local_request(args, from, specs, &sources, template)?],
             Vec::new(),
@@ -1086,15 +1094,15 @@ fn local_request(
     // Name, arch and version mistakes are reported before signature problems.
     pipeline::plan(specs, sources.templates, &req)?;
     let vars = spec.match_tarball(file_name).unwrap_or_default();
-    if !args.allow_unverified || args.signature.is_some() {
+    if !args.source.allow_unverified || args.source.signature.is_some() {
         req.verification = sources.local(
             spec,
             &vars,
             from,
-            args.signature.as_deref(),
-            args.sums.as_deref(),
+            args.source.signature.as_deref(),
+            args.source.sums.as_deref(),
         )?;
-        if req.verification.is_none() && !args.allow_unverified {
+        if req.verification.is_none() && !args.source.allow_unverified {
             return Err(Error::verify(
                 from.display().to_string(),
                 "no detached signature (.tar.sign) beside it: give --signature FILE, \
@@ -1115,7 +1123,7 @@ fn remote_requests(
     let mut picked: Vec<Release> = Vec::new();
     for package in &args.packages {
         let (spec, mut known) = specs.find_package(package)?;
-        let arch = match &args.arch {
+        let arch = match &args.source.arch {
             Some(a) => a.clone(),
             None => source::host_arch(spec).ok_or_else(|| {
                 Error::Usage(format!(
@@ -1138,10 +1146,10 @@ fn remote_requests(
             .into_iter()
             .filter(|r| &r.package == package)
             .collect();
-        let release = source::pick(&releases, args.version.as_deref()).ok_or_else(|| {
+        let release = source::pick(&releases, args.source.version.as_deref()).ok_or_else(|| {
             Error::Usage(format!(
                 "no release of {package}{} for arch {arch} on {} (`korgpkg list {package}` shows what there is)",
-                args.version
+                args.source.version
                     .as_deref()
                     .map(|v| format!(" version {v}"))
                     .unwrap_or_default(),
@@ -1272,25 +1280,9 @@ enum ObsCommand {
 struct ObsRelease {
     /// The package, as `korgpkg specs` lists it (`korg-clang-18`).
     package: String,
-    /// Use this tarball on disk (verified like `build --from`) instead of downloading;
-    /// the OBS sources still name the upstream URL.
-    #[arg(long, value_name = "TARBALL")]
-    from: Option<PathBuf>,
-    /// Exact upstream version (`18.1.0-rc3`) [default: newest].
-    #[arg(long, value_name = "VERSION", conflicts_with = "from")]
-    version: Option<String>,
-    /// Upstream arch [default: this machine's].
-    #[arg(long, conflicts_with = "from")]
-    arch: Option<String>,
-    /// Detached signature of the --from tarball [default: <name>.tar.sign beside it].
-    #[arg(long, value_name = "FILE", requires = "from")]
-    signature: Option<PathBuf>,
-    /// Signed sums file listing the --from tarball [default: sha256sums.asc beside it].
-    #[arg(long, value_name = "FILE", requires = "from")]
-    sums: Option<PathBuf>,
-    /// Accept a --from tarball without a signature (tests).
-    #[arg(long, requires = "from")]
-    allow_unverified: bool,
+    /// The release (with `--from`, the OBS sources still name the upstream URL).
+    #[command(flatten)]
+    source: SourceArgs,
     /// Package revision (rpm Release, Debian `-N`) [default: 1].
     #[arg(long)]
     revision: Option<u32>,
@@ -1339,12 +1331,7 @@ fn obs_prepare(
 ) -> Result<(pipeline::Prepared, korgpkg::obs::Upstream), Error> {
     let args = BuildArgs {
         packages: vec![r.package.clone()],
-        from: r.from.clone(),
-        version: r.version.clone(),
-        arch: r.arch.clone(),
-        signature: r.signature.clone(),
-        sums: r.sums.clone(),
-        allow_unverified: r.allow_unverified,
+        source: r.source.clone(),
         format: vec![Format::Deb, Format::Rpm],
         out: Some(work.to_path_buf()),
         revision: r.revision,
@@ -1370,7 +1357,7 @@ fn obs_prepare(
         target_distro: r.target_distro.clone(),
     };
     let sources = net.sources(templates);
-    let (req, urls) = match &r.from {
+    let (req, urls) = match &r.source.from {
         Some(from) => {
             let req = local_request(&args, from, specs, &sources, template)?;
             let (spec, _) = specs.find_package(&r.package)?;
@@ -1398,7 +1385,7 @@ fn obs_prepare(
     let prepared = match pipeline::prepare(specs, templates, &req) {
         Ok(p) => p,
         Err(e) => {
-            if matches!(e, Error::Verify { .. }) && r.from.is_none() {
+            if matches!(e, Error::Verify { .. }) && r.source.from.is_none() {
                 // A downloaded tarball whose signature failed is not kept for reuse.
                 let _ = std::fs::remove_file(&req.tarball);
             }
