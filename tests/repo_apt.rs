@@ -323,3 +323,44 @@ fn same_inputs_and_source_date_epoch_give_identical_indexes() {
         "{release}"
     );
 }
+
+#[test]
+fn adding_a_package_does_not_reread_the_packages_already_published() {
+    // Publish korg-clang-18, then make its pool file unreadable as a package. Adding
+    // korg-clang-17 must still succeed and keep korg-clang-18's index entry as it was:
+    // proof that the add read only the new package (entries come from the state cache).
+    let repo = TestRepo::new(false, &[]);
+    let (deb18, _, _) = llvm_packages(repo.tmp.path());
+    repo.publish(&[&deb18]);
+    let packages = repo
+        .root
+        .join("apt/dists/stable/main/binary-amd64/Packages");
+    let stanza18 = std::fs::read_to_string(&packages).unwrap();
+    let mut pool = Vec::new();
+    files_named(&repo.root.join("apt/pool"), "korg-clang-18_", &mut pool);
+    assert_eq!(pool.len(), 1, "{pool:?}");
+    std::fs::write(&pool[0], b"not a package any more").unwrap();
+
+    let tarball = common::write(
+        repo.tmp.path(),
+        "llvm-17.0.6-x86_64.tar.xz",
+        &common::xz(&common::tar_bytes(&common::llvm_items(
+            "llvm-17.0.6-x86_64",
+        ))),
+    );
+    let report = common::build_json(
+        "korg-clang-17",
+        &tarball,
+        &repo.tmp.path().join("dist17"),
+        &["--format", "deb"],
+    );
+    let deb17 = common::output_path(&report, "deb");
+    let out = repo.publish(&[&deb17]);
+    assert!(out.contains("added deb korg-clang-17"), "{out}");
+    let after = std::fs::read_to_string(&packages).unwrap();
+    assert!(after.contains("Package: korg-clang-17"), "{after}");
+    assert!(
+        after.contains(stanza18.trim()),
+        "korg-clang-18's entry changed:\n{after}"
+    );
+}
