@@ -951,7 +951,7 @@ fn headers_payload(
                 }
                 Walked::Link(target, mtime) => {
                     // Links leaving the tree (a build machine's paths) are left out.
-                    if !target.starts_with('/') && inside(&r, &target) {
+                    if crate::payload::stays_inside(&r, &target) {
                         b.symlink(&install, &target, mtime)?;
                     }
                 }
@@ -965,23 +965,6 @@ fn headers_payload(
         .map_or(0, |d| d.as_secs());
     b.symlink(&format!("/lib/modules/{rel}/build"), &dest, mtime)?;
     Ok(b.finish(&dest))
-}
-
-fn inside(rel: &str, target: &str) -> bool {
-    let mut depth = rel.split('/').count() as i64 - 1;
-    for c in target.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    true
 }
 
 enum Walked {

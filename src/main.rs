@@ -435,7 +435,6 @@ fn kernel_package(
     templates: &Templates,
 ) -> Result<(), Error> {
     use korgpkg::kernel::{self, KernelInput, KernelRequest};
-    let defaults = BuildOptions::default();
     let input = match (&args.build_dir, &args.artifacts) {
         (Some(b), _) => KernelInput::BuildTree {
             build_dir: b.clone(),
@@ -450,32 +449,16 @@ fn kernel_package(
     };
     let req = KernelRequest {
         input,
-        formats: if args.format.is_empty() {
-            config
-                .formats
-                .clone()
-                .unwrap_or_else(|| Format::ALL.to_vec())
-        } else {
-            args.format.clone()
-        },
-        out_dir: args
-            .out
-            .clone()
-            .or(config.out.clone())
-            .unwrap_or_else(|| PathBuf::from("dist")),
+        formats: formats(&args.format, config),
+        out_dir: out_dir(args.out.as_ref(), config),
         revision: args.revision.or(config.revision).unwrap_or(1),
-        options: BuildOptions {
-            deb_compression: args
-                .deb_compression
-                .or(config.deb_compression)
-                .unwrap_or(defaults.deb_compression),
-            rpm_compression: args
-                .rpm_compression
-                .or(config.rpm_compression)
-                .unwrap_or(defaults.rpm_compression),
-            zstd_level: config.zstd_level.unwrap_or(defaults.zstd_level),
-            ..defaults
-        },
+        options: build_options(
+            args.deb_compression,
+            args.rpm_compression,
+            None,
+            None,
+            config,
+        ),
         source_date_epoch: source_date_epoch()?,
         make: std::env::var("MAKE").unwrap_or_else(|_| "make".into()),
     };
@@ -905,6 +888,48 @@ fn list(
     Ok(())
 }
 
+/// The formats to write: the flag's, else the config file's, else all.
+fn formats(flag: &[Format], config: &Config) -> Vec<Format> {
+    if flag.is_empty() {
+        config
+            .formats
+            .clone()
+            .unwrap_or_else(|| Format::ALL.to_vec())
+    } else {
+        flag.to_vec()
+    }
+}
+
+/// The output directory: the flag's, else the config file's, else `dist`.
+fn out_dir(flag: Option<&PathBuf>, config: &Config) -> PathBuf {
+    flag.or(config.out.as_ref())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("dist"))
+}
+
+/// Per-format settings: each flag, else the config file, else the default.
+fn build_options(
+    deb: Option<DebCompression>,
+    rpm: Option<RpmCompression>,
+    ipk: Option<IpkOuter>,
+    zstd_level: Option<i32>,
+    config: &Config,
+) -> BuildOptions {
+    let defaults = BuildOptions::default();
+    BuildOptions {
+        deb_compression: deb
+            .or(config.deb_compression)
+            .unwrap_or(defaults.deb_compression),
+        rpm_compression: rpm
+            .or(config.rpm_compression)
+            .unwrap_or(defaults.rpm_compression),
+        ipk_outer: ipk.or(config.ipk_outer).unwrap_or(defaults.ipk_outer),
+        zstd_level: zstd_level
+            .or(config.zstd_level)
+            .unwrap_or(defaults.zstd_level),
+    }
+}
+
 /// Read `SOURCE_DATE_EPOCH` if set.
 fn source_date_epoch() -> Result<Option<u64>, Error> {
     match std::env::var("SOURCE_DATE_EPOCH") {
@@ -925,45 +950,21 @@ fn build(
     templates: &Templates,
     terminal: bool,
 ) -> Result<(), Error> {
-    let defaults = BuildOptions::default();
-    let formats = if !args.format.is_empty() {
-        args.format.clone()
-    } else {
-        config
-            .formats
-            .clone()
-            .unwrap_or_else(|| Format::ALL.to_vec())
-    };
     let template = BuildRequest {
         package: String::new(),
         tarball: PathBuf::new(),
         tarball_name: None,
         verification: None,
-        formats,
-        out_dir: args
-            .out
-            .clone()
-            .or(config.out.clone())
-            .unwrap_or_else(|| PathBuf::from("dist")),
+        formats: formats(&args.format, config),
+        out_dir: out_dir(args.out.as_ref(), config),
         revision: args.revision.or(config.revision).unwrap_or(1),
-        options: BuildOptions {
-            deb_compression: args
-                .deb_compression
-                .or(config.deb_compression)
-                .unwrap_or(defaults.deb_compression),
-            rpm_compression: args
-                .rpm_compression
-                .or(config.rpm_compression)
-                .unwrap_or(defaults.rpm_compression),
-            ipk_outer: args
-                .ipk_outer
-                .or(config.ipk_outer)
-                .unwrap_or(defaults.ipk_outer),
-            zstd_level: args
-                .zstd_level
-                .or(config.zstd_level)
-                .unwrap_or(defaults.zstd_level),
-        },
+        options: build_options(
+            args.deb_compression,
+            args.rpm_compression,
+            args.ipk_outer,
+            args.zstd_level,
+            config,
+        ),
         source_date_epoch: source_date_epoch()?,
         progress: terminal && !args.json,
         target_distro: args.target_distro.clone(),

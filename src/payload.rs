@@ -436,7 +436,7 @@ fn mtime_of(meta: &std::fs::Metadata) -> u64 {
 }
 
 /// Whether the relative symlink `target` at `rel` resolves inside its tree.
-fn stays_inside(rel: &str, target: &str) -> bool {
+pub(crate) fn stays_inside(rel: &str, target: &str) -> bool {
     if target.starts_with('/') {
         return false;
     }
