@@ -26,6 +26,8 @@ pub struct Config {
     pub ipk_outer: Option<IpkOuter>,
     /// zstd level (1-19) for deb and rpm.
     pub zstd_level: Option<i32>,
+    /// gzip level (1-9) for the ipk and for gzip deb/rpm.
+    pub gzip_level: Option<u32>,
     /// Mirror base URL (`https://mirrors.edge.kernel.org/pub/tools`, `file:///...`).
     pub mirror: Option<String>,
     /// Download cache directory.
@@ -60,6 +62,14 @@ impl Config {
                 return Err(Error::spec(
                     &path,
                     format!("field zstd_level: {level} is not in 1..=19"),
+                ));
+            }
+        }
+        if let Some(level) = config.gzip_level {
+            if !(1..=9).contains(&level) {
+                return Err(Error::spec(
+                    &path,
+                    format!("field gzip_level: {level} is not in 1..=9"),
                 ));
             }
         }

@@ -354,6 +354,9 @@ struct BuildArgs {
     /// zstd level for deb and rpm, 1-19 [default: 3, as dpkg-deb].
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
     zstd_level: Option<i32>,
+    /// gzip level for the ipk (and gzip deb/rpm), 1-9 [default: 6].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9))]
+    gzip_level: Option<u32>,
     /// Distro map for dependencies derived from the ELF files, for the formats it is
     /// for (`debian-12`, `ubuntu-24.04`: deb; `openembedded`: ipk)
     /// [default: debian-12 for deb, openembedded for ipk].
@@ -455,6 +458,7 @@ fn kernel_package(
         options: build_options(
             args.deb_compression,
             args.rpm_compression,
+            None,
             None,
             None,
             config,
@@ -913,6 +917,7 @@ fn build_options(
     rpm: Option<RpmCompression>,
     ipk: Option<IpkOuter>,
     zstd_level: Option<i32>,
+    gzip_level: Option<u32>,
     config: &Config,
 ) -> BuildOptions {
     let defaults = BuildOptions::default();
@@ -927,6 +932,9 @@ fn build_options(
         zstd_level: zstd_level
             .or(config.zstd_level)
             .unwrap_or(defaults.zstd_level),
+        gzip_level: gzip_level
+            .or(config.gzip_level)
+            .unwrap_or(defaults.gzip_level),
     }
 }
 
@@ -963,6 +971,7 @@ fn build(
             args.rpm_compression,
             args.ipk_outer,
             args.zstd_level,
+            args.gzip_level,
             config,
         ),
         source_date_epoch: source_date_epoch()?,
@@ -1340,6 +1349,7 @@ fn obs_prepare(
         rpm_compression: None,
         ipk_outer: None,
         zstd_level: None,
+        gzip_level: None,
         target_distro: r.target_distro.clone(),
         dry_run: false,
         json: true,

@@ -526,7 +526,15 @@ fn decompress(
         )
     })?;
     Ok(match compression {
-        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(reader)),
+        Compression::Xz => {
+            let workers = crate::worker_threads();
+            match crate::xz::layout(path) {
+                Some(layout) if crate::xz::parallel_worthwhile(&layout, workers) => {
+                    Box::new(crate::xz::ParallelDecoder::new(reader, layout, workers))
+                }
+                _ => Box::new(xz2::read::XzDecoder::new_multi_decoder(reader)),
+            }
+        }
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(reader)

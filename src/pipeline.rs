@@ -372,13 +372,16 @@ pub fn write_packages<'p>(
     options: &BuildOptions,
 ) -> Result<Vec<Output>> {
     let ctx = BuildContext { templates, options };
-    let results: Vec<Result<tempfile::NamedTempFile>> = std::thread::scope(|s| {
+    // Each thread also hashes its finished file, so the hashing overlaps the others'
+    // compression instead of following it.
+    type Written = (tempfile::NamedTempFile, u64, String);
+    let results: Vec<Result<Written>> = std::thread::scope(|s| {
         let handles: Vec<_> = planned
             .iter()
             .map(|o| {
                 let (meta, ctx) = (meta, &ctx);
                 let payload = payload_for(o.format);
-                s.spawn(move || -> Result<tempfile::NamedTempFile> {
+                s.spawn(move || -> Result<Written> {
                     let out_dir = o.path.parent().unwrap_or(Path::new("."));
                     let mut tmp = tempfile::Builder::new()
                         .prefix(".korgpkg-")
@@ -389,7 +392,8 @@ pub fn write_packages<'p>(
                     tmp.as_file()
                         .sync_all()
                         .ctx(|| format!("writing {}", o.path.display()))?;
-                    Ok(tmp)
+                    let (size, sha256) = hash_file(tmp.path())?;
+                    Ok((tmp, size, sha256))
                 })
             })
             .collect();
@@ -407,7 +411,7 @@ pub fn write_packages<'p>(
     }
     // Everything succeeded: move the files into place.
     let mut outputs = Vec::new();
-    for (tmp, planned) in temps.into_iter().zip(planned) {
+    for ((tmp, size, sha256), planned) in temps.into_iter().zip(planned) {
         set_mode_0644(tmp.path());
         tmp.persist(&planned.path).map_err(|e| e.error).ctx(|| {
             format!(
@@ -415,7 +419,6 @@ pub fn write_packages<'p>(
                 planned.path.display()
             )
         })?;
-        let (size, sha256) = hash_file(&planned.path)?;
         let f = planned.format;
         outputs.push(Output {
             format: f,

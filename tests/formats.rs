@@ -557,3 +557,146 @@ fn inspect_reads_packages_made_by_rpmbuild() {
         .iter()
         .any(|f| f["path"] == "/usr/bin/hello" && f["mode"] == 0o755));
 }
+
+/// Compressible, not trivially repetitive bytes (like code).
+fn code_like(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    let words: Vec<[u8; 4]> = (0..64)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(len + 4);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.extend_from_slice(&words[(x % 64) as usize]);
+    }
+    out.truncate(len);
+    out
+}
+
+/// Payloads larger than one compression chunk are compressed on several threads (zstd
+/// by libzstd's workers, gzip in deflate pieces joined under one gzip header) and a
+/// multi-block .tar.xz is decoded in parallel. The real tools must read every piece,
+/// and the packages must not depend on the number of threads.
+#[test]
+fn large_payloads_compressed_in_parallel_are_read_by_the_real_tools() {
+    need_tool("dpkg-deb");
+    need_tool("rpm");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let big = code_like(21 << 20, 7);
+    let mut items = llvm_items("llvm-18.1.8-x86_64");
+    items.push((
+        "llvm-18.1.8-x86_64/lib/libbig.so.18".into(),
+        Item::File(String::new(), 0o644, big.clone()),
+    ));
+    // A multi-block .xz, as `xz -T0` writes: 1 MiB blocks.
+    let stream = xz2::stream::MtStreamBuilder::new()
+        .threads(2)
+        .block_size(1 << 20)
+        .preset(1)
+        .encoder()
+        .expect("xz encoder");
+    let mut enc = xz2::write::XzEncoder::new_stream(Vec::new(), stream);
+    std::io::Write::write_all(&mut enc, &tar_bytes(&items)).expect("xz");
+    let tarball = write(
+        tmp.path(),
+        "llvm-18.1.8-x86_64.tar.xz",
+        &enc.finish().expect("xz"),
+    );
+    let build_with = |threads: &str, out: &str| {
+        let mut c = korgpkg();
+        c.env("KORGPKG_THREADS", threads)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "korg-clang-18", "--allow-unverified", "--json"])
+            .arg("--from")
+            .arg(&tarball)
+            .arg("--out")
+            .arg(tmp.path().join(out))
+            .args(["--format", "deb,rpm,ipk"]);
+        let report: serde_json::Value =
+            serde_json::from_str(&ok(&mut c)).expect("build --json prints JSON");
+        report
+    };
+    let report = build_with("3", "three");
+    let single = build_with("1", "one");
+    for f in ["deb", "rpm", "ipk"] {
+        let (a, b) = (output_path(&report, f), output_path(&single, f));
+        assert!(
+            std::fs::read(&a).expect("read") == std::fs::read(&b).expect("read"),
+            "{f}: output depends on the thread count"
+        );
+    }
+
+    // deb: Debian 12's dpkg reads only the first frame of a zstd member, so the data
+    // member must be one frame (libzstd's own worker threads), read whole by dpkg.
+    let deb = output_path(&report, "deb");
+    let data = tmp.path().join("data.tar.zst");
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "ar p {} data.tar.zst > {}",
+        deb.display(),
+        data.display()
+    )));
+    let frames = ok(Command::new("zstd").args(["-lv"]).arg(&data));
+    assert!(
+        frames.lines().any(|l| l.trim() == "# Zstandard Frames: 1"),
+        "{frames}"
+    );
+    let root = fresh_dpkg_root();
+    ok(Command::new("dpkg")
+        .arg(format!("--root={}", root.path().display()))
+        .args(["--force-depends", "--log=/dev/null", "-i"])
+        .arg(&deb));
+    check_installed_tree(root.path());
+    let installed = root.path().join(PREFIX).join("lib/libbig.so.18");
+    assert!(std::fs::read(&installed).expect("installed") == big, "deb");
+
+    // rpm: digests check out and the payload installs.
+    let rpm = output_path(&report, "rpm");
+    let k = ok(Command::new("rpm").arg("-K").arg(&rpm));
+    assert!(k.contains("digests OK"), "rpm -K: {k}");
+    let root = tempfile::tempdir().expect("root");
+    ok(Command::new("rpm").arg("--root").arg(root.path()).args([
+        "--dbpath",
+        "/var/lib/rpm",
+        "--initdb",
+    ]));
+    ok(Command::new("rpm")
+        .arg("--root")
+        .arg(root.path())
+        .args(["--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts"])
+        .arg(&rpm));
+    check_installed_tree(root.path());
+    let installed = root.path().join(PREFIX).join("lib/libbig.so.18");
+    assert!(std::fs::read(&installed).expect("installed") == big, "rpm");
+
+    // ipk: data.tar.gz is one gzip member (a single-member reader gets everything)
+    // that gzip itself accepts.
+    let ipk = output_path(&report, "ipk");
+    let gz = tmp.path().join("data.tar.gz");
+    ok(Command::new("sh").arg("-c").arg(format!(
+        "ar p {} data.tar.gz > {}",
+        ipk.display(),
+        gz.display()
+    )));
+    ok(Command::new("gzip").arg("-t").arg(&gz));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(&gz).expect("open"),
+    ));
+    let mut found = false;
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("entry");
+        if entry.path().expect("path").ends_with("lib/libbig.so.18") {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
+            assert!(bytes == big, "ipk");
+            found = true;
+        }
+    }
+    assert!(found, "libbig.so.18 missing from the ipk's data.tar.gz");
+}

@@ -224,3 +224,60 @@ fn truncated_and_corrupt_tarballs() {
     assert!(err.contains("truncated"), "{err}");
     assert!(dir_listing(&out).is_empty());
 }
+
+/// A multi-block .tar.xz (as `xz -T0` writes) is decoded by several threads; damage in
+/// one block, in the index, or a cut-off file must still be a one-line error naming
+/// the file, with nothing left behind.
+#[test]
+fn damaged_multi_block_xz_tarballs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut items = llvm_items(TOP);
+    // Enough data for several 64 KiB blocks.
+    let filler: Vec<u8> = (0..600_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    items.push((
+        format!("{TOP}/lib/libfiller.so"),
+        Item::File(String::new(), 0o644, filler),
+    ));
+    let stream = xz2::stream::MtStreamBuilder::new()
+        .threads(2)
+        .block_size(64 * 1024)
+        .preset(1)
+        .encoder()
+        .expect("xz encoder");
+    let mut enc = xz2::write::XzEncoder::new_stream(Vec::new(), stream);
+    std::io::Write::write_all(&mut enc, &tar_bytes(&items)).expect("xz");
+    let good = enc.finish().expect("xz");
+    let out = tmp.path().join("out");
+    let t = write(tmp.path(), "llvm-18.1.8-x86_64.tar.xz", &good);
+    let o = build("korg-clang-18", &t, &out, &["--format", "deb"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(&out).expect("clean");
+    let n = good.len();
+    for (name, bytes) in [
+        ("flipped byte in an early block", {
+            let mut b = good.clone();
+            b[200] ^= 0x55;
+            b
+        }),
+        ("flipped byte in the index", {
+            let mut b = good.clone();
+            b[n - 20] ^= 0x01;
+            b
+        }),
+        ("cut off before the index", good[..n * 3 / 4].to_vec()),
+    ] {
+        let t = write(tmp.path(), "llvm-18.1.8-x86_64.tar.xz", &bytes);
+        let o = build("korg-clang-18", &t, &out, &["--format", "deb"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(4), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: one line: {err}");
+        assert!(
+            err.contains("llvm-18.1.8-x86_64.tar.xz") && err.contains("corrupt or truncated"),
+            "{name}: {err}"
+        );
+        assert!(
+            dir_listing(&out).is_empty(),
+            "{name}: nothing may be left in --out"
+        );
+    }
+}

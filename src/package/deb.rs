@@ -88,7 +88,7 @@ impl Packager for Deb {
         let (ext, level) = match ctx.options.deb_compression {
             DebCompression::Zstd => ("zst", ctx.options.zstd_level),
             DebCompression::Xz => ("xz", 6),
-            DebCompression::Gzip => ("gz", 9),
+            DebCompression::Gzip => ("gz", ctx.options.gzip_level as i32),
         };
         let compression = ctx.options.deb_compression;
         let mut control_member = compress(compression, level, Vec::new())?;
@@ -125,7 +125,7 @@ fn compress<W: Write>(compression: DebCompression, level: i32, w: W) -> Result<C
     Ok(match compression {
         DebCompression::Zstd => Compressed::zstd(w, level)?,
         DebCompression::Xz => Compressed::xz(w),
-        DebCompression::Gzip => Compressed::gzip(w, 9),
+        DebCompression::Gzip => Compressed::gzip(w, level.unsigned_abs()),
     })
 }
 

@@ -13,9 +13,6 @@ use super::{
 use crate::error::{Error, IoContext, Result};
 use crate::payload::{EntryKind, Payload, COPY_BUFFER};
 
-/// gzip level for .ipk members (opkg-build's default).
-const GZIP_LEVEL: u32 = 6;
-
 /// The .ipk packager.
 pub struct Ipk;
 
@@ -41,6 +38,7 @@ impl Packager for Ipk {
         out: &mut File,
     ) -> Result<()> {
         let mtime = meta.build_time;
+        let level = ctx.options.gzip_level;
         let entries = super::layout(payload, Vec::new(), mtime, true);
         let installed: u64 = entries
             .iter()
@@ -59,13 +57,13 @@ impl Packager for Ipk {
             members.push((name, 0o755, script.as_bytes()));
         }
         let control_tar = tarball::control_tar(&members, mtime)?;
-        let mut gz = Compressed::gzip(Vec::new(), GZIP_LEVEL);
+        let mut gz = Compressed::gzip(Vec::new(), level);
         gz.write_all(&control_tar)
             .ctx(|| "compressing control.tar.gz".into())?;
         let control_gz = gz.finish()?;
         let write_data = |f: &mut File| -> Result<()> {
             let sink = BufWriter::with_capacity(COPY_BUFFER, f);
-            let enc = tarball::write_data_tar(&entries, mtime, Compressed::gzip(sink, GZIP_LEVEL))?;
+            let enc = tarball::write_data_tar(&entries, mtime, Compressed::gzip(sink, level))?;
             enc.finish()?.flush().ctx(|| "writing data.tar.gz".into())
         };
 
@@ -85,7 +83,7 @@ impl Packager for Ipk {
                 let size = tmp.seek(SeekFrom::End(0)).ctx(tmp_ctx)?;
                 tmp.seek(SeekFrom::Start(0)).ctx(tmp_ctx)?;
                 let sink = BufWriter::with_capacity(COPY_BUFFER, &mut *out);
-                let mut b = tar::Builder::new(Compressed::gzip(sink, GZIP_LEVEL));
+                let mut b = tar::Builder::new(Compressed::gzip(sink, level));
                 tarball::write_tar_member(&mut b, "debian-binary", mtime, 4, &b"2.0\n"[..])?;
                 tarball::write_tar_member(&mut b, "data.tar.gz", mtime, size, &mut tmp)?;
                 tarball::write_tar_member(

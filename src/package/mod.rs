@@ -7,6 +7,7 @@
 
 pub mod cpio;
 pub mod deb;
+pub mod gzip;
 pub mod ipk;
 pub mod rpm;
 pub mod tarball;
@@ -252,6 +253,13 @@ pub struct BuildOptions {
     pub ipk_outer: IpkOuter,
     /// Compression level for zstd (1–19) where a format uses zstd.
     pub zstd_level: i32,
+    /// Compression level for gzip (1–9): the ipk, and deb or rpm set to gzip.
+    #[serde(default = "default_gzip_level")]
+    pub gzip_level: u32,
+}
+
+fn default_gzip_level() -> u32 {
+    BuildOptions::default().gzip_level
 }
 
 impl Default for BuildOptions {
@@ -261,6 +269,7 @@ impl Default for BuildOptions {
             rpm_compression: RpmCompression::Zstd,
             ipk_outer: IpkOuter::Ar,
             zstd_level: 3,
+            gzip_level: 6,
         }
     }
 }
@@ -592,14 +601,19 @@ impl<'a> ControlData<'a> {
 pub enum Compressed<W: std::io::Write> {
     Zstd(zstd::stream::write::Encoder<'static, W>),
     Xz(xz2::write::XzEncoder<W>),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(gzip::ParallelGzEncoder<W>),
 }
 
 impl<W: std::io::Write> Compressed<W> {
-    /// zstd at `level`.
+    /// zstd at `level`, one frame, compressed by libzstd's worker threads
+    /// ([`crate::worker_threads`] of them). With one or more workers libzstd's output
+    /// does not depend on their number, so packages stay reproducible.
     pub fn zstd(w: W, level: i32) -> Result<Self> {
-        let enc = zstd::stream::write::Encoder::new(w, level)
+        let mut enc = zstd::stream::write::Encoder::new(w, level)
             .ctx(|| format!("starting zstd at level {level}"))?;
+        let workers = u32::try_from(crate::worker_threads()).unwrap_or(1);
+        enc.multithread(workers)
+            .ctx(|| format!("starting {workers} zstd worker threads"))?;
         Ok(Compressed::Zstd(enc))
     }
 
@@ -608,14 +622,14 @@ impl<W: std::io::Write> Compressed<W> {
         Compressed::Xz(xz2::write::XzEncoder::new(w, 6))
     }
 
-    /// gzip at `level`, with a zero timestamp and no name (reproducible).
+    /// gzip at `level`, with a zero timestamp and no name (reproducible), compressed
+    /// on [`crate::worker_threads`] threads once the data exceeds one chunk.
     pub fn gzip(w: W, level: u32) -> Self {
-        Compressed::Gzip(
-            flate2::GzBuilder::new()
-                .mtime(0)
-                .operating_system(3)
-                .write(w, flate2::Compression::new(level)),
-        )
+        Compressed::Gzip(gzip::ParallelGzEncoder::new(
+            w,
+            level,
+            crate::worker_threads(),
+        ))
     }
 
     /// Flush the compressed stream's trailer and return the inner writer.

@@ -75,7 +75,7 @@ impl Packager for Rpm {
         let entries = super::layout(payload, Vec::new(), meta.build_time, false);
         let compression = match ctx.options.rpm_compression {
             RpmCompression::Zstd => Compressor::Zstd(ctx.options.zstd_level),
-            RpmCompression::Gzip => Compressor::Gzip,
+            RpmCompression::Gzip => Compressor::Gzip(ctx.options.gzip_level),
         };
         write_rpm(meta, &entries, compression, false, out)
     }
@@ -94,8 +94,8 @@ impl Packager for Rpm {
 enum Compressor {
     /// zstd at this level.
     Zstd(i32),
-    /// gzip at level 9.
-    Gzip,
+    /// gzip at this level.
+    Gzip(u32),
 }
 
 impl Compressor {
@@ -103,7 +103,7 @@ impl Compressor {
     fn tags(self) -> (&'static str, String) {
         match self {
             Compressor::Zstd(level) => ("zstd", level.to_string()),
-            Compressor::Gzip => ("gzip", "9".to_string()),
+            Compressor::Gzip(level) => ("gzip", level.to_string()),
         }
     }
 }
@@ -303,15 +303,14 @@ fn write_payload(plan: &Plan<'_>, compressor: Compressor) -> Result<PayloadFile>
     let sink = HashingWriter::new(BufWriter::with_capacity(COPY_BUFFER, tmp));
     let (sink, raw_sha256, raw_len) = match compressor {
         Compressor::Zstd(level) => {
-            let enc = zstd::stream::write::Encoder::new(sink, level)
-                .ctx(|| format!("starting zstd at level {level}"))?;
+            let enc = super::Compressed::zstd(sink, level)?;
             let (enc, sha, len) = write_archive(plan, HashingWriter::new(enc))?.into_parts();
-            (enc.finish().ctx(ctx)?, sha, len)
+            (enc.finish()?, sha, len)
         }
-        Compressor::Gzip => {
-            let enc = flate2::write::GzEncoder::new(sink, flate2::Compression::best());
+        Compressor::Gzip(level) => {
+            let enc = super::Compressed::gzip(sink, level);
             let (enc, sha, len) = write_archive(plan, HashingWriter::new(enc))?.into_parts();
-            (enc.finish().ctx(ctx)?, sha, len)
+            (enc.finish()?, sha, len)
         }
     };
     let (buffered, sha256, len) = sink.into_parts();

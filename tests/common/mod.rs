@@ -23,6 +23,7 @@ pub fn korgpkg() -> Command {
         .env_remove("KORGPKG_MIRROR")
         .env_remove("KORGPKG_CACHE_DIR")
         .env_remove("KORGPKG_KEYS_URL")
+        .env_remove("KORGPKG_THREADS")
         .env("XDG_CACHE_HOME", "/nonexistent-korgpkg-test-cache")
         .env("XDG_CONFIG_HOME", "/nonexistent-korgpkg-test-config");
     c
