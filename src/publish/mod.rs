@@ -483,46 +483,117 @@ pub fn clean_stale(dir: &Path) {
     }
 }
 
-/// Copy `src` into the pool at `dst` atomically (temp file, rename); with
-/// [`Durability::EachFile`] the file is fsynced before the rename and the directory
-/// after it.
+/// Copy `src` into the pool at `dst` (see [`PoolFile`]).
 pub fn copy_into_pool(src: &Path, dst: &Path, durability: Durability) -> Result<()> {
-    let dir = dst.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".korgpkg-")
-        .suffix(".part")
-        .tempfile_in(dir)
-        .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut out = PoolFile::create(dst, durability)?;
     let mut input = File::open(src).ctx(|| format!("opening {}", src.display()))?;
-    std::io::copy(&mut input, tmp.as_file_mut()).ctx(|| format!("copying {}", src.display()))?;
-    persist_in_pool(tmp, dst, durability)
+    std::io::copy(&mut input, out.file()).ctx(|| format!("copying {}", src.display()))?;
+    out.finish()
 }
 
-/// Rename a written pool temp file into place at `dst` (see [`copy_into_pool`]).
-pub fn persist_in_pool(
-    tmp: tempfile::NamedTempFile,
-    dst: &Path,
+/// A pool file being written.
+///
+/// With [`Durability::EachFile`] it is a temp file in the pool directory, fsynced, renamed
+/// into place, and the directory fsynced: a file under its pool name is always complete.
+/// With [`Durability::Batch`] the file is created under its pool name directly (no
+/// rename, whose directory lock the parallel imports would queue on): until the publish
+/// saves its state nothing refers to it, a publisher killed while writing leaves an
+/// orphan, and orphans are replaced by the next publish ([`place_in_pool`]). An existing
+/// file (an orphan) is replaced atomically through a temp file.
+pub struct PoolFile {
+    file: Option<File>,
+    tmp: Option<tempfile::NamedTempFile>,
+    dst: PathBuf,
     durability: Durability,
-) -> Result<()> {
-    if durability == Durability::EachFile {
-        tmp.as_file()
-            .sync_all()
-            .ctx(|| format!("writing {}", dst.display()))?;
+}
+
+impl PoolFile {
+    pub fn create(dst: &Path, durability: Durability) -> Result<PoolFile> {
+        let dir = dst.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        if durability == Durability::Batch {
+            use std::os::unix::fs::OpenOptionsExt;
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(dst)
+            {
+                Ok(f) => {
+                    return Ok(PoolFile {
+                        file: Some(f),
+                        tmp: None,
+                        dst: dst.to_path_buf(),
+                        durability,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: format!("creating {}", dst.display()),
+                        source: e,
+                    })
+                }
+            }
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".korgpkg-")
+            .suffix(".part")
+            .tempfile_in(dir)
+            .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
+        Ok(PoolFile {
+            file: None,
+            tmp: Some(tmp),
+            dst: dst.to_path_buf(),
+            durability,
+        })
     }
-    {
+
+    pub fn file(&mut self) -> &mut File {
+        match (&mut self.file, &mut self.tmp) {
+            (Some(f), _) => f,
+            (None, Some(t)) => t.as_file_mut(),
+            (None, None) => unreachable!("a PoolFile has a file until finished"),
+        }
+    }
+
+    /// Make the mode 0644 (whatever the umask) and put the file in place.
+    pub fn finish(mut self) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
+        let dst = self.dst.clone();
+        let mode = fs::Permissions::from_mode(0o644);
+        if let Some(f) = self.file.take() {
+            return f
+                .set_permissions(mode)
+                .ctx(|| format!("setting the mode of {}", dst.display()));
+        }
+        let tmp = self.tmp.take().expect("a PoolFile has a file until finished");
+        if self.durability == Durability::EachFile {
+            tmp.as_file()
+                .sync_all()
+                .ctx(|| format!("writing {}", dst.display()))?;
+        }
         tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))
+            .set_permissions(mode)
             .ctx(|| format!("setting the mode of {}", dst.display()))?;
+        tmp.persist(&dst)
+            .map_err(|e| e.error)
+            .ctx(|| format!("renaming into {}", dst.display()))?;
+        if self.durability == Durability::EachFile {
+            sync_dir(dst.parent().unwrap_or(Path::new(".")))?;
+        }
+        Ok(())
     }
-    tmp.persist(dst)
-        .map_err(|e| e.error)
-        .ctx(|| format!("renaming into {}", dst.display()))?;
-    if durability == Durability::EachFile {
-        sync_dir(dst.parent().unwrap_or(Path::new(".")))?;
+}
+
+impl Drop for PoolFile {
+    fn drop(&mut self) {
+        // Not finished (an error while writing): remove a directly created file (a temp
+        // file removes itself).
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.dst);
+        }
     }
-    Ok(())
 }
 
 /// Flush everything written to the file system that holds `dir` (`syncfs`).
@@ -586,6 +657,15 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync)
 
 /// SHA-256, MD5 and size of a file, streamed.
 pub fn file_sums(path: &Path) -> Result<(String, String, u64)> {
+    digests(path, true)
+}
+
+/// SHA-256 and size of a file (the MD5 is empty), streamed.
+pub fn file_sha256(path: &Path) -> Result<(String, u64)> {
+    digests(path, false).map(|(sha256, _, size)| (sha256, size))
+}
+
+fn digests(path: &Path, with_md5: bool) -> Result<(String, String, u64)> {
     thread_local! {
         // One copy buffer per thread: a fresh 256 KiB buffer per file, between the small
         // allocations that outlive it, fragments the heap (hundreds of MiB of RSS for
@@ -604,15 +684,18 @@ pub fn file_sums(path: &Path) -> Result<(String, String, u64)> {
                 return Ok(());
             }
             sha.update(&buf[..n]);
-            md5::Digest::update(&mut md5, &buf[..n]);
+            if with_md5 {
+                md5::Digest::update(&mut md5, &buf[..n]);
+            }
             size += n as u64;
         }
     })?;
-    Ok((
-        hex::encode(sha.finalize()),
-        hex::encode(md5::Digest::finalize(md5)),
-        size,
-    ))
+    let md5 = if with_md5 {
+        hex::encode(md5::Digest::finalize(md5))
+    } else {
+        String::new()
+    };
+    Ok((hex::encode(sha.finalize()), md5, size))
 }
 
 fn mtime_of(path: &Path) -> Result<i64> {
@@ -790,7 +873,13 @@ pub fn publish(
             ));
         }
         check_arch(&config, file, info.format, &info.arch)?;
-        let (sha256, md5, size) = file_sums(file)?;
+        // An rpm's MD5 is the re-signed pool file's, computed when it is written.
+        let (sha256, md5, size) = if info.format == Format::Rpm {
+            let (sha256, size) = file_sha256(file)?;
+            (sha256, String::new(), size)
+        } else {
+            file_sums(file)?
+        };
         Ok((file.clone(), info, FileSums { sha256, md5, size }))
     })
     .into_iter()

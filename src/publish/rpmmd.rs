@@ -238,7 +238,15 @@ fn compress(kind: MetadataCompression, bytes: &[u8]) -> Result<(Vec<u8>, &'stati
     let ctx = || "compressing rpm-md metadata".to_string();
     Ok(match kind {
         MetadataCompression::Zstd => (zstd::encode_all(bytes, 10).ctx(ctx)?, "zst"),
-        MetadataCompression::Gzip => (package::gzip_reproducible(bytes)?, "gz"),
+        // Level 6 (zlib's default, as createrepo_c), no name, mtime 0.
+        MetadataCompression::Gzip => {
+            let mut enc = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(3)
+                .write(Vec::new(), flate2::Compression::new(6));
+            enc.write_all(bytes).ctx(ctx)?;
+            (enc.finish().ctx(ctx)?, "gz")
+        }
     })
 }
 
@@ -263,17 +271,11 @@ impl Repository for RpmMd {
         pool: &str,
     ) -> Result<Imported> {
         let dst = ctx.root.join(pool);
-        let dir = dst.parent().unwrap_or(ctx.root);
-        std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".korgpkg-")
-            .suffix(".part")
-            .tempfile_in(dir)
-            .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
-        let mut w = SumsWriter::new(std::io::BufWriter::new(tmp.as_file_mut()));
+        let mut out = super::PoolFile::create(&dst, ctx.durability)?;
+        let mut w = SumsWriter::new(std::io::BufWriter::new(out.file()));
         let signed = rpmsign::sign(file, ctx.signer, &mut w)?;
         let sums = w.finish().ctx(|| format!("writing {}", dst.display()))?;
-        super::persist_in_pool(tmp, &dst, ctx.durability)?;
+        out.finish()?;
         let index = describe(
             &dst,
             &signed,
