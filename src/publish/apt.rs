@@ -5,12 +5,11 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use super::{
-    control_stanza, sha256_hex, sha512_hex, write_file, Context, IndexData, PublishedPackage,
-    Repository,
+    control_stanza, sha256_hex, sha512_hex, write_file, xzchunks, Context, FileSums, Imported,
+    IndexData, PublishedPackage, Repository,
 };
 use crate::error::{IoContext, Result};
 use crate::package::{self, Format};
@@ -30,13 +29,6 @@ fn pool_prefix(name: &str) -> String {
     } else {
         name.chars().next().map(String::from).unwrap_or_default()
     }
-}
-
-fn xz(bytes: &[u8]) -> Result<Vec<u8>> {
-    let mut enc = xz2::write::XzEncoder::new(Vec::new(), 6);
-    enc.write_all(bytes)
-        .ctx(|| "compressing Packages with xz".into())?;
-    enc.finish().ctx(|| "compressing Packages with xz".into())
 }
 
 impl Repository for Apt {
@@ -64,11 +56,14 @@ impl Repository for Apt {
         ctx: &Context<'_>,
         file: &Path,
         info: &package::Inspection,
+        sums: &FileSums,
         pool: &str,
-    ) -> Result<IndexData> {
-        super::place_in_pool(ctx, file, pool)?;
-        Ok(IndexData::Control {
-            stanza: control_stanza(info),
+    ) -> Result<Imported> {
+        Ok(Imported {
+            sums: super::place_in_pool(ctx, file, sums, pool)?,
+            index: IndexData::Control {
+                stanza: control_stanza(info),
+            },
         })
     }
 
@@ -80,6 +75,8 @@ impl Repository for Apt {
         prev: Option<&Path>,
     ) -> Result<()> {
         let cfg = &ctx.config.apt;
+        let cache = xzchunks::cache_dir(ctx.root);
+        let mut used_chunks = Vec::new();
         for suite in &cfg.suites {
             let dist = gen.join("apt/dists").join(suite);
             let mut sums: Vec<(String, String, usize, String)> = Vec::new();
@@ -88,6 +85,7 @@ impl Repository for Apt {
                     let rel_dir = format!("{component}/binary-{arch}");
                     let dir = dist.join(&rel_dir);
                     let mut text = String::new();
+                    let mut ends = Vec::new();
                     // Only "main" holds packages; other components are listed empty.
                     for p in packages.iter().filter(|p| {
                         component == "main"
@@ -106,19 +104,31 @@ impl Repository for Apt {
                             p.md5,
                             p.sha256
                         );
+                        ends.push(text.len());
                     }
-                    let plain = text.into_bytes();
+                    // gzip on this thread while the xz blocks compress on the others.
+                    let (gz, xz) = std::thread::scope(|s| {
+                        let xz =
+                            s.spawn(|| xzchunks::compress(&text, &ends, &cache, &mut used_chunks));
+                        let gz = package::gzip_reproducible(text.as_bytes());
+                        (
+                            gz,
+                            xz.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                        )
+                    });
                     let files = [
-                        ("Packages", plain.clone()),
-                        ("Packages.gz", package::gzip_reproducible(&plain)?),
-                        ("Packages.xz", xz(&plain)?),
+                        ("Packages", text.into_bytes()),
+                        ("Packages.gz", gz?),
+                        ("Packages.xz", xz?),
                     ];
                     for (name, bytes) in &files {
-                        write_file(&dir.join(name), bytes)?;
+                        let path = dir.join(name);
+                        write_file(&path, bytes)?;
                         let s256 = sha256_hex(bytes);
                         let s512 = sha512_hex(bytes);
-                        write_file(&dir.join("by-hash/SHA256").join(&s256), bytes)?;
-                        write_file(&dir.join("by-hash/SHA512").join(&s512), bytes)?;
+                        // by-hash copies are hard links: generation files never change.
+                        link_or_write(&path, &dir.join("by-hash/SHA256").join(&s256), bytes)?;
+                        link_or_write(&path, &dir.join("by-hash/SHA512").join(&s512), bytes)?;
                         sums.push((s256, s512, bytes.len(), format!("{rel_dir}/{name}")));
                     }
                     // Keep the previous generation's indexes reachable by hash.
@@ -132,7 +142,7 @@ impl Repository for Apt {
                                 ] {
                                     let p = dir.join("by-hash").join(alg).join(h);
                                     if !p.exists() {
-                                        write_file(&p, &bytes)?;
+                                        link_or_write(&old.join(name), &p, &bytes)?;
                                     }
                                 }
                             }
@@ -176,6 +186,7 @@ impl Repository for Apt {
                 ctx.signer.clearsign(&release)?.as_bytes(),
             )?;
         }
+        xzchunks::prune(&cache, &used_chunks);
         Ok(())
     }
 
@@ -193,6 +204,18 @@ impl Repository for Apt {
             ),
         ])
     }
+}
+
+/// Hard-link `existing` (a finished generation file holding `bytes`) at `path`, or
+/// write `bytes` there if the file system cannot link.
+fn link_or_write(existing: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    }
+    if fs::hard_link(existing, path).is_ok() {
+        return Ok(());
+    }
+    write_file(path, bytes)
 }
 
 /// `Date:` as apt wants it (`Sat, 01 Jan 2022 00:00:00 UTC`).

@@ -7,7 +7,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{control_stanza, write_file, Context, IndexData, PublishedPackage, Repository};
+use super::{
+    control_stanza, write_file, Context, FileSums, Imported, IndexData, PublishedPackage,
+    Repository,
+};
 use crate::error::{IoContext, Result};
 use crate::package::{self, Format};
 
@@ -28,11 +31,14 @@ impl Repository for Opkg {
         ctx: &Context<'_>,
         file: &Path,
         info: &package::Inspection,
+        sums: &FileSums,
         pool: &str,
-    ) -> Result<IndexData> {
-        super::place_in_pool(ctx, file, pool)?;
-        Ok(IndexData::Control {
-            stanza: control_stanza(info),
+    ) -> Result<Imported> {
+        Ok(Imported {
+            sums: super::place_in_pool(ctx, file, sums, pool)?,
+            index: IndexData::Control {
+                stanza: control_stanza(info),
+            },
         })
     }
 

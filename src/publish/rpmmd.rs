@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::Path;
 
 use super::{
-    rpmsign, sha256_hex, write_file, xml_escape, Context, IndexData, MetadataCompression,
-    PublishedPackage, Repository,
+    rpmsign, sha256_hex, write_file, xml_escape, Context, FileSums, Imported, IndexData,
+    MetadataCompression, PublishedPackage, Repository,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::package::{self, Format};
@@ -73,12 +73,17 @@ fn dep_entries(tag: &str, deps: &[rpm::Dependency]) -> String {
     s
 }
 
-/// The index entries of the (signed) rpm at `path`, reachable at `href`.
-fn describe(path: &Path, href: &str) -> Result<IndexData> {
-    let opened = rpmsign::open(path)?;
-    let md = &opened.metadata;
+/// The index entries of the signed rpm written to `path` (`sha256` and `size` are the
+/// pool file's), reachable at `href`.
+fn describe(
+    path: &Path,
+    signed: &rpmsign::Signed,
+    sha256: &str,
+    size: u64,
+    href: &str,
+) -> Result<IndexData> {
+    let md = &signed.metadata;
     let bad = |e: rpm::Error| Error::input(path, format!("not a valid rpm package: {e}"));
-    let (sha256, _, size) = super::file_sums(path)?;
     let name = md.get_name().map_err(bad)?;
     let arch = md.get_arch().map_err(bad)?;
     let epoch = md.get_epoch().unwrap_or(0);
@@ -127,8 +132,8 @@ fn describe(path: &Path, href: &str) -> Result<IndexData> {
         text(md.get_group()),
         text(md.get_build_host()),
         text(md.get_source_rpm()),
-        opened.header_range.0,
-        opened.header_range.1,
+        signed.header_range.0,
+        signed.header_range.1,
     );
     let lists = [
         ("provides", md.get_provides()),
@@ -185,11 +190,63 @@ fn describe(path: &Path, href: &str) -> Result<IndexData> {
     })
 }
 
+/// A writer that computes the sums of what goes through it.
+struct SumsWriter<W: Write> {
+    inner: W,
+    sha256: sha2::Sha256,
+    md5: md5::Md5,
+    size: u64,
+}
+
+impl<W: Write> SumsWriter<W> {
+    fn new(inner: W) -> Self {
+        use sha2::Digest;
+        SumsWriter {
+            inner,
+            sha256: sha2::Sha256::new(),
+            md5: md5::Md5::new(),
+            size: 0,
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<FileSums> {
+        use sha2::Digest;
+        self.inner.flush()?;
+        Ok(FileSums {
+            sha256: hex::encode(self.sha256.finalize()),
+            md5: hex::encode(self.md5.finalize()),
+            size: self.size,
+        })
+    }
+}
+
+impl<W: Write> Write for SumsWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.write(buf)?;
+        self.sha256.update(&buf[..n]);
+        self.md5.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn compress(kind: MetadataCompression, bytes: &[u8]) -> Result<(Vec<u8>, &'static str)> {
     let ctx = || "compressing rpm-md metadata".to_string();
     Ok(match kind {
         MetadataCompression::Zstd => (zstd::encode_all(bytes, 10).ctx(ctx)?, "zst"),
-        MetadataCompression::Gzip => (package::gzip_reproducible(bytes)?, "gz"),
+        // Level 6 (zlib's default, as createrepo_c), no name, mtime 0.
+        MetadataCompression::Gzip => {
+            let mut enc = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(3)
+                .write(Vec::new(), flate2::Compression::new(6));
+            enc.write_all(bytes).ctx(ctx)?;
+            (enc.finish().ctx(ctx)?, "gz")
+        }
     })
 }
 
@@ -210,35 +267,23 @@ impl Repository for RpmMd {
         ctx: &Context<'_>,
         file: &Path,
         _info: &package::Inspection,
+        _sums: &FileSums,
         pool: &str,
-    ) -> Result<IndexData> {
+    ) -> Result<Imported> {
         let dst = ctx.root.join(pool);
-        let dir = dst.parent().unwrap_or(ctx.root);
-        std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
-        super::clean_stale(dir);
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".korgpkg-")
-            .suffix(".part")
-            .tempfile_in(dir)
-            .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
-        {
-            let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-            rpmsign::sign(file, ctx.signer, &mut w)?;
-            w.flush().ctx(|| format!("writing {}", dst.display()))?;
-        }
-        tmp.as_file()
-            .sync_all()
-            .ctx(|| format!("writing {}", dst.display()))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-                .ctx(|| format!("setting the mode of {}", dst.display()))?;
-        }
-        tmp.persist(&dst)
-            .map_err(|e| e.error)
-            .ctx(|| format!("renaming into {}", dst.display()))?;
-        super::sync_dir(dir)?;
-        describe(&dst, pool.trim_start_matches("rpm/"))
+        let mut out = super::PoolFile::create(&dst, ctx.durability)?;
+        let mut w = SumsWriter::new(std::io::BufWriter::new(out.file()));
+        let signed = rpmsign::sign(file, ctx.signer, &mut w)?;
+        let sums = w.finish().ctx(|| format!("writing {}", dst.display()))?;
+        out.finish()?;
+        let index = describe(
+            &dst,
+            &signed,
+            &sums.sha256,
+            sums.size,
+            pool.trim_start_matches("rpm/"),
+        )?;
+        Ok(Imported { index, sums })
     }
 
     fn write_indexes(
@@ -279,13 +324,19 @@ impl Repository for RpmMd {
         let mut repomd = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n  <revision>{time}</revision>\n"
         );
-        for (kind, text) in [
+        let files = [
             ("primary", primary),
             ("filelists", filelists),
             ("other", other),
-        ] {
+        ];
+        // The three compress (and hash) in parallel.
+        let packed = super::par_map(&files, |(_, text)| {
+            compress(ctx.config.rpm.compression, text.as_bytes())
+                .map(|(packed, ext)| (sha256_hex(text.as_bytes()), packed, ext))
+        });
+        for ((kind, text), packed) in files.iter().zip(packed) {
             let open = text.as_bytes();
-            let (packed, ext) = compress(ctx.config.rpm.compression, open)?;
+            let (open_sum, packed, ext) = packed?;
             let sum = sha256_hex(&packed);
             let name = format!("{sum}-{kind}.xml.{ext}");
             write_file(&dir.join(&name), &packed)?;
@@ -295,7 +346,7 @@ impl Repository for RpmMd {
                  <open-checksum type=\"sha256\">{}</open-checksum>\n    \
                  <location href=\"repodata/{name}\"/>\n    <timestamp>{time}</timestamp>\n    \
                  <size>{}</size>\n    <open-size>{}</open-size>\n  </data>\n",
-                sha256_hex(open),
+                open_sum,
                 packed.len(),
                 open.len()
             );

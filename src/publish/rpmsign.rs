@@ -55,8 +55,32 @@ pub fn open(path: &Path) -> Result<Opened> {
     })
 }
 
+/// Counts the bytes written through it.
+struct CountingWriter<W> {
+    inner: W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A signed rpm as written: its metadata and the byte range of its main header.
+pub struct Signed {
+    pub metadata: PackageMetadata,
+    /// `(start, end)` of the main header in the written file.
+    pub header_range: (u64, u64),
+}
+
 /// Write `src`, signed with `signer` (replacing any earlier OpenPGP signature), to `out`.
-pub fn sign(src: &Path, signer: &Signer, out: &mut impl Write) -> Result<()> {
+pub fn sign(src: &Path, signer: &Signer, out: &mut impl Write) -> Result<Signed> {
     let Opened {
         metadata,
         mut reader,
@@ -95,9 +119,15 @@ pub fn sign(src: &Path, signer: &Signer, out: &mut impl Write) -> Result<()> {
         ),
         header: metadata.header,
     };
+    let header_len = header_bytes.len() as u64;
+    let mut counted = CountingWriter {
+        inner: &mut *out,
+        count: 0,
+    };
     signed
-        .write(out)
+        .write(&mut counted)
         .map_err(|e| Error::input(src, format!("writing the signed rpm headers: {e}")))?;
+    let end = counted.count;
     loop {
         let buf = reader
             .fill_buf()
@@ -110,5 +140,9 @@ pub fn sign(src: &Path, signer: &Signer, out: &mut impl Write) -> Result<()> {
             .ctx(|| "writing the signed rpm".to_string())?;
         reader.consume(n);
     }
-    out.flush().ctx(|| "writing the signed rpm".to_string())
+    out.flush().ctx(|| "writing the signed rpm".to_string())?;
+    Ok(Signed {
+        metadata: signed,
+        header_range: (end - header_len, end),
+    })
 }
