@@ -29,7 +29,7 @@ pub mod xz;
 
 pub use error::{Error, Result};
 
-/// How many threads a parallel stage (xz decoding, gzip compression) uses: the
+/// How many threads a parallel stage (xz decoding, compression, publishing) uses: the
 /// `KORGPKG_THREADS` environment variable if set to a positive number, else the number
 /// of CPUs available to this process. The output never depends on it.
 pub fn worker_threads() -> usize {

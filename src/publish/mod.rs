@@ -625,20 +625,11 @@ fn sync_fs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Worker threads for reading and importing packages: `KORGPKG_THREADS` if set (at
-/// least 1), else the available cores.
-pub fn threads() -> usize {
-    std::env::var("KORGPKG_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .map(|n| n.max(1))
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// `f` over `items` on up to [`threads`] threads; results in the order of `items`.
+/// `f` over `items` on up to [`crate::worker_threads`] threads; results in the order of
+/// `items`.
 pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let n = threads().min(items.len());
+    let n = crate::worker_threads().min(items.len());
     if n <= 1 {
         return items.iter().map(f).collect();
     }
