@@ -149,3 +149,100 @@ fn killed_publishers_leave_a_valid_repository_and_concurrent_ones_all_land() {
         assert!(policy.contains(&format!("18.1.8-{}", 2000 + i)), "{policy}");
     }
 }
+
+/// A publish of many packages takes the batched path (pool files written in place, one
+/// `syncfs` before the state is saved). Killed at any point, it may leave pool files
+/// that no state refers to, possibly cut short; the indexes clients see must never list
+/// such a file, and publishing the same packages again must replace them.
+#[test]
+fn killed_batch_publishes_leave_no_served_partial_file() {
+    need_tool("apt-get");
+    need_tool("dnf");
+    use sha2::Digest;
+    let repo = TestRepo::new(false, &["--arch", "amd64"]);
+    let line = format!(
+        "deb [signed-by={}] {}/apt stable main",
+        repo.root.join("apt/korg-archive-keyring.gpg").display(),
+        repo.url
+    );
+    let apt = AptRoot::new(repo.tmp.path(), &line);
+    let dnfroot = repo.tmp.path().join("dnfroot");
+    let repos = repo.tmp.path().join("repos.d");
+    std::fs::create_dir_all(&repos).unwrap();
+    let batch = |first: u32| -> Vec<PathBuf> {
+        (first..first + 8)
+            .flat_map(|r| {
+                let (deb, rpm) = revision(&repo, r);
+                [deb, rpm]
+            })
+            .collect()
+    };
+    let publish = |files: &[PathBuf]| {
+        let args: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+        repo.publish(&args);
+    };
+    let first = batch(1);
+    let t = Instant::now();
+    publish(&first);
+    let full = t.elapsed().max(Duration::from_millis(20));
+    std::fs::copy(repo.root.join("rpm/korg.repo"), repos.join("korg.repo")).unwrap();
+
+    let rounds = 6u32;
+    for i in 0..rounds {
+        let files = batch(100 + 10 * i);
+        let mut child = korgpkg()
+            .arg("publish")
+            .arg("--repo")
+            .arg(&repo.root)
+            .args(&files)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full * (i + 1) / (rounds + 1));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let check = |when: &str| {
+            let (good, text) = apt.update();
+            assert!(good && !text.contains("W:"), "round {i} {when}:\n{text}");
+            let o = common::run(dnf(&dnfroot, &repos, &format!("b{i}{when}")).arg("makecache"));
+            assert!(o.status.success(), "round {i} {when}: dnf makecache failed");
+            // Every pool file the served Packages lists has the listed SHA-256.
+            let packages = std::fs::read_to_string(
+                repo.root
+                    .join("apt/dists/stable/main/binary-amd64/Packages"),
+            )
+            .unwrap();
+            for stanza in packages.split("\n\n").filter(|s| !s.trim().is_empty()) {
+                let field = |k: &str| {
+                    stanza
+                        .lines()
+                        .find_map(|l| l.strip_prefix(k))
+                        .unwrap_or_else(|| panic!("no {k} in {stanza}"))
+                        .to_string()
+                };
+                let bytes = std::fs::read(repo.root.join("apt").join(field("Filename: ")))
+                    .unwrap_or_else(|e| panic!("round {i} {when}: {e}"));
+                assert_eq!(
+                    hex::encode(sha2::Sha256::digest(&bytes)),
+                    field("SHA256: "),
+                    "round {i} {when}: a listed pool file has other bytes"
+                );
+            }
+        };
+        check("killed");
+        // The same packages again: orphans of the killed publish are replaced.
+        publish(&files);
+        check("republished");
+        let list = listed(&repo);
+        let v = format!("18.1.8-{}", 100 + 10 * i + 7);
+        assert!(
+            list.contains(&format!("deb korg-clang-18 {v} amd64")),
+            "{list}"
+        );
+        assert!(
+            list.contains(&format!("rpm korg-clang-18 {v} x86_64")),
+            "{list}"
+        );
+    }
+}
