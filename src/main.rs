@@ -479,15 +479,7 @@ fn kernel_package(
         return print_json(&report);
     }
     for p in &report.packages {
-        for o in &p.outputs {
-            println!(
-                "{} {} ({}, sha256 {})",
-                o.format,
-                o.path.display(),
-                human_size(o.size),
-                o.sha256
-            );
-        }
+        print_outputs(&p.outputs);
     }
     Ok(())
 }
@@ -1065,17 +1057,22 @@ fn build(
         };
     }
     for report in &reports {
-        for o in &report.outputs {
-            println!(
-                "{} {} ({}, sha256 {})",
-                o.format,
-                o.path.display(),
-                human_size(o.size),
-                o.sha256
-            );
-        }
+        print_outputs(&report.outputs);
     }
     Ok(())
+}
+
+/// One line per written package: format, path, size and sha256.
+fn print_outputs(outputs: &[korgpkg::package::Output]) {
+    for o in outputs {
+        println!(
+            "{} {} ({}, sha256 {})",
+            o.format,
+            o.path.display(),
+            human_size(o.size),
+            o.sha256
+        );
+    }
 }
 
 /// A build of a tarball on disk: verified by its `.tar.sign` (and sums file, if any).

@@ -175,14 +175,20 @@ fn crc32(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
-/// A complete one-block .xz stream around `block_bytes` (the block, padded to four
-/// bytes, as it appears in the file).
-fn single_block_stream(block: &Block, block_bytes: &[u8]) -> Vec<u8> {
-    let mut s = Vec::with_capacity(block_bytes.len() + 64);
+/// A complete one-block .xz stream around `block`, whose bytes (padded to four bytes,
+/// as in the file) `fill` reads straight into place.
+fn single_block_stream(
+    block: &Block,
+    fill: impl FnOnce(&mut [u8]) -> io::Result<()>,
+) -> io::Result<Vec<u8>> {
+    let size = usize::try_from(round4(block.unpadded)).map_err(io::Error::other)?;
+    let mut s = Vec::with_capacity(size + 64);
     s.extend_from_slice(&HEADER_MAGIC);
     s.extend_from_slice(&block.flags);
     s.extend_from_slice(&crc32(&block.flags).to_le_bytes());
-    s.extend_from_slice(block_bytes);
+    let start = s.len();
+    s.resize(start + size, 0);
+    fill(&mut s[start..])?;
     let mut index = vec![0u8];
     put_varint(&mut index, 1);
     put_varint(&mut index, block.unpadded);
@@ -200,17 +206,16 @@ fn single_block_stream(block: &Block, block_bytes: &[u8]) -> Vec<u8> {
     s.extend_from_slice(&crc32(&tail).to_le_bytes());
     s.extend_from_slice(&tail);
     s.extend_from_slice(&FOOTER_MAGIC);
-    s
+    Ok(s)
 }
 
-/// Decode one block (as a one-block stream) into `out`, which must end up holding
+/// Decode one block, given as a one-block stream, into `out`, which must end up holding
 /// exactly `block.uncompressed` bytes.
-fn decode_block(block: &Block, block_bytes: &[u8], mut out: Vec<u8>) -> io::Result<Vec<u8>> {
-    let stream = single_block_stream(block, block_bytes);
+fn decode_block(block: &Block, stream: &[u8], mut out: Vec<u8>) -> io::Result<Vec<u8>> {
     let cap = usize::try_from(block.uncompressed).map_err(io::Error::other)?;
     out.clear();
     out.reserve_exact(cap);
-    xz2::read::XzDecoder::new(&stream[..]).read_to_end(&mut out)?;
+    xz2::read::XzDecoder::new(stream).read_to_end(&mut out)?;
     if out.len() as u64 != block.uncompressed {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -230,11 +235,12 @@ pub fn parallel_worthwhile(layout: &Layout, workers: usize) -> bool {
             .all(|b| b.uncompressed <= MAX_PARALLEL_BLOCK)
 }
 
-/// A block to decode: its sequence number, its bytes, and a buffer to decode into.
+/// A block to decode: its sequence number, the one-block stream around it, and a
+/// buffer to decode into.
 struct Job {
     seq: usize,
     block: Block,
-    bytes: Vec<u8>,
+    stream: Vec<u8>,
     out: Vec<u8>,
 }
 
@@ -288,14 +294,14 @@ impl ParallelDecoder {
                 let Ok(Job {
                     seq,
                     block,
-                    bytes,
+                    stream,
                     out,
                 }) = job
                 else {
                     return;
                 };
                 if done
-                    .send(Done::Block(seq, decode_block(&block, &bytes, out)))
+                    .send(Done::Block(seq, decode_block(&block, &stream, out)))
                     .is_err()
                 {
                     return;
@@ -376,10 +382,8 @@ fn read_blocks(
     let mut at = 0u64;
     for (seq, block) in layout.blocks.iter().enumerate() {
         skip(raw, block.offset - at)?;
-        let size = round4(block.unpadded);
-        let mut bytes = vec![0u8; usize::try_from(size).map_err(io::Error::other)?];
-        raw.read_exact(&mut bytes)?;
-        at = block.offset + size;
+        let stream = single_block_stream(block, |buf| raw.read_exact(buf))?;
+        at = block.offset + round4(block.unpadded);
         let Ok(out) = tokens.recv() else {
             // The consumer has gone away.
             return Ok(());
@@ -387,7 +391,7 @@ fn read_blocks(
         let job = Job {
             seq,
             block: *block,
-            bytes,
+            stream,
             out,
         };
         if jobs.send(job).is_err() {

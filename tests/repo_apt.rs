@@ -188,36 +188,25 @@ fn bad_input_leaves_the_repository_untouched() {
         )
     };
     let before = snapshot(&repo);
+    // A publish of `file` fails with exit 4, names `needle`, and changes nothing.
+    let refused = |file: &std::path::Path, needle: &str, before: &(Vec<u8>, Vec<u8>)| {
+        let o = run(korgpkg()
+            .args(["publish", "--repo"])
+            .arg(&repo.root)
+            .arg(file));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(4), "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert_eq!(&snapshot(&repo), before);
+    };
 
     // Not a package.
     let junk = repo.tmp.path().join("junk.deb");
     std::fs::write(&junk, b"this is not a package").unwrap();
-    let o = run(korgpkg()
-        .args(["publish", "--repo"])
-        .arg(&repo.root)
-        .arg(&junk));
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("junk.deb"));
-    assert_eq!(snapshot(&repo), before);
+    refused(&junk, "junk.deb", &before);
 
     // Unknown arch (the repository only has arm64).
-    let o = run(korgpkg()
-        .args(["publish", "--repo"])
-        .arg(&repo.root)
-        .arg(&deb));
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("amd64"));
-    assert_eq!(snapshot(&repo), before);
+    refused(&deb, "amd64", &before);
 
     // Same name/version/arch, different content.
     let def = repo.root.join("korgpkg-repo.toml");
@@ -241,18 +230,7 @@ fn bad_input_leaves_the_repository_untouched() {
         .arg("--out")
         .arg(&other));
     assert!(o.status.success());
-    let o = run(korgpkg()
-        .args(["publish", "--repo"])
-        .arg(&repo.root)
-        .arg(&other));
-    assert_eq!(
-        o.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("different content"));
-    assert_eq!(snapshot(&repo), before);
+    refused(&other, "different content", &before);
 
     // Publishing the same file again is a no-op success.
     let out = repo.publish(&[&deb]);

@@ -25,15 +25,8 @@ fn revision(repo: &TestRepo, rev: u32) -> (PathBuf, PathBuf) {
     (output_path(&r, "deb"), output_path(&r, "rpm"))
 }
 
-fn listed(repo: &TestRepo) -> String {
-    ok(korgpkg().args(["repo", "list"]).arg(&repo.root))
-}
-
-#[test]
-fn killed_publishers_leave_a_valid_repository_and_concurrent_ones_all_land() {
-    need_tool("apt-get");
-    need_tool("dnf");
-    let repo = TestRepo::new(false, &["--arch", "amd64"]);
+/// An apt root pointed at `repo`, a dnf install root and its (empty) repos.d.
+fn clients(repo: &TestRepo) -> (AptRoot, PathBuf, PathBuf) {
     let line = format!(
         "deb [signed-by={}] {}/apt stable main",
         repo.root.join("apt/korg-archive-keyring.gpg").display(),
@@ -43,6 +36,19 @@ fn killed_publishers_leave_a_valid_repository_and_concurrent_ones_all_land() {
     let dnfroot = repo.tmp.path().join("dnfroot");
     let repos = repo.tmp.path().join("repos.d");
     std::fs::create_dir_all(&repos).unwrap();
+    (apt, dnfroot, repos)
+}
+
+fn listed(repo: &TestRepo) -> String {
+    ok(korgpkg().args(["repo", "list"]).arg(&repo.root))
+}
+
+#[test]
+fn killed_publishers_leave_a_valid_repository_and_concurrent_ones_all_land() {
+    need_tool("apt-get");
+    need_tool("dnf");
+    let repo = TestRepo::new(false, &["--arch", "amd64"]);
+    let (apt, dnfroot, repos) = clients(&repo);
 
     // How long one publish takes, to spread the kills over it.
     let (deb, rpm) = revision(&repo, 1);
@@ -160,15 +166,7 @@ fn killed_batch_publishes_leave_no_served_partial_file() {
     need_tool("dnf");
     use sha2::Digest;
     let repo = TestRepo::new(false, &["--arch", "amd64"]);
-    let line = format!(
-        "deb [signed-by={}] {}/apt stable main",
-        repo.root.join("apt/korg-archive-keyring.gpg").display(),
-        repo.url
-    );
-    let apt = AptRoot::new(repo.tmp.path(), &line);
-    let dnfroot = repo.tmp.path().join("dnfroot");
-    let repos = repo.tmp.path().join("repos.d");
-    std::fs::create_dir_all(&repos).unwrap();
+    let (apt, dnfroot, repos) = clients(&repo);
     let batch = |first: u32| -> Vec<PathBuf> {
         (first..first + 8)
             .flat_map(|r| {

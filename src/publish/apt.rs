@@ -7,10 +7,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use super::{
-    control_stanza, sha256_hex, sha512_hex, write_file, xzchunks, Context, FileSums, Imported,
-    IndexData, PublishedPackage, Repository,
-};
+use super::{sha256_hex, sha512_hex, write_file, xzchunks, Context, IndexData, Listed, Repository};
 use crate::error::{IoContext, Result};
 use crate::package::{self, Format};
 
@@ -51,26 +48,10 @@ impl Repository for Apt {
         )
     }
 
-    fn import(
-        &self,
-        ctx: &Context<'_>,
-        file: &Path,
-        info: &package::Inspection,
-        sums: &FileSums,
-        pool: &str,
-    ) -> Result<Imported> {
-        Ok(Imported {
-            sums: super::place_in_pool(ctx, file, sums, pool)?,
-            index: IndexData::Control {
-                stanza: control_stanza(info),
-            },
-        })
-    }
-
     fn write_indexes(
         &self,
         ctx: &Context<'_>,
-        packages: &[&PublishedPackage],
+        packages: &[Listed<'_>],
         gen: &Path,
         prev: Option<&Path>,
     ) -> Result<()> {
@@ -87,12 +68,12 @@ impl Repository for Apt {
                     let mut text = String::new();
                     let mut ends = Vec::new();
                     // Only "main" holds packages; other components are listed empty.
-                    for p in packages.iter().filter(|p| {
+                    for (p, index) in packages.iter().filter(|(p, _)| {
                         component == "main"
                             && p.suite.as_deref() == Some(suite.as_str())
                             && (p.arch == *arch || p.arch == "all")
                     }) {
-                        let Some(IndexData::Control { stanza }) = &p.index else {
+                        let IndexData::Control { stanza } = *index else {
                             continue;
                         };
                         text.push_str(stanza);

@@ -223,9 +223,10 @@ pub struct PublishedPackage {
     pub mtime: i64,
     pub sha256: String,
     pub md5: String,
-    #[serde(skip_serializing)]
-    pub index: Option<IndexData>,
 }
+
+/// A package as the index writers see it: the package and its index entries.
+pub type Listed<'a> = (&'a PublishedPackage, &'a IndexData);
 
 /// The persistent state: every package and the current generation.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -243,31 +244,6 @@ struct StoredPackage {
     /// kept it in `.korgpkg/sources/<sha256>` instead, which is still read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source_sha256: Option<String>,
-}
-
-impl State {
-    /// Lend every entry's index data to its package (for the index writers, without
-    /// copying 10,000 entries) ...
-    fn lend_indexes(&mut self) {
-        for s in &mut self.packages {
-            let index = std::mem::replace(
-                &mut s.index,
-                IndexData::Control {
-                    stanza: String::new(),
-                },
-            );
-            s.package.index = Some(index);
-        }
-    }
-
-    /// ... and take it back.
-    fn return_indexes(&mut self) {
-        for s in &mut self.packages {
-            if let Some(index) = s.package.index.take() {
-                s.index = index;
-            }
-        }
-    }
 }
 
 /// Shared context of one publish.
@@ -350,7 +326,8 @@ pub trait Repository {
     fn pool_path(&self, info: &package::Inspection) -> String;
     /// Copy `file` (whose sums are `sums`) into the pool at `pool` (atomically, made
     /// durable as `ctx.durability` says) and describe it. Called from several threads
-    /// at once for different packages.
+    /// at once for different packages. By default (apt, opkg) the file is copied as it
+    /// is and described by its control stanza.
     fn import(
         &self,
         ctx: &Context<'_>,
@@ -358,13 +335,20 @@ pub trait Repository {
         info: &package::Inspection,
         sums: &FileSums,
         pool: &str,
-    ) -> Result<Imported>;
+    ) -> Result<Imported> {
+        Ok(Imported {
+            sums: place_in_pool(ctx, file, sums, pool)?,
+            index: IndexData::Control {
+                stanza: control_stanza(info),
+            },
+        })
+    }
     /// Write every index file of this format for `packages` below `gen` (a fresh
     /// generation directory); `prev` is the previous generation, if any.
     fn write_indexes(
         &self,
         ctx: &Context<'_>,
-        packages: &[&PublishedPackage],
+        packages: &[Listed<'_>],
         gen: &Path,
         prev: Option<&Path>,
     ) -> Result<()>;
@@ -961,7 +945,6 @@ pub fn publish(
             mtime: 0,
             sha256: sums.sha256.clone(),
             md5: sums.md5.clone(),
-            index: None,
         };
         planned.entry(id).or_default().push(plans.len());
         plans.push((file, info, sums, published));
@@ -1060,28 +1043,22 @@ fn commit(ctx: &Context<'_>, state: &mut State) -> Result<u64> {
     let prev = (previous > 0)
         .then(|| gen_root.join(previous.to_string()))
         .filter(|p| p.is_dir());
-    state.lend_indexes();
-    let written = (|| -> Result<()> {
-        for format in Format::ALL {
-            let repo = repository(format);
-            let mine: Vec<&PublishedPackage> = state
-                .packages
-                .iter()
-                .map(|s| &s.package)
-                .filter(|p| p.format == format)
-                .collect();
-            repo.write_indexes(ctx, &mine, &gen, prev.as_deref())?;
-            for (rel, bytes) in repo.static_files(ctx)? {
-                let path = root.join(&rel);
-                if fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
-                    write_atomic(&path, &bytes)?;
-                }
+    for format in Format::ALL {
+        let repo = repository(format);
+        let mine: Vec<Listed<'_>> = state
+            .packages
+            .iter()
+            .filter(|s| s.package.format == format)
+            .map(|s| (&s.package, &s.index))
+            .collect();
+        repo.write_indexes(ctx, &mine, &gen, prev.as_deref())?;
+        for (rel, bytes) in repo.static_files(ctx)? {
+            let path = root.join(&rel);
+            if fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+                write_atomic(&path, &bytes)?;
             }
         }
-        Ok(())
-    })();
-    state.return_indexes();
-    written?;
+    }
     sync_tree(&gen)?;
     sync_dir(&gen_root)?;
 

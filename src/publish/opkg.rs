@@ -7,10 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{
-    control_stanza, write_file, Context, FileSums, Imported, IndexData, PublishedPackage,
-    Repository,
-};
+use super::{write_file, Context, IndexData, Listed, Repository};
 use crate::error::{IoContext, Result};
 use crate::package::{self, Format};
 
@@ -26,33 +23,17 @@ impl Repository for Opkg {
         format!("opkg-pool/{}_{}_{}.ipk", info.name, info.version, info.arch)
     }
 
-    fn import(
-        &self,
-        ctx: &Context<'_>,
-        file: &Path,
-        info: &package::Inspection,
-        sums: &FileSums,
-        pool: &str,
-    ) -> Result<Imported> {
-        Ok(Imported {
-            sums: super::place_in_pool(ctx, file, sums, pool)?,
-            index: IndexData::Control {
-                stanza: control_stanza(info),
-            },
-        })
-    }
-
     fn write_indexes(
         &self,
         ctx: &Context<'_>,
-        packages: &[&PublishedPackage],
+        packages: &[Listed<'_>],
         gen: &Path,
         _prev: Option<&Path>,
     ) -> Result<()> {
         let dir = gen.join("opkg");
         let mut text = String::new();
-        for p in packages {
-            let Some(IndexData::Control { stanza }) = &p.index else {
+        for (p, index) in packages {
+            let IndexData::Control { stanza } = *index else {
                 continue;
             };
             text.push_str(stanza);

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::Path;
 
 use super::{
-    rpmsign, sha256_hex, write_file, xml_escape, Context, FileSums, Imported, IndexData,
-    MetadataCompression, PublishedPackage, Repository,
+    rpmsign, sha256_hex, write_file, xml_escape, Context, FileSums, Imported, IndexData, Listed,
+    MetadataCompression, Repository,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::package::{self, Format};
@@ -289,7 +289,7 @@ impl Repository for RpmMd {
     fn write_indexes(
         &self,
         ctx: &Context<'_>,
-        packages: &[&PublishedPackage],
+        packages: &[Listed<'_>],
         gen: &Path,
         _prev: Option<&Path>,
     ) -> Result<()> {
@@ -304,12 +304,12 @@ impl Repository for RpmMd {
         let mut other = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<otherdata xmlns=\"http://linux.duke.edu/metadata/other\" packages=\"{n}\">\n"
         );
-        for p in packages {
-            if let Some(IndexData::Rpm {
+        for (_, index) in packages {
+            if let IndexData::Rpm {
                 primary: a,
                 filelists: b,
                 other: c,
-            }) = &p.index
+            } = *index
             {
                 primary.push_str(a);
                 filelists.push_str(b);
