@@ -7,13 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use korgpkg::config::Config;
-use korgpkg::fetch::{Cache, FetchOptions, Fetcher};
 use korgpkg::package::{self, BuildOptions, DebCompression, Format, IpkOuter, RpmCompression};
 use korgpkg::pipeline::{self, BuildRequest};
-use korgpkg::source::{self, KeySource, Mirror, Release, Sources};
+use korgpkg::source::{self, Network, NetworkOptions, Release};
 use korgpkg::spec::{Spec, SpecSet, Vars};
 use korgpkg::templates::Templates;
-use korgpkg::verify::Keyring;
 use korgpkg::Error;
 
 const EXAMPLES: &str = "\
@@ -326,6 +324,20 @@ struct SourceArgs {
     allow_unverified: bool,
 }
 
+impl SourceArgs {
+    fn selection(&self, packages: Vec<String>) -> pipeline::ReleaseSelection {
+        pipeline::ReleaseSelection {
+            packages,
+            version: self.version.clone(),
+            arch: self.arch.clone(),
+            from: self.from.clone(),
+            signature: self.signature.clone(),
+            sums: self.sums.clone(),
+            allow_unverified: self.allow_unverified,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct BuildArgs {
     /// Packages to build, as `korgpkg specs` lists them (`korg-clang-18`).
@@ -504,59 +516,18 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), Error> {
     Ok(())
 }
 
-/// Network, cache and key settings shared by `list` and `build`.
-struct Net {
-    mirror: Mirror,
-    fetcher: Fetcher,
-    keyring: Keyring,
-    keys_url: Option<String>,
-}
+/// Network, cache and key settings shared by `list`, `build`, `kernel` and `obs`.
+struct Net;
 
 impl Net {
-    fn new(cli: &Cli, config: &Config, progress: bool) -> Result<Self, Error> {
-        let mirror = Mirror::new(
-            cli.mirror
-                .as_deref()
-                .or(config.mirror.as_deref())
-                .unwrap_or(source::DEFAULT_MIRROR),
-        )?;
-        let cache_dir = cli
-            .cache_dir
-            .clone()
-            .or(config.cache_dir.clone())
-            .unwrap_or_else(Cache::default_dir);
-        let fetcher = Fetcher::new(
-            Cache::new(cache_dir),
-            FetchOptions {
-                progress,
-                ..FetchOptions::default()
-            },
-        )?;
-        let mut keyring = Keyring::new();
-        let files = config.keyrings.iter().flatten().chain(&cli.keyring);
-        for file in files {
-            keyring.extend(Keyring::from_file(file)?);
-        }
-        let keys_url = cli
-            .keys_url
-            .clone()
-            .or(config.keys_url.clone())
-            .unwrap_or_else(|| source::DEFAULT_KEYS_URL.to_string());
-        Ok(Net {
-            mirror,
-            fetcher,
-            keyring,
-            keys_url: (!keys_url.is_empty()).then_some(keys_url),
-        })
-    }
-
-    fn sources<'a>(&'a self, templates: &'a Templates) -> Sources<'a> {
-        Sources {
-            mirror: self.mirror.clone(),
-            fetcher: &self.fetcher,
-            keys: KeySource::new(self.keyring.clone(), self.keys_url.clone(), &self.fetcher),
-            templates,
-        }
+    fn new(cli: &Cli, config: &Config, progress: bool) -> Result<Network, Error> {
+        Network::new(&config.network(&NetworkOptions {
+            mirror: cli.mirror.clone(),
+            cache_dir: cli.cache_dir.clone(),
+            keyrings: cli.keyring.clone(),
+            keys_url: cli.keys_url.clone(),
+            progress,
+        }))
     }
 }
 
@@ -839,7 +810,7 @@ fn select<'s>(specs: &'s SpecSet, name: Option<&str>) -> Result<Vec<(&'s Spec, V
 }
 
 fn list(
-    net: &Net,
+    net: &Network,
     specs: &SpecSet,
     templates: &Templates,
     name: Option<&str>,
@@ -945,7 +916,7 @@ fn source_date_epoch() -> Result<Option<u64>, Error> {
 fn build(
     args: &BuildArgs,
     config: &Config,
-    net: &Net,
+    net: &Network,
     specs: &SpecSet,
     templates: &Templates,
     terminal: bool,
@@ -971,14 +942,14 @@ fn build(
         target_distro: args.target_distro.clone(),
     };
     let sources = net.sources(templates);
-    let (requests, releases) = match &args.source.from {
-        Some(from) => (
-            vec![local_request(args, from, specs, &sources, template)?],
-            Vec::new(),
-        ),
-        None => remote_requests(args, specs, &sources, template)?,
-    };
-
+    let selected = pipeline::select(
+        &args.source.selection(args.packages.clone()),
+        specs,
+        &sources,
+        &template,
+        !args.dry_run,
+    )?;
+    let (requests, releases) = (&selected.requests, &selected.releases);
     if args.dry_run {
         let plans = requests
             .iter()
@@ -1036,19 +1007,7 @@ fn build(
         }
         return Ok(());
     }
-    let mut reports = Vec::new();
-    for (i, req) in requests.iter().enumerate() {
-        match pipeline::build(specs, templates, req) {
-            Ok(r) => reports.push(r),
-            Err(e) => {
-                if matches!(e, Error::Verify { .. }) && releases.get(i).is_some() {
-                    // A downloaded tarball whose signature failed is not kept for reuse.
-                    let _ = std::fs::remove_file(&req.tarball);
-                }
-                return Err(e);
-            }
-        }
-    }
+    let reports = pipeline::build_selected(specs, templates, &selected)?;
     if args.json {
         return if reports.len() == 1 {
             print_json(&reports[0])
@@ -1073,124 +1032,6 @@ fn print_outputs(outputs: &[korgpkg::package::Output]) {
             o.sha256
         );
     }
-}
-
-/// A build of a tarball on disk: verified by its `.tar.sign` (and sums file, if any).
-fn local_request(
-    args: &BuildArgs,
-    from: &std::path::Path,
-    specs: &SpecSet,
-    sources: &Sources<'_>,
-    mut req: BuildRequest,
-) -> Result<BuildRequest, Error> {
-    let [package] = args.packages.as_slice() else {
-        return Err(Error::Usage(
-            "--from packages one tarball: name exactly one package".into(),
-        ));
-    };
-    if !from.is_file() {
-        return Err(Error::input(from, "no such file"));
-    }
-    let (spec, _) = specs.find_package(package)?;
-    let file_name = from
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::input(from, "not a file name"))?;
-    req.package = package.clone();
-    req.tarball = from.to_path_buf();
-    // Name, arch and version mistakes are reported before signature problems.
-    pipeline::plan(specs, sources.templates, &req)?;
-    let vars = spec.match_tarball(file_name).unwrap_or_default();
-    if !args.source.allow_unverified || args.source.signature.is_some() {
-        req.verification = sources.local(
-            spec,
-            &vars,
-            from,
-            args.source.signature.as_deref(),
-            args.source.sums.as_deref(),
-        )?;
-        if req.verification.is_none() && !args.source.allow_unverified {
-            return Err(Error::verify(
-                from.display().to_string(),
-                "no detached signature (.tar.sign) beside it: give --signature FILE, \
-                 or --allow-unverified to package unverified bytes",
-            ));
-        }
-    }
-    Ok(req)
-}
-
-/// Builds of releases found on the mirror, downloaded in parallel into the cache.
-fn remote_requests(
-    args: &BuildArgs,
-    specs: &SpecSet,
-    sources: &Sources<'_>,
-    template: BuildRequest,
-) -> Result<(Vec<BuildRequest>, Vec<Release>), Error> {
-    let mut picked: Vec<Release> = Vec::new();
-    for package in &args.packages {
-        let (spec, mut known) = specs.find_package(package)?;
-        let arch = match &args.source.arch {
-            Some(a) => a.clone(),
-            None => source::host_arch(spec).ok_or_else(|| {
-                Error::Usage(format!(
-                    "spec {} has no build for this machine's arch; pass --arch ({})",
-                    spec.name,
-                    spec.arches.keys().cloned().collect::<Vec<_>>().join(", ")
-                ))
-            })?,
-        };
-        known.insert("arch".into(), arch.clone());
-        let releases = source::discover(
-            spec,
-            &known,
-            &sources.mirror,
-            sources.fetcher,
-            &sources.keys,
-            sources.templates,
-        )?;
-        let releases: Vec<Release> = releases
-            .into_iter()
-            .filter(|r| &r.package == package)
-            .collect();
-        let release = source::pick(&releases, args.source.version.as_deref()).ok_or_else(|| {
-            Error::Usage(format!(
-                "no release of {package}{} for arch {arch} on {} (`korgpkg list {package}` shows what there is)",
-                args.source.version
-                    .as_deref()
-                    .map(|v| format!(" version {v}"))
-                    .unwrap_or_default(),
-                sources.mirror.base()
-            ))
-        })?;
-        picked.push(release.clone());
-    }
-    if args.dry_run {
-        // Nothing is downloaded: plan against the names the verified sums file lists.
-        let requests = picked
-            .iter()
-            .map(|r| BuildRequest {
-                package: r.package.clone(),
-                tarball: PathBuf::from(&r.file_name),
-                tarball_name: Some(r.file_name.clone()),
-                ..template.clone()
-            })
-            .collect();
-        return Ok((requests, picked));
-    }
-    let fetched = sources.fetch(specs, &picked)?;
-    let requests = picked
-        .iter()
-        .zip(fetched)
-        .map(|(release, (path, verification))| BuildRequest {
-            package: release.package.clone(),
-            tarball: path,
-            tarball_name: Some(release.file_name.clone()),
-            verification: Some(verification),
-            ..template.clone()
-        })
-        .collect();
-    Ok((requests, picked))
 }
 
 fn human_size(bytes: u64) -> String {
@@ -1327,82 +1168,21 @@ impl ObsApi {
     }
 }
 
-/// Verify, stage and scan the release `r` selects (downloading it unless `--from`), in
-/// `work`; returns the prepared build and where OBS gets the release from.
+/// Verify, stage and scan the release `r` selects, in `work`.
 fn obs_prepare(
     r: &ObsRelease,
-    net: &Net,
+    net: &Network,
     specs: &SpecSet,
     templates: &Templates,
     work: &std::path::Path,
 ) -> Result<(pipeline::Prepared, korgpkg::obs::Upstream), Error> {
-    let args = BuildArgs {
-        packages: vec![r.package.clone()],
-        source: r.source.clone(),
-        format: vec![Format::Deb, Format::Rpm],
-        out: Some(work.to_path_buf()),
-        revision: r.revision,
-        deb_compression: None,
-        rpm_compression: None,
-        ipk_outer: None,
-        zstd_level: None,
-        gzip_level: None,
-        target_distro: r.target_distro.clone(),
-        dry_run: false,
-        json: true,
-    };
-    let template = BuildRequest {
-        package: r.package.clone(),
-        tarball: PathBuf::new(),
-        tarball_name: None,
-        verification: None,
-        formats: args.format.clone(),
-        out_dir: work.to_path_buf(),
+    let release = korgpkg::obs::ObsRelease {
+        selection: r.source.selection(vec![r.package.clone()]),
         revision: r.revision.unwrap_or(1),
-        options: BuildOptions::default(),
-        source_date_epoch: source_date_epoch()?,
-        progress: false,
         target_distro: r.target_distro.clone(),
+        source_date_epoch: source_date_epoch()?,
     };
-    let sources = net.sources(templates);
-    let (req, urls) = match &r.source.from {
-        Some(from) => {
-            let req = local_request(&args, from, specs, &sources, template)?;
-            let (spec, _) = specs.find_package(&r.package)?;
-            let file_name = from
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| Error::input(from, "not a file name"))?;
-            let vars = spec.match_tarball(file_name).unwrap_or_default();
-            let dir = spec.upstream_name("directory", &vars, templates)?;
-            let sig = spec.upstream_name("signature", &vars, templates)?;
-            let urls = (
-                net.mirror.url(&format!("{dir}/{file_name}")),
-                net.mirror.url(&format!("{dir}/{sig}")),
-            );
-            (req, urls)
-        }
-        None => {
-            let (mut requests, releases) = remote_requests(&args, specs, &sources, template)?;
-            let (Some(req), Some(rel)) = (requests.pop(), releases.first()) else {
-                return Err(Error::Usage(format!("no release of {}", r.package)));
-            };
-            (req, (rel.url.clone(), rel.signature_url.clone()))
-        }
-    };
-    let prepared = match pipeline::prepare(specs, templates, &req) {
-        Ok(p) => p,
-        Err(e) => {
-            if matches!(e, Error::Verify { .. }) && r.source.from.is_none() {
-                // A downloaded tarball whose signature failed is not kept for reuse.
-                let _ = std::fs::remove_file(&req.tarball);
-            }
-            return Err(e);
-        }
-    };
-    let signature = req.verification.as_ref().map(|v| v.signature.as_slice());
-    let upstream = korgpkg::obs::Upstream::new(&prepared, urls.0, urls.1, signature);
-    Ok((prepared, upstream))
+    korgpkg::obs::prepare_release(&release, specs, &net.sources(templates), work)
 }
 
 fn obs_command(

@@ -18,6 +18,7 @@ use crate::package::{
     packager, BuildContext, BuildOptions, Format, Output, PackageMeta, Provenance,
 };
 use crate::payload::{self, PayloadStats, StageOptions};
+use crate::source::{self, Release, Sources};
 use crate::spec::{Spec, SpecSet, Vars};
 use crate::templates::Templates;
 use crate::verify::{DetachedVerifier, PinnedKey};
@@ -637,4 +638,222 @@ impl<R: Read> Read for HashingReader<R> {
             .update(&buf[..n]);
         Ok(n)
     }
+}
+
+/// Which upstream releases to build: downloaded from the mirror (the newest, or
+/// `version`, for `arch` or this machine's), or one tarball on disk (`from`), verified by
+/// its detached signature (`signature`, else the spec's `.tar.sign` name beside it) and,
+/// if there is one, a signed sums file (`sums`, else `sha256sums.asc` beside it).
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseSelection {
+    /// Package names, as the specs make them (`korg-clang-18`); exactly one with `from`.
+    pub packages: Vec<String>,
+    /// Exact upstream version to download (`18.1.0-rc3`); `None`: the newest.
+    pub version: Option<String>,
+    /// Upstream arch to download; `None`: this machine's.
+    pub arch: Option<String>,
+    /// A tarball on disk instead of a download.
+    pub from: Option<PathBuf>,
+    /// Detached signature of the `from` tarball.
+    pub signature: Option<PathBuf>,
+    /// Signed sums file listing the `from` tarball.
+    pub sums: Option<PathBuf>,
+    /// Accept a `from` tarball without a signature (its build is then unverified).
+    pub allow_unverified: bool,
+}
+
+/// The builds a [`ReleaseSelection`] makes, with the mirror releases they come from.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// One request per package, from `template` with package, tarball and verification.
+    pub requests: Vec<BuildRequest>,
+    /// The release each request was picked from (same order); empty for a `from` tarball.
+    pub releases: Vec<Release>,
+}
+
+/// Turn `selection` into build requests (every other field from `template`).
+///
+/// From the mirror: each package's releases are discovered from verified sums files and
+/// one is picked; with `download` the tarballs and signatures are then fetched into the
+/// cache in parallel and each request carries its [`Verification`]; without it
+/// (`--dry-run`) nothing is downloaded and the requests name the upstream files.
+/// From disk: names, arch and version are checked first ([`plan`]), then the signature
+/// and sums file; a tarball without a signature is refused unless `allow_unverified`.
+pub fn select(
+    selection: &ReleaseSelection,
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+    template: &BuildRequest,
+    download: bool,
+) -> Result<Selected> {
+    match &selection.from {
+        Some(from) => Ok(Selected {
+            requests: vec![local_request(selection, from, specs, sources, template)?],
+            releases: Vec::new(),
+        }),
+        None => {
+            let releases = pick_releases(selection, specs, sources)?;
+            let requests = release_requests(&releases, specs, sources, template, download)?;
+            Ok(Selected { requests, releases })
+        }
+    }
+}
+
+/// The release of each of `selection.packages` on the mirror: discovered from the
+/// verified sums files, filtered to `selection.arch` (default: this machine's) and
+/// picked by `selection.version` (default: the newest). Nothing is downloaded but sums.
+pub fn pick_releases(
+    selection: &ReleaseSelection,
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+) -> Result<Vec<Release>> {
+    let mut picked: Vec<Release> = Vec::new();
+    for package in &selection.packages {
+        let (spec, mut known) = specs.find_package(package)?;
+        let arch = match &selection.arch {
+            Some(a) => a.clone(),
+            None => source::host_arch(spec).ok_or_else(|| {
+                Error::Usage(format!(
+                    "spec {} has no build for this machine's arch; pass --arch ({})",
+                    spec.name,
+                    spec.arches.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?,
+        };
+        known.insert("arch".into(), arch.clone());
+        let releases = source::discover(
+            spec,
+            &known,
+            &sources.mirror,
+            sources.fetcher,
+            &sources.keys,
+            sources.templates,
+        )?;
+        let releases: Vec<Release> = releases
+            .into_iter()
+            .filter(|r| &r.package == package)
+            .collect();
+        let release = source::pick(&releases, selection.version.as_deref()).ok_or_else(|| {
+            Error::Usage(format!(
+                "no release of {package}{} for arch {arch} on {} (`korgpkg list {package}` shows what there is)",
+                selection
+                    .version
+                    .as_deref()
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_default(),
+                sources.mirror.base()
+            ))
+        })?;
+        picked.push(release.clone());
+    }
+    Ok(picked)
+}
+
+/// Build requests for mirror releases: with `download`, fetched into the cache (keys and
+/// signatures first, then the tarballs in parallel) and carrying their verification;
+/// without, planned against the file names the verified sums files list.
+pub fn release_requests(
+    releases: &[Release],
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+    template: &BuildRequest,
+    download: bool,
+) -> Result<Vec<BuildRequest>> {
+    if !download {
+        return Ok(releases
+            .iter()
+            .map(|r| BuildRequest {
+                package: r.package.clone(),
+                tarball: PathBuf::from(&r.file_name),
+                tarball_name: Some(r.file_name.clone()),
+                ..template.clone()
+            })
+            .collect());
+    }
+    let fetched = sources.fetch(specs, releases)?;
+    Ok(releases
+        .iter()
+        .zip(fetched)
+        .map(|(release, (path, verification))| BuildRequest {
+            package: release.package.clone(),
+            tarball: path,
+            tarball_name: Some(release.file_name.clone()),
+            verification: Some(verification),
+            ..template.clone()
+        })
+        .collect())
+}
+
+/// A build of the tarball `from` on disk (the one package `selection` names), verified
+/// by its `.tar.sign` (and sums file, if any).
+pub fn local_request(
+    selection: &ReleaseSelection,
+    from: &Path,
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+    template: &BuildRequest,
+) -> Result<BuildRequest> {
+    let [package] = selection.packages.as_slice() else {
+        return Err(Error::Usage(
+            "--from packages one tarball: name exactly one package".into(),
+        ));
+    };
+    if !from.is_file() {
+        return Err(Error::input(from, "no such file"));
+    }
+    let (spec, _) = specs.find_package(package)?;
+    let file_name = from
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::input(from, "not a file name"))?;
+    let mut req = template.clone();
+    req.package = package.clone();
+    req.tarball = from.to_path_buf();
+    // Name, arch and version mistakes are reported before signature problems.
+    plan(specs, sources.templates, &req)?;
+    let vars = spec.match_tarball(file_name).unwrap_or_default();
+    if !selection.allow_unverified || selection.signature.is_some() {
+        req.verification = sources.local(
+            spec,
+            &vars,
+            from,
+            selection.signature.as_deref(),
+            selection.sums.as_deref(),
+        )?;
+        if req.verification.is_none() && !selection.allow_unverified {
+            return Err(Error::verify(
+                from.display().to_string(),
+                "no detached signature (.tar.sign) beside it: give --signature FILE, \
+                 or --allow-unverified to package unverified bytes",
+            ));
+        }
+    }
+    Ok(req)
+}
+
+/// Build every request of `selected` in turn, stopping at the first error. A downloaded
+/// tarball that fails verification is removed from the cache, so it is not reused.
+pub fn build_selected(
+    specs: &SpecSet,
+    templates: &Templates,
+    selected: &Selected,
+) -> Result<Vec<BuildReport>> {
+    let mut reports = Vec::new();
+    for (i, req) in selected.requests.iter().enumerate() {
+        match build(specs, templates, req) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                if matches!(e, Error::Verify { .. }) && selected.releases.get(i).is_some() {
+                    forget_download(req);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// Remove a downloaded tarball from the cache after it failed verification.
+pub fn forget_download(req: &BuildRequest) {
+    let _ = std::fs::remove_file(&req.tarball);
 }

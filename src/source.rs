@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::Fetcher;
+use crate::fetch::{Cache, FetchOptions, Fetcher};
 use crate::spec::{Spec, Vars};
 use crate::templates::Templates;
 use crate::verify::{self, Keyring, PinnedKey, SumsFile};
@@ -321,6 +321,72 @@ pub fn by_package(releases: &[Release]) -> BTreeMap<String, BTreeMap<String, Vec
         }
     }
     out
+}
+
+/// The network side of a run: the mirror, the download cache and the keys that pinned
+/// fingerprints are looked up in (keyrings first, then `keys_url`).
+pub struct Network {
+    pub mirror: Mirror,
+    pub fetcher: Fetcher,
+    pub keyring: Keyring,
+    /// Where missing pinned keys are fetched from (`<keys_url>/<KEYID>.asc`); `None`:
+    /// never.
+    pub keys_url: Option<String>,
+}
+
+/// What a [`Network`] is made from; `None` fields take the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkOptions {
+    /// Mirror base URL [default: [`DEFAULT_MIRROR`]].
+    pub mirror: Option<String>,
+    /// Download cache directory [default: [`Cache::default_dir`]].
+    pub cache_dir: Option<PathBuf>,
+    /// Keyring files (armored or binary) with the pinned signers' keys.
+    pub keyrings: Vec<PathBuf>,
+    /// Where to fetch pinned keys not in a keyring; `""` = never [default:
+    /// [`DEFAULT_KEYS_URL`]].
+    pub keys_url: Option<String>,
+    /// Show download progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Network {
+    /// Check the mirror URL, open the cache and read every keyring.
+    pub fn new(options: &NetworkOptions) -> Result<Self> {
+        let mirror = Mirror::new(options.mirror.as_deref().unwrap_or(DEFAULT_MIRROR))?;
+        let cache_dir = options.cache_dir.clone().unwrap_or_else(Cache::default_dir);
+        let fetcher = Fetcher::new(
+            Cache::new(cache_dir),
+            FetchOptions {
+                progress: options.progress,
+                ..FetchOptions::default()
+            },
+        )?;
+        let mut keyring = Keyring::new();
+        for file in &options.keyrings {
+            keyring.extend(Keyring::from_file(file)?);
+        }
+        let keys_url = options
+            .keys_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KEYS_URL.to_string());
+        Ok(Network {
+            mirror,
+            fetcher,
+            keyring,
+            keys_url: (!keys_url.is_empty()).then_some(keys_url),
+        })
+    }
+
+    /// The source stage over this network, rendering names with `templates`.
+    pub fn sources<'a>(&'a self, templates: &'a Templates) -> Sources<'a> {
+        Sources {
+            mirror: self.mirror.clone(),
+            fetcher: &self.fetcher,
+            keys: KeySource::new(self.keyring.clone(), self.keys_url.clone(), &self.fetcher),
+            templates,
+        }
+    }
 }
 
 /// Everything the source stage needs for one run.
