@@ -46,6 +46,18 @@ pub enum KernelInput {
     },
 }
 
+impl KernelInput {
+    /// Whether building needs the network (artifacts or sums given as a URL).
+    pub fn is_remote(&self) -> bool {
+        match self {
+            KernelInput::BuildTree { .. } => false,
+            KernelInput::Artifacts { location, sums } => {
+                location.contains("://") || sums.as_deref().is_some_and(|s| s.contains("://"))
+            }
+        }
+    }
+}
+
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct KernelRequest {

@@ -137,6 +137,18 @@ pub fn prepare_release(
     Ok((prepared, upstream))
 }
 
+/// The commit message of a push: package, version, upstream file and its sha256.
+pub fn commit_message(prepared: &Prepared, upstream: &Upstream) -> String {
+    format!(
+        "korgpkg: {} {}-{} from kernel.org {} (sha256 {})",
+        prepared.meta.name,
+        prepared.meta.version,
+        prepared.meta.revision,
+        upstream.tarball_url.rsplit('/').next().unwrap_or_default(),
+        upstream.sha256
+    )
+}
+
 /// One generated file of an OBS package or project.
 #[derive(Debug, Clone, Serialize)]
 pub struct ObsFile {
@@ -646,6 +658,19 @@ pub struct BuildResult {
     pub state: String,
     /// Package → status code (`succeeded`, `failed`, `unresolvable`, ...).
     pub packages: BTreeMap<String, String>,
+}
+
+/// A client for `api` (else oscrc's `[general] apiurl`, else api.opensuse.org) with the
+/// credentials for it. Plain http is refused before any credentials are looked up.
+pub fn connect(api: Option<&str>, oscrc: Option<&Path>) -> Result<Client> {
+    let api = api
+        .map(str::to_string)
+        .or_else(|| default_api(oscrc))
+        .unwrap_or_else(|| "https://api.opensuse.org".to_string());
+    let api = api.trim_end_matches('/').to_string();
+    check_api(&api)?;
+    let credentials = credentials(&api, oscrc)?;
+    Client::new(&api, credentials)
 }
 
 /// Parse an API URL and refuse to send credentials in the clear: `https://` only, plain

@@ -398,6 +398,39 @@ pub struct Sources<'a> {
 }
 
 impl Sources<'_> {
+    /// Every release the specs `name` selects (a spec name, a package name, or all
+    /// specs when `None`) offer on the mirror, for upstream `arch` or all arches,
+    /// from the verified sums files.
+    pub fn list(
+        &self,
+        specs: &crate::spec::SpecSet,
+        name: Option<&str>,
+        arch: Option<&str>,
+    ) -> Result<Vec<Release>> {
+        let mut all: Vec<Release> = Vec::new();
+        for (spec, mut known) in specs.select(name)? {
+            if let Some(a) = arch {
+                if !spec.arches.contains_key(a) {
+                    return Err(Error::Usage(format!(
+                        "spec {} has no arch {a} (it has {})",
+                        spec.name,
+                        spec.arches.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                known.insert("arch".into(), a.to_string());
+            }
+            all.extend(discover(
+                spec,
+                &known,
+                &self.mirror,
+                self.fetcher,
+                &self.keys,
+                self.templates,
+            )?);
+        }
+        Ok(all)
+    }
+
     /// Download (or take from the cache) every release and its signature, in parallel,
     /// returning the cached tarball and what it must be verified against.
     pub fn fetch(

@@ -292,6 +292,18 @@ impl SpecSet {
         self.specs.iter().find(|s| s.name == name)
     }
 
+    /// The specs (with the variables a package name fixes) that `name` selects: a spec
+    /// name, a package name, or every spec when `None`.
+    pub fn select(&self, name: Option<&str>) -> Result<Vec<(&Spec, Vars)>> {
+        match name {
+            None => Ok(self.specs.iter().map(|s| (s, Vars::new())).collect()),
+            Some(n) => match self.get(n) {
+                Some(spec) => Ok(vec![(spec, Vars::new())]),
+                None => Ok(vec![self.find_package(n)?]),
+            },
+        }
+    }
+
     /// The spec whose package-name pattern matches `package`, with the variables read
     /// from the name (`korg-clang-18` → llvm, `major=18`).
     pub fn find_package(&self, package: &str) -> Result<(&Spec, Vars)> {
