@@ -5,7 +5,8 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::package::{BuildOptions, DebCompression, Format, IpkOuter, RpmCompression};
+use crate::model::Format;
+use crate::package::{BuildOptions, DebCompression, IpkOuter, RpmCompression};
 use crate::source::NetworkOptions;
 
 /// Settings a config file may give. Unknown keys are an error naming the key.

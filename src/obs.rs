@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::package::BuildOptions;
-use crate::package::{rfc2822, Format, PackageMeta, SYSTEM_DIRS};
+use crate::model::relation::RelationKind;
+use crate::model::{Format, PackageMeta};
+use crate::package::{rfc2822, BuildOptions, SYSTEM_DIRS};
 use crate::pipeline::{self, BuildRequest, Prepared, ReleaseSelection};
-use crate::relation::RelationKind;
 use crate::source::Sources;
 use crate::spec::SpecSet;
 use crate::templates::Templates;
@@ -756,7 +756,7 @@ impl Client {
             return Ok(Some(text));
         }
         let summary = xml_text(&text, "summary")
-            .map(|s| format!(": {}", crate::templates::one_line(&s)))
+            .map(|s| format!(": {}", crate::error::one_line(&s)))
             .unwrap_or_default();
         let message = match status.as_u16() {
             404 if missing_ok => return Ok(None),

@@ -8,20 +8,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::deps::{self, ElfFile};
 use crate::error::{Error, IoContext, Result};
-use crate::package::{
-    packager, BuildContext, BuildOptions, Format, Output, PackageMeta, Provenance,
-};
+use crate::model::{Format, PackageMeta, Provenance};
+use crate::package::{packager, BuildContext, BuildOptions, Output};
 use crate::payload::{self, PayloadStats, StageOptions};
-use crate::source::{self, Release, Sources};
+use crate::source::{self, Release, Sources, Verification};
 use crate::spec::{Spec, SpecSet, Vars};
 use crate::templates::Templates;
-use crate::verify::{DetachedVerifier, PinnedKey};
+use crate::verify::DetachedVerifier;
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -49,23 +48,6 @@ pub struct BuildRequest {
     /// Distro map for derived deb/ipk dependencies (`debian-12`, `ubuntu-24.04`,
     /// `openembedded`); `None`: debian-12 for deb, openembedded for ipk.
     pub target_distro: Option<String>,
-}
-
-/// How a tarball is proven to be what kernel.org's signers published.
-#[derive(Debug, Clone)]
-pub struct Verification {
-    /// Upstream URL (or local file name) recorded as provenance.
-    pub url: String,
-    /// SHA-256 from a verified `sha256sums.asc`, if one covers the tarball.
-    pub sha256: Option<String>,
-    /// Primary fingerprint of the key that signed that sums file.
-    pub sums_signer: Option<String>,
-    /// The detached `.tar.sign` over the uncompressed tar (armored or binary).
-    pub signature: Vec<u8>,
-    /// Where the signature came from, for error messages.
-    pub signature_origin: String,
-    /// The pinned developer key the signature must be made by (or by its subkey).
-    pub key: PinnedKey,
 }
 
 /// What a build will produce, known before any work starts.
@@ -614,30 +596,6 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
         size += n as u64;
     }
     Ok((size, hex::encode(sha.finalize())))
-}
-
-/// A reader that feeds a shared SHA-256 with everything read through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Arc<Mutex<Sha256>>,
-}
-
-impl<R> HashingReader<R> {
-    /// Wrap `inner`.
-    pub fn new(inner: R, hasher: Arc<Mutex<Sha256>>) -> Self {
-        HashingReader { inner, hasher }
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher
-            .lock()
-            .map_err(|_| io::Error::other("hash state poisoned"))?
-            .update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// Which upstream releases to build: downloaded from the mirror (the newest, or

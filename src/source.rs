@@ -389,6 +389,23 @@ impl Network {
     }
 }
 
+/// How a tarball is proven to be what kernel.org's signers published.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// Upstream URL (or local file name) recorded as provenance.
+    pub url: String,
+    /// SHA-256 from a verified `sha256sums.asc`, if one covers the tarball.
+    pub sha256: Option<String>,
+    /// Primary fingerprint of the key that signed that sums file.
+    pub sums_signer: Option<String>,
+    /// The detached `.tar.sign` over the uncompressed tar (armored or binary).
+    pub signature: Vec<u8>,
+    /// Where the signature came from, for error messages.
+    pub signature_origin: String,
+    /// The pinned developer key the signature must be made by (or by its subkey).
+    pub key: PinnedKey,
+}
+
 /// Everything the source stage needs for one run.
 pub struct Sources<'a> {
     pub mirror: Mirror,
@@ -437,7 +454,7 @@ impl Sources<'_> {
         &self,
         specs: &crate::spec::SpecSet,
         releases: &[Release],
-    ) -> Result<Vec<(PathBuf, crate::pipeline::Verification)>> {
+    ) -> Result<Vec<(PathBuf, Verification)>> {
         // Keys and signatures first: they are small, and a release whose signature or
         // key is missing is not worth downloading.
         let mut checks = Vec::new();
@@ -458,7 +475,7 @@ impl Sources<'_> {
         for ((release, path), (key, signature)) in releases.iter().zip(paths).zip(checks) {
             out.push((
                 path?,
-                crate::pipeline::Verification {
+                Verification {
                     url: release.url.clone(),
                     sha256: Some(release.sha256.clone()),
                     sums_signer: Some(release.sums_signer.clone()),
@@ -481,7 +498,7 @@ impl Sources<'_> {
         tarball: &Path,
         signature: Option<&Path>,
         sums: Option<&Path>,
-    ) -> Result<Option<crate::pipeline::Verification>> {
+    ) -> Result<Option<Verification>> {
         let dir = tarball.parent().unwrap_or(Path::new("."));
         let sig_path = match signature {
             Some(p) => p.to_path_buf(),
@@ -523,7 +540,7 @@ impl Sources<'_> {
                 (Some(sha), Some(sums.signer().to_string()))
             }
         };
-        Ok(Some(crate::pipeline::Verification {
+        Ok(Some(Verification {
             url: file_name,
             sha256,
             sums_signer,

@@ -7,7 +7,7 @@ use include_dir::{include_dir, Dir};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{one_line, Error, IoContext, Result};
 
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 /// Open Build Service templates, addressed as `obs/<name>` (`obs/_service`).
@@ -174,11 +174,6 @@ fn collect_hbs(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Res
         }
     }
     Ok(())
-}
-
-/// Collapse a multi-line error message into one line.
-pub(crate) fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use korgpkg::config::{source_date_epoch, BuildOptionFlags};
-use korgpkg::package::{DebCompression, Format, IpkOuter, RpmCompression};
+use korgpkg::model::Format;
+use korgpkg::package::{DebCompression, IpkOuter, RpmCompression};
 use korgpkg::pipeline::{self, BuildPlan, BuildRequest, Selected};
 use korgpkg::Result;
 

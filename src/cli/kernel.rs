@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use korgpkg::config::{source_date_epoch, BuildOptionFlags};
 use korgpkg::kernel::{self, KernelInput, KernelRequest};
-use korgpkg::package::{DebCompression, Format, RpmCompression};
+use korgpkg::model::Format;
+use korgpkg::package::{DebCompression, RpmCompression};
 use korgpkg::{Error, Result};
 
 use super::{print_json, print_outputs, Context};

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use korgpkg::config::source_date_epoch;
-use korgpkg::package::Format;
+use korgpkg::model::Format;
 use korgpkg::publish;
 use korgpkg::Result;
 
