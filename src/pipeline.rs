@@ -1,8 +1,10 @@
-//! Wires the stages together: **source** (a tarball on disk or in the download cache) →
-//! **verify** (the `.tar.sign` over the uncompressed tar, checked in the same pass that
-//! stages the payload; the tarball's sha256 against the verified sums file) → **payload**
-//! (stream, validate, stage) → **package** (every requested format in parallel, each into
-//! a temporary file) → rename into the output directory only when all succeeded.
+//! Wires the stages together for one build: **select** (which releases to build: picked
+//! from the mirror's verified sums files and downloaded into the cache, or a tarball on
+//! disk with its signature; [`select`]) → **verify** (the `.tar.sign` over the
+//! uncompressed tar, checked in the same pass that stages the payload; the tarball's
+//! sha256 against the verified sums file) → **payload** (stream, validate, stage) →
+//! **deps** → **package** (every requested format in parallel, each into a temporary
+//! file) → rename into the output directory only when all succeeded.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;

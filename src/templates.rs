@@ -1,6 +1,7 @@
-//! Handlebars templates: control files, changelogs, copyright files and (later) spec files,
-//! Containerfiles and scripts. The defaults are built into the binary from `templates/`;
-//! a directory given with `--templates-dir` overrides any of them by relative name.
+//! Handlebars templates: control files, changelogs, copyright files, kernel maintainer
+//! scripts and repository snippets (`templates/`), and Open Build Service package and
+//! project files (`OBS/`, named `obs/<name>`). The defaults are built into the binary; a
+//! directory given with `--templates-dir` overrides any of them by relative name.
 
 use handlebars::{handlebars_helper, no_escape, Handlebars};
 use include_dir::{include_dir, Dir};

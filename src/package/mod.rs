@@ -3,7 +3,8 @@
 //! A packager turns format-neutral [`PackageMeta`] plus a staged [`Payload`] into one
 //! package file, and reads any maker's package of its format back for `korgpkg inspect`.
 //! Adding a format (apk, pacman) is one new module implementing [`Packager`], its
-//! templates under `templates/<format>/`, and one line in [`packager`].
+//! templates under `templates/<format>/`, a [`Format`] variant (`src/model.rs`) and one
+//! line in [`packager`].
 
 pub mod cpio;
 pub mod deb;
