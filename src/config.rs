@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::model::Format;
 use crate::package::{BuildOptions, DebCompression, IpkOuter, RpmCompression};
+use crate::pipeline::BuildSettings;
 use crate::source::NetworkOptions;
 
 /// Settings a config file may give. Unknown keys are an error naming the key.
@@ -137,6 +138,24 @@ impl Config {
                 .or(self.gzip_level)
                 .unwrap_or(defaults.gzip_level),
         }
+    }
+
+    /// Formats, output directory, revision and per-format settings (each the flag's,
+    /// else the config file's, else the default) and `SOURCE_DATE_EPOCH`.
+    pub fn build_settings(
+        &self,
+        formats: &[Format],
+        out_dir: Option<&Path>,
+        revision: Option<u32>,
+        flags: &BuildOptionFlags,
+    ) -> Result<BuildSettings> {
+        Ok(BuildSettings {
+            formats: self.formats(formats),
+            out_dir: self.out_dir(out_dir),
+            revision: self.revision(revision),
+            options: self.build_options(flags),
+            source_date_epoch: source_date_epoch()?,
+        })
     }
 
     /// The specs directory: the flag's, else the config file's.

@@ -16,7 +16,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::model::relation::RelationKind;
 use crate::model::{Format, PackageMeta};
 use crate::package::{rfc2822, BuildOptions, SYSTEM_DIRS};
-use crate::pipeline::{self, BuildRequest, Prepared, ReleaseSelection};
+use crate::pipeline::{self, BuildRequest, BuildSettings, Prepared, ReleaseSelection};
 use crate::source::Sources;
 use crate::spec::SpecSet;
 use crate::templates::Templates;
@@ -82,18 +82,16 @@ pub fn prepare_release(
 ) -> Result<(Prepared, Upstream)> {
     let selection = &release.selection;
     let package = selection.packages.first().cloned().unwrap_or_default();
-    let template = BuildRequest {
-        package: package.clone(),
-        tarball: PathBuf::new(),
-        tarball_name: None,
-        verification: None,
+    let settings = BuildSettings {
         formats: vec![Format::Deb, Format::Rpm],
         out_dir: work.to_path_buf(),
         revision: release.revision,
         options: BuildOptions::default(),
         source_date_epoch: release.source_date_epoch,
-        progress: false,
-        target_distro: release.target_distro.clone(),
+    };
+    let template = BuildRequest {
+        package: package.clone(),
+        ..BuildRequest::template(settings, false, release.target_distro.clone())
     };
     let templates = sources.templates;
     let (req, urls) = match &selection.from {

@@ -52,6 +52,48 @@ pub struct BuildRequest {
     pub target_distro: Option<String>,
 }
 
+/// Where and how a build writes its packages: everything in a [`BuildRequest`] but the
+/// release (`Config::build_settings` resolves it from flags and the config file).
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    pub formats: Vec<Format>,
+    pub out_dir: PathBuf,
+    pub revision: u32,
+    pub options: BuildOptions,
+    pub source_date_epoch: Option<u64>,
+}
+
+impl BuildRequest {
+    /// A request without a release yet (see [`select`]): no package, tarball or
+    /// verification.
+    pub fn template(
+        settings: BuildSettings,
+        progress: bool,
+        target_distro: Option<String>,
+    ) -> Self {
+        let BuildSettings {
+            formats,
+            out_dir,
+            revision,
+            options,
+            source_date_epoch,
+        } = settings;
+        BuildRequest {
+            package: String::new(),
+            tarball: PathBuf::new(),
+            tarball_name: None,
+            verification: None,
+            formats,
+            out_dir,
+            revision,
+            options,
+            source_date_epoch,
+            progress,
+            target_distro,
+        }
+    }
+}
+
 /// What a build will produce, known before any work starts.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildPlan {
@@ -508,18 +550,17 @@ pub fn deps(
                     }
                 }
             };
-        let req = BuildRequest {
-            package,
-            tarball: source.to_path_buf(),
-            tarball_name: None,
-            verification: None,
+        let settings = BuildSettings {
             formats: Format::ALL.to_vec(),
             out_dir: std::env::temp_dir(),
             revision: 1,
             options: Default::default(),
             source_date_epoch: None,
-            progress: false,
-            target_distro: None,
+        };
+        let req = BuildRequest {
+            package,
+            tarball: source.to_path_buf(),
+            ..BuildRequest::template(settings, false, None)
         };
         let plan = plan(specs, templates, &req)?;
         let spec = specs

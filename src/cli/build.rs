@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use korgpkg::config::{source_date_epoch, BuildOptionFlags};
+use korgpkg::config::BuildOptionFlags;
 use korgpkg::model::Format;
 use korgpkg::package::{DebCompression, IpkOuter, RpmCompression};
 use korgpkg::pipeline::{self, BuildPlan, BuildRequest, Selected};
@@ -68,26 +68,20 @@ pub struct Args {
 
 pub fn run(args: &Args, ctx: &Context) -> Result<()> {
     let net = ctx.network(args.json)?;
-    let config = &ctx.config;
-    let template = BuildRequest {
-        package: String::new(),
-        tarball: PathBuf::new(),
-        tarball_name: None,
-        verification: None,
-        formats: config.formats(&args.format),
-        out_dir: config.out_dir(args.out.as_deref()),
-        revision: config.revision(args.revision),
-        options: config.build_options(&BuildOptionFlags {
+    let settings = ctx.config.build_settings(
+        &args.format,
+        args.out.as_deref(),
+        args.revision,
+        &BuildOptionFlags {
             deb_compression: args.deb_compression,
             rpm_compression: args.rpm_compression,
             ipk_outer: args.ipk_outer,
             zstd_level: args.zstd_level,
             gzip_level: args.gzip_level,
-        }),
-        source_date_epoch: source_date_epoch()?,
-        progress: ctx.terminal && !args.json,
-        target_distro: args.target_distro.clone(),
-    };
+        },
+    )?;
+    let progress = ctx.terminal && !args.json;
+    let template = BuildRequest::template(settings, progress, args.target_distro.clone());
     let selected = pipeline::select(
         &args.source.selection(args.packages.clone()),
         &ctx.specs,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use korgpkg::config::{source_date_epoch, BuildOptionFlags};
+use korgpkg::config::BuildOptionFlags;
 use korgpkg::kernel::{self, KernelInput, KernelRequest};
 use korgpkg::model::Format;
 use korgpkg::package::{DebCompression, RpmCompression};
@@ -84,19 +84,22 @@ pub fn run(command: &Command, ctx: &Context) -> Result<()> {
         },
         (None, None) => return Err(Error::Usage("give --build-dir or --artifacts".into())),
     };
-    let config = &ctx.config;
+    let flags = BuildOptionFlags {
+        deb_compression: args.deb_compression,
+        rpm_compression: args.rpm_compression,
+        ..BuildOptionFlags::default()
+    };
+    let settings =
+        ctx.config
+            .build_settings(&args.format, args.out.as_deref(), args.revision, &flags)?;
     let req = KernelRequest {
-        formats: config.formats(&args.format),
-        out_dir: config.out_dir(args.out.as_deref()),
-        revision: config.revision(args.revision),
-        options: config.build_options(&BuildOptionFlags {
-            deb_compression: args.deb_compression,
-            rpm_compression: args.rpm_compression,
-            ..BuildOptionFlags::default()
-        }),
-        source_date_epoch: source_date_epoch()?,
-        make: std::env::var("MAKE").unwrap_or_else(|_| "make".into()),
         input,
+        formats: settings.formats,
+        out_dir: settings.out_dir,
+        revision: settings.revision,
+        options: settings.options,
+        source_date_epoch: settings.source_date_epoch,
+        make: std::env::var("MAKE").unwrap_or_else(|_| "make".into()),
     };
     let net = match req.input.is_remote() {
         true => Some(ctx.network(args.json)?),
