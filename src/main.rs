@@ -487,6 +487,9 @@ fn kernel_package(
 // ---- end korgpkg kernel ----------------------------------------------------------------
 
 fn main() -> ExitCode {
+    // End like other Unix tools when the reader goes away (`korgpkg list | head -1`):
+    // Rust ignores SIGPIPE, which would turn the next print into a panic.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

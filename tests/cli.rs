@@ -265,3 +265,23 @@ fn config_file_sets_defaults_and_bad_keys_are_named() {
         "revison",
     );
 }
+
+#[test]
+fn commands_end_quietly_when_their_reader_goes_away() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = llvm_tarball(tmp.path());
+    let out = tmp.path().join("out");
+    let report = build_json("korg-clang-18", &tarball, &out, &["--format", "deb"]);
+    let deb = output_path(&report, "deb");
+    ends_quietly_into_closed_pipe(korgpkg().arg("specs"));
+    ends_quietly_into_closed_pipe(korgpkg().args(["specs", "--json"]));
+    ends_quietly_into_closed_pipe(korgpkg().arg("inspect").arg(&deb));
+    ends_quietly_into_closed_pipe(korgpkg().arg("deps").arg(&tarball));
+    // The same through a real `| head -1`.
+    let piped = ok(std::process::Command::new("bash")
+        .arg("-c")
+        .arg("set -o pipefail; \"$0\" inspect \"$1\" | head -1; s=$?; [ $s = 0 ] || [ $s = 141 ]")
+        .arg(env!("CARGO_BIN_EXE_korgpkg"))
+        .arg(&deb));
+    assert_eq!(piped.lines().count(), 1, "{piped}");
+}

@@ -223,6 +223,13 @@ fn list_shows_versions_from_the_verified_sums_file() {
 }
 
 #[test]
+fn list_ends_quietly_when_its_reader_goes_away() {
+    let m = Mirror::new();
+    ends_quietly_into_closed_pipe(m.korgpkg().args(["list", "llvm"]));
+    ends_quietly_into_closed_pipe(m.korgpkg().args(["list", "llvm", "--json"]));
+}
+
+#[test]
 fn build_downloads_the_newest_release_verifies_it_and_records_provenance() {
     need_tool("dpkg-deb");
     need_tool("rpm");
