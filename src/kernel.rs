@@ -20,7 +20,8 @@ use std::process::Command;
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::Fetcher;
 use crate::package::{
-    packager, BuildOptions, Format, FormatRelations, FormatScripts, Output, PackageMeta, Scripts,
+    packager, BuildOptions, Copyright, Format, FormatRelations, FormatScripts, LicenseText, Output,
+    PackageMeta, Scripts,
 };
 use crate::payload::{self, Entry, EntryKind, Payload, PayloadBuilder, StageOptions};
 use crate::pipeline::{self, PlannedOutput};
@@ -426,6 +427,21 @@ fn headers_meta(
     meta
 }
 
+/// The kernel's notice and license (its `COPYING`: GPL-2.0).
+fn kernel_copyright() -> Copyright {
+    Copyright {
+        notice: "1991-2024 Linus Torvalds and many others".into(),
+        dep5_license: "GPL-2".into(),
+        licenses: vec![LicenseText {
+            name: "GPL-2".into(),
+            debian_common: Some("GPL-2".into()),
+            text: crate::spec::builtin_license("GPL-2.txt")
+                .unwrap_or("GNU General Public License, version 2")
+                .to_string(),
+        }],
+    }
+}
+
 fn base_meta(
     name: String,
     rel: &str,
@@ -454,6 +470,8 @@ fn base_meta(
         build_time: req.source_date_epoch.unwrap_or(payload.stats().max_mtime),
         relations: FormatRelations::default(),
         provenance: None,
+        verified: false,
+        copyright: kernel_copyright(),
         installed_size: payload.stats().file_bytes,
         scripts: FormatScripts::default(),
     }

@@ -259,6 +259,13 @@ fn build_downloads_the_newest_release_verifies_it_and_records_provenance() {
         .args(["-qp", "--qf", "%{DESCRIPTION}"])
         .arg(&rpm));
     assert!(desc.contains(&m.dev.fingerprint()), "{desc}");
+    // A verified build says so, and only so.
+    assert!(
+        desc.contains("as built and signed by\nkernel.org")
+            && desc.contains("from the verified kernel.org release tarball")
+            && !desc.contains("NOT verified"),
+        "{desc}"
+    );
     let ipk = json(&run(korgpkg()
         .arg("inspect")
         .arg(output_path(&report, "ipk"))
