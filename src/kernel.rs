@@ -140,7 +140,15 @@ pub fn build(
 
     let rel = &located.release;
     let mut builder = PayloadBuilder::new(&req.out_dir, req.source_date_epoch)?;
-    let image_data = builder.file(&format!("/boot/vmlinuz-{rel}"), &located.image, 0o644)?;
+    // A gzip'd arm64/riscv `Image.gz` is installed decompressed, as Debian's own arm64
+    // and riscv64 kernel packages install `Image`: EFI loaders and Debian's GRUB boot
+    // only the uncompressed image.
+    let vmlinuz = format!("/boot/vmlinuz-{rel}");
+    let image_data = if is_gzip(&located.image)? {
+        builder.file_gunzipped(&vmlinuz, &located.image, 0o644, MAX_IMAGE_BYTES)?
+    } else {
+        builder.file(&vmlinuz, &located.image, 0o644)?
+    };
     if let Some(c) = &located.config {
         builder.file(&format!("/boot/config-{rel}"), c, 0o644)?;
     }
@@ -809,6 +817,17 @@ fn modules_below(dir: &Path, rel: &str) -> Result<PathBuf> {
 
 // ---------------------------------------------------------------------------------------
 // Release checks
+
+/// The largest decompressed kernel image accepted (arm64 `Image`s are 30-70 MiB).
+const MAX_IMAGE_BYTES: u64 = 512 << 20;
+
+/// Whether the file starts with the gzip magic.
+fn is_gzip(path: &Path) -> Result<bool> {
+    let mut f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    let mut head = [0u8; 2];
+    let n = read_full(&mut f, &mut head).ctx(|| format!("reading {}", path.display()))?;
+    Ok(n == 2 && head == [0x1f, 0x8b])
+}
 
 /// The release an image names: the x86 boot header's `kernel_version`, else the
 /// `Linux version <rel> ` banner (in a gzip'd image, after decompressing), streamed.
