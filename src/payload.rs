@@ -1074,3 +1074,39 @@ fn unreachable_group(name: &Path, orig: &str) -> Result<FileData> {
         format!("entry {orig:?}: hard-link group without a regular file"),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).expect("gzip");
+        e.finish().expect("gzip")
+    }
+
+    #[test]
+    fn gunzipped_files_are_staged_decompressed_within_their_bound() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let image = vec![7u8; 100_000];
+        let src = tmp.path().join("Image.gz");
+        std::fs::write(&src, gzip(&image)).expect("write");
+        let mut b = PayloadBuilder::new(tmp.path(), None).expect("builder");
+        let data = b
+            .file_gunzipped("/boot/vmlinuz", &src, 0o644, 100_000)
+            .expect("exactly the bound is accepted");
+        assert_eq!(data.size, 100_000);
+        let e = b
+            .file_gunzipped("/boot/other", &src, 0o644, 99_999)
+            .expect_err("one byte more than the bound");
+        assert!(
+            e.to_string().contains("Image.gz") && e.to_string().contains("more than 99999"),
+            "{e}"
+        );
+        std::fs::write(&src, b"\x1f\x8bnot gzip at all").expect("write");
+        let e = b
+            .file_gunzipped("/boot/third", &src, 0o644, 100)
+            .expect_err("corrupt gzip");
+        assert!(e.to_string().contains("not a valid gzip"), "{e}");
+    }
+}
