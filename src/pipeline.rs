@@ -341,15 +341,10 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
 
 /// Run the whole pipeline for `req`: stage the payload once, write every format in
 /// parallel into temporary files in the output directory, and rename them into place
-/// only if all succeeded. On error nothing new is left in the output directory. A build
-/// without verification (`--allow-unverified`) says so in one warning line on stderr.
+/// only if all succeeded. On error nothing new is left in the output directory. A
+/// successful build without verification (`--allow-unverified`) says so in one warning
+/// line on stderr (a failed one prints only its error).
 pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildReport> {
-    if req.verification.is_none() {
-        eprintln!(
-            "korgpkg: warning: {}: packaging UNVERIFIED bytes (--allow-unverified): no signature is checked, and the packages say so",
-            req.tarball.display()
-        );
-    }
     let Prepared {
         plan,
         meta,
@@ -377,6 +372,12 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
         pb.finish_and_clear();
     }
     let outputs = outputs?;
+    if req.verification.is_none() {
+        eprintln!(
+            "korgpkg: warning: {}: packaged UNVERIFIED bytes (--allow-unverified): no signature was checked, and the packages say so",
+            req.tarball.display()
+        );
+    }
     Ok(BuildReport {
         package: meta.name.clone(),
         version: meta.version.clone(),

@@ -216,14 +216,25 @@ fn opkg_feeds_for_openwrt_and_yocto_are_signed_and_parse_back() {
         "the signature covers the package's bytes"
     );
     let conf = std::fs::read_to_string(oe.join("opkg.conf")).unwrap();
-    let fpr = ok(korgpkg().arg("inspect").arg("--json").arg(&ipk_ar));
-    let _ = fpr;
+    let tmp_home = repo.tmp.path().join("gnupg");
+    std::fs::create_dir_all(&tmp_home).unwrap();
+    let keys = ok(Command::new("gpg")
+        .arg("--homedir")
+        .arg(&tmp_home)
+        .args(["--with-colons", "--show-keys"])
+        .arg(repo.keys.join("openpgp.pub.asc")));
+    let fpr = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .and_then(|l| l.split(':').find(|f| f.len() == 40))
+        .expect("fingerprint")
+        .to_string();
     for want in [
         format!("src/gz korg {}/opkg/openembedded\n", repo.url),
         "option check_signature 1\n".to_string(),
         "option signature_type gpg-asc\n".to_string(),
         "option check_pkg_signature 1\n".to_string(),
-        "--import-ownertrust".to_string(),
+        format!("echo '{fpr}:6:' | gpg --homedir /etc/opkg/gpg --import-ownertrust"),
         format!("{}/opkg/openembedded/korg.asc", repo.url),
     ] {
         assert!(
