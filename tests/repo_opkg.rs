@@ -286,6 +286,24 @@ fn opkg_feeds_for_openwrt_and_yocto_are_signed_and_parse_back() {
         assert!(check(feed).status.success(), "{}", feed.display());
     }
 
+    // Removing the package removes its signature with it.
+    let pool_sig = repo
+        .root
+        .join("opkg-pool/openembedded/korg-clang-18_18.1.8-1_x86_64.ipk.asc");
+    assert!(pool_sig.is_file());
+    let keep = repo.tmp.path().join("kept-feed");
+    ok(Command::new("cp").arg("-a").arg(&repo.root).arg(&keep));
+    ok(korgpkg()
+        .args(["repo", "remove"])
+        .arg(&keep)
+        .args(["korg-clang-18", "--format", "ipk"]));
+    assert!(!keep
+        .join("opkg-pool/openembedded/korg-clang-18_18.1.8-1_x86_64.ipk.asc")
+        .exists());
+    assert!(!keep
+        .join("opkg-pool/openwrt/korg-clang-18_18.1.8-1_x86_64.ipk")
+        .exists());
+
     with_real_client(
         &repo,
         "openembedded",
