@@ -19,8 +19,12 @@ impl Repository for Opkg {
         Format::Ipk
     }
 
-    fn pool_path(&self, info: &package::Inspection) -> String {
-        format!("opkg-pool/{}_{}_{}.ipk", info.name, info.version, info.arch)
+    fn pool_path(&self, file: &Path, info: &package::Inspection) -> Result<String> {
+        super::pool_path(
+            file,
+            &["opkg-pool"],
+            &format!("{}_{}_{}.ipk", info.name, info.version, info.arch),
+        )
     }
 
     fn write_indexes(
