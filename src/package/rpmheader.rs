@@ -395,18 +395,18 @@ pub fn verify(path: &Path) -> Result<()> {
     // The legacy MD5 covers header + payload.
     md5::Digest::update(&mut raw.md5, main);
     let mut archive = Hashing::new(());
-    {
+    let decoded = {
         let Some(mut dec) = decoder(compressor, BufReader::new(&mut raw)) else {
             return Err(Error::input(
                 path,
                 format!("payload compressor {compressor:?} is not supported: cannot verify the payload"),
             ));
         };
-        io::copy(&mut dec, &mut archive).map_err(|e| {
-            Error::input(path, format!("the {compressor} payload is corrupt: {e}"))
-        })?;
-    }
-    // Bytes after the compressed stream are part of the payload too.
+        io::copy(&mut dec, &mut archive)
+    };
+    // Bytes after the compressed stream (or after a decoding error) are part of the
+    // payload too: the payload digest is compared first, so a damaged payload is
+    // reported as the digest mismatch it is.
     io::copy(&mut raw, &mut io::sink()).ctx(|| format!("reading {}", path.display()))?;
 
     let sha256 = hex::encode(raw.sha256.clone().finalize());
@@ -422,6 +422,7 @@ pub fn verify(path: &Path) -> Result<()> {
             }
         }
     }
+    decoded.map_err(|e| Error::input(path, format!("the {compressor} payload is corrupt: {e}")))?;
     let alt256 = hex::encode(archive.sha256.clone().finalize());
     let alt512 = hex::encode(archive.sha512.clone().finalize());
     for (what, expected, actual) in [
