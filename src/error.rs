@@ -111,7 +111,10 @@ impl Error {
 pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
     let unsafe_char = |c: char| {
         c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
             || ('\u{202a}'..='\u{202e}').contains(&c)
             || ('\u{2066}'..='\u{2069}').contains(&c)
     };
@@ -155,7 +158,10 @@ mod tests {
 
     #[test]
     fn escape_leaves_plain_text_and_escapes_terminal_controls() {
-        assert_eq!(escape("korg-clang-18_18.1.8-1_amd64.deb"), "korg-clang-18_18.1.8-1_amd64.deb");
+        assert_eq!(
+            escape("korg-clang-18_18.1.8-1_amd64.deb"),
+            "korg-clang-18_18.1.8-1_amd64.deb"
+        );
         assert_eq!(
             escape("a\x1b[31mred\nb\rc\td\u{9b}e\u{202e}f\u{7f}"),
             "a\\x1b[31mred\\nb\\rc\\td\\u{9b}e\\u{202e}f\\x7f"

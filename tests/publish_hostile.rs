@@ -111,7 +111,12 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
 fn fails(args: &[&std::ffi::OsStr], file: &Path, code: i32, needles: &[&str]) -> String {
     let o = run(korgpkg().args(args).arg(file));
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "{args:?} {}: {err}", file.display());
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{args:?} {}: {err}",
+        file.display()
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
     assert!(
@@ -132,7 +137,10 @@ fn fails(args: &[&std::ffi::OsStr], file: &Path, code: i32, needles: &[&str]) ->
             }
         })
         .collect();
-    assert!(err.contains(&shown), "error must name the file {shown:?}: {err}");
+    assert!(
+        err.contains(&shown),
+        "error must name the file {shown:?}: {err}"
+    );
     for n in needles {
         assert!(err.contains(n), "expected {n:?} in: {err}");
     }
@@ -169,7 +177,12 @@ fn a_hand_made_package_publishes_with_exactly_its_own_fields() {
     let deb = package(
         repo.tmp.path(),
         "hello-korg_1.0-1_amd64.deb",
-        &control("hello-korg", "1.0-1", "amd64", "Depends: libc6 (>= 2.28),\n base-files\n"),
+        &control(
+            "hello-korg",
+            "1.0-1",
+            "amd64",
+            "Depends: libc6 (>= 2.28),\n base-files\n",
+        ),
     );
     ok(Command::new("dpkg-deb").arg("--info").arg(&deb));
     ok(Command::new("dpkg-deb").arg("--contents").arg(&deb));
@@ -198,7 +211,11 @@ fn metadata_never_leads_a_pool_path_out_of_the_repository() {
     let climb = "1/../../../../../../../victim";
     let cases = [
         (
-            package(tmp, "version.deb", &control("hello-korg", climb, "amd64", "")),
+            package(
+                tmp,
+                "version.deb",
+                &control("hello-korg", climb, "amd64", ""),
+            ),
             "field Version",
         ),
         (
@@ -206,11 +223,19 @@ fn metadata_never_leads_a_pool_path_out_of_the_repository() {
             "field Package",
         ),
         (
-            package(tmp, "arch.deb", &control("hello-korg", "1.0-1", "../../x", "")),
+            package(
+                tmp,
+                "arch.deb",
+                &control("hello-korg", "1.0-1", "../../x", ""),
+            ),
             "field Architecture",
         ),
         (
-            package(tmp, "version.ipk", &control("hello-korg", climb, "x86_64", "")),
+            package(
+                tmp,
+                "version.ipk",
+                &control("hello-korg", climb, "x86_64", ""),
+            ),
             "field Version",
         ),
     ];
@@ -223,8 +248,8 @@ fn metadata_never_leads_a_pool_path_out_of_the_repository() {
     let (_, rpm, _) = built();
     let mut bytes = std::fs::read(rpm).unwrap();
     let main = main_header(&bytes);
-    let at = main
-        + find(&bytes[main..], b"korg-clang-18\0").expect("the Name string in the header");
+    let at =
+        main + find(&bytes[main..], b"korg-clang-18\0").expect("the Name string in the header");
     bytes[at..at + 13].copy_from_slice(b"../../../../x");
     let evil = write(tmp, "name.rpm", &bytes);
     inspect_refused(&evil, &["field Name"]);
@@ -287,7 +312,10 @@ fn packages_that_do_not_verify_are_never_signed_or_published() {
     bytes[at] = b'K';
     let header = write(tmp, "header.rpm", &bytes);
     let (good, text) = rpm_k(&header);
-    assert!(!good && text.contains("Header SHA256 digest: BAD"), "{text}");
+    assert!(
+        !good && text.contains("Header SHA256 digest: BAD"),
+        "{text}"
+    );
     refused(&repo, &header, 5, &["Header SHA256 digest: BAD"]);
 
     // The payload changed (one byte in the middle of the compressed payload).
@@ -300,7 +328,10 @@ fn packages_that_do_not_verify_are_never_signed_or_published() {
     bytes[mid] ^= 0x55;
     let payload = write(tmp, "payload.rpm", &bytes);
     let (good, text) = rpm_k(&payload);
-    assert!(!good && text.contains("Payload SHA256 digest: BAD"), "{text}");
+    assert!(
+        !good && text.contains("Payload SHA256 digest: BAD"),
+        "{text}"
+    );
     refused(&repo, &payload, 5, &["Payload SHA256 digest: BAD"]);
 
     // A .deb whose data member fails its gzip check (CRC in the trailer).
@@ -353,11 +384,21 @@ fn control_files_cannot_inject_index_fields_or_stanzas() {
     let zeros = "0".repeat(64);
     let cases = [
         (
-            control("hello-korg", "1.0-1", "amd64", "Filename: ../../../evil.deb\n"),
+            control(
+                "hello-korg",
+                "1.0-1",
+                "amd64",
+                "Filename: ../../../evil.deb\n",
+            ),
             "control field Filename",
         ),
         (
-            control("hello-korg", "1.0-1", "amd64", &format!("SHA256: {zeros}\n")),
+            control(
+                "hello-korg",
+                "1.0-1",
+                "amd64",
+                &format!("SHA256: {zeros}\n"),
+            ),
             "control field SHA256",
         ),
         (
@@ -399,7 +440,11 @@ fn control_files_cannot_inject_index_fields_or_stanzas() {
 fn errors_never_echo_raw_terminal_controls() {
     let repo = TestRepo::new(false, &[]);
     let tmp = repo.tmp.path();
-    let evil = write(tmp, "evil\x1b]0;pwned\x07\x1b[2J.deb", b"not a package at all");
+    let evil = write(
+        tmp,
+        "evil\x1b]0;pwned\x07\x1b[2J.deb",
+        b"not a package at all",
+    );
     let err = refused(&repo, &evil, 4, &["\\x1b]0;pwned\\x07\\x1b[2J"]);
     assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
     let deb = package(

@@ -85,8 +85,8 @@ mod tests {
 
     #[test]
     fn one_paragraph_with_continuations() {
-        let f = parsed("Package: a1\nversion: 1.0\nDescription: short\n long\n .\n more\n\n")
-            .unwrap();
+        let f =
+            parsed("Package: a1\nversion: 1.0\nDescription: short\n long\n .\n more\n\n").unwrap();
         assert_eq!(f["Package"], "a1");
         assert_eq!(f["Version"], "1.0");
         assert_eq!(f["Description"], "short\n long\n .\n more");
@@ -97,7 +97,10 @@ mod tests {
         for (text, needle) in [
             ("Package: a1\n\nPackage: injected\n", "second paragraph"),
             ("Package: a1\n \t\nPackage: injected\n", "second paragraph"),
-            ("Package: a1\nDescription: x\n \nFilename: y\n", "second paragraph"),
+            (
+                "Package: a1\nDescription: x\n \nFilename: y\n",
+                "second paragraph",
+            ),
             ("Package: a1\nPackage: a2\n", "appears twice"),
             ("Package: a1\nfilename: x\nFilename: y\n", "appears twice"),
             ("Package: a1\x00\n", "control character"),

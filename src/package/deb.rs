@@ -162,7 +162,10 @@ pub fn inspect_ar(path: &Path, format: Format) -> Result<Inspection> {
     }
     match (control, files) {
         (Some(c), Some(f)) => inspection(path, format, &c, f),
-        (None, _) => Err(Error::input(path, "not a valid package: no control archive")),
+        (None, _) => Err(Error::input(
+            path,
+            "not a valid package: no control archive",
+        )),
         (_, None) => Err(Error::input(path, "not a valid package: no data archive")),
     }
 }

@@ -34,9 +34,7 @@ pub fn check(path: &Path, info: &Inspection) -> Result<()> {
         Format::Deb | Format::Ipk => ("Package", "Version", "Architecture"),
         Format::Rpm => ("Name", "Version", "Arch"),
     };
-    let checks: [(&str, &str, fn(&str) -> std::result::Result<(), String>); 3] = match info
-        .format
-    {
+    let checks: [(&str, &str, RuleFn); 3] = match info.format {
         Format::Deb => [
             (name_field, &info.name, debian_name),
             (version_field, &info.version, debian_version),
@@ -55,7 +53,10 @@ pub fn check(path: &Path, info: &Inspection) -> Result<()> {
     };
     for (field, value, rule) in checks {
         if value.is_empty() {
-            return Err(Error::input(path, format!("field {field} is missing or empty")));
+            return Err(Error::input(
+                path,
+                format!("field {field} is missing or empty"),
+            ));
         }
         if value.len() > MAX_LEN {
             return Err(Error::input(
@@ -72,6 +73,9 @@ pub fn check(path: &Path, info: &Inspection) -> Result<()> {
 }
 
 type Rule = std::result::Result<(), String>;
+
+/// One grammar rule: `Err(why)` if the value breaks it.
+type RuleFn = fn(&str) -> Rule;
 
 fn only(value: &str, allowed: impl Fn(char) -> bool, what: &str) -> Rule {
     match value.chars().find(|&c| !allowed(c)) {

@@ -74,13 +74,23 @@ pub fn read(path: &Path, input: &mut impl Read, file_len: u64) -> Result<Headers
     // The signature header is padded to a multiple of 8 bytes.
     let pad = (8 - bytes.len() % 8) % 8;
     let at = bytes.len();
-    check_fits(path, file_len, at as u64, pad as u64, "the signature header padding")?;
+    check_fits(
+        path,
+        file_len,
+        at as u64,
+        pad as u64,
+        "the signature header padding",
+    )?;
     bytes.resize(at + pad, 0);
-    read_exact(path, input, &mut bytes[at..], "the signature header padding")?;
+    read_exact(
+        path,
+        input,
+        &mut bytes[at..],
+        "the signature header padding",
+    )?;
     let main_start = bytes.len();
     read_header(path, input, file_len, &mut bytes, Kind::Main)?;
-    let metadata =
-        PackageMetadata::parse(&mut &bytes[..]).map_err(|e| bad(format!("{e}")))?;
+    let metadata = PackageMetadata::parse(&mut &bytes[..]).map_err(|e| bad(format!("{e}")))?;
     Ok(Headers {
         bytes,
         main_start,
@@ -119,7 +129,10 @@ impl Kind {
 fn read_exact(path: &Path, input: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()> {
     input.read_exact(buf).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
-            Error::input(path, format!("not a valid rpm package: truncated in {what}"))
+            Error::input(
+                path,
+                format!("not a valid rpm package: truncated in {what}"),
+            )
         } else {
             Error::Io {
                 context: format!("reading {}", path.display()),
@@ -185,7 +198,7 @@ fn read_header(
     let index_end = start + 16 + il as usize * 16;
     let (index, data) = bytes[start + 16..].split_at(index_end - start - 16);
     for (i, e) in index.chunks_exact(16).enumerate() {
-        check_entry(i, e, data).map_err(|msg| bad(format!("index entry {i}: {msg}")))?;
+        check_entry(e, data).map_err(|msg| bad(format!("index entry {i}: {msg}")))?;
     }
     Ok(())
 }
@@ -197,7 +210,7 @@ fn be32(b: &[u8]) -> u32 {
 }
 
 /// Check one index entry (tag, type, offset, count) against the data section.
-fn check_entry(_i: usize, e: &[u8], data: &[u8]) -> std::result::Result<(), String> {
+fn check_entry(e: &[u8], data: &[u8]) -> std::result::Result<(), String> {
     let tag = be32(&e[0..4]);
     let ty = be32(&e[4..8]);
     let offset = be32(&e[8..12]) as i32;
@@ -210,7 +223,7 @@ fn check_entry(_i: usize, e: &[u8], data: &[u8]) -> std::result::Result<(), Stri
     }
     let off = offset as u64;
     let fixed = |size: u64| -> std::result::Result<(), String> {
-        if off % size != 0 {
+        if !off.is_multiple_of(size) {
             return Err(format!("tag {tag}: offset {off} is not aligned to {size}"));
         }
         let end = u64::from(count)
@@ -244,9 +257,7 @@ fn check_entry(_i: usize, e: &[u8], data: &[u8]) -> std::result::Result<(), Stri
                 match pos.iter().position(|&b| b == 0) {
                     Some(nul) => pos = &pos[nul + 1..],
                     None => {
-                        return Err(format!(
-                            "tag {tag}: a string runs past the end of the data"
-                        ))
+                        return Err(format!("tag {tag}: a string runs past the end of the data"))
                     }
                 }
             }
@@ -355,7 +366,10 @@ pub fn verify(path: &Path) -> Result<()> {
     let header_sha256 = sig
         .get_entry_data_as_string(IndexSignatureTag::RPMSIGTAG_SHA256)
         .map_err(|_| {
-            Error::verify(&origin, "the rpm has no header SHA256 digest: cannot verify it")
+            Error::verify(
+                &origin,
+                "the rpm has no header SHA256 digest: cannot verify it",
+            )
         })?;
     let actual = hex::encode(sha2::Sha256::digest(main));
     if !header_sha256.eq_ignore_ascii_case(&actual) {
@@ -399,7 +413,9 @@ pub fn verify(path: &Path) -> Result<()> {
         let Some(mut dec) = decoder(compressor, BufReader::new(&mut raw)) else {
             return Err(Error::input(
                 path,
-                format!("payload compressor {compressor:?} is not supported: cannot verify the payload"),
+                format!(
+                    "payload compressor {compressor:?} is not supported: cannot verify the payload"
+                ),
             ));
         };
         io::copy(&mut dec, &mut archive)

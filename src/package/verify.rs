@@ -111,8 +111,7 @@ fn verify_ar(path: &Path) -> Result<()> {
             }
             check_debian_binary(path, &mut member)?;
         } else if name.starts_with('_') && seen.len() == 1 {
-            io::copy(&mut member, &mut io::sink())
-                .ctx(|| format!("reading {}", path.display()))?;
+            io::copy(&mut member, &mut io::sink()).ctx(|| format!("reading {}", path.display()))?;
             continue;
         } else {
             match member_compressor(&name) {
@@ -156,7 +155,8 @@ fn verify_tar_outer(path: &Path) -> Result<()> {
     let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
     let gz = flate2::bufread::MultiGzDecoder::new(BufReader::with_capacity(COPY_BUFFER, file));
     let mut outer = BufReader::with_capacity(COPY_BUFFER, gz);
-    let corrupt = |e: io::Error| Error::input(path, format!("the outer gzip'd tar is corrupt: {e}"));
+    let corrupt =
+        |e: io::Error| Error::input(path, format!("the outer gzip'd tar is corrupt: {e}"));
     let mut seen: Vec<String> = Vec::new();
     loop {
         let mut h = [0u8; 512];
@@ -167,7 +167,13 @@ fn verify_tar_outer(path: &Path) -> Result<()> {
         let sum: u32 = h
             .iter()
             .enumerate()
-            .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) })
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(b)
+                }
+            })
             .sum();
         let field = |r: std::ops::Range<usize>| {
             let t = String::from_utf8_lossy(&h[r]).into_owned();

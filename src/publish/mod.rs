@@ -1324,7 +1324,10 @@ pub fn control_stanza(file: &Path, info: &package::Inspection) -> Result<String>
     }
     if let Some(d) = info.fields.get("Description") {
         let mut lines = d.split('\n');
-        s.push_str(&format!("Description: {}\n", lines.next().unwrap_or("").trim()));
+        s.push_str(&format!(
+            "Description: {}\n",
+            lines.next().unwrap_or("").trim()
+        ));
         for line in lines {
             // Continuation lines as the package has them (space or tab, then text).
             if !line.starts_with([' ', '\t']) {
@@ -1336,9 +1339,10 @@ pub fn control_stanza(file: &Path, info: &package::Inspection) -> Result<String>
     }
     // Every line a field or a non-blank continuation line, nothing but tab below 0x20:
     // nothing can end the stanza or start another one.
-    let safe = s.lines().all(|l| {
-        !l.trim().is_empty() && !l.chars().any(|c| c.is_control() && c != '\t')
-    }) && !s.contains("\n\n");
+    let safe = s
+        .lines()
+        .all(|l| !l.trim().is_empty() && !l.chars().any(|c| c.is_control() && c != '\t'))
+        && !s.contains("\n\n");
     if !safe {
         return Err(Error::input(
             file,
