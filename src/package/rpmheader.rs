@@ -267,31 +267,47 @@ fn check_entry(e: &[u8], data: &[u8]) -> std::result::Result<(), String> {
     }
 }
 
-/// Reads through to `inner`, hashing and counting every byte.
+/// Reads through to `inner`, counting every byte and hashing it with the digests that
+/// are wanted (only those the package carries are computed).
 struct Hashing<R> {
     inner: R,
-    sha256: sha2::Sha256,
-    sha512: sha2::Sha512,
-    md5: md5::Md5,
+    sha256: Option<sha2::Sha256>,
+    sha512: Option<sha2::Sha512>,
+    md5: Option<md5::Md5>,
     count: u64,
 }
 
 impl<R> Hashing<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, sha256: bool, sha512: bool, md5: bool) -> Self {
         Hashing {
             inner,
-            sha256: sha2::Sha256::new(),
-            sha512: sha2::Sha512::new(),
-            md5: md5::Md5::new(),
+            sha256: sha256.then(sha2::Sha256::new),
+            sha512: sha512.then(sha2::Sha512::new),
+            md5: md5.then(md5::Md5::new),
             count: 0,
         }
     }
 
     fn update(&mut self, buf: &[u8]) {
-        self.sha256.update(buf);
-        self.sha512.update(buf);
-        md5::Digest::update(&mut self.md5, buf);
+        if let Some(h) = &mut self.sha256 {
+            h.update(buf);
+        }
+        if let Some(h) = &mut self.sha512 {
+            h.update(buf);
+        }
+        if let Some(h) = &mut self.md5 {
+            md5::Digest::update(h, buf);
+        }
         self.count += buf.len() as u64;
+    }
+
+    /// The hex digests taken (`None` for those not wanted).
+    fn finish(self) -> (Option<String>, Option<String>, Option<Vec<u8>>) {
+        (
+            self.sha256.map(|h| hex::encode(h.finalize())),
+            self.sha512.map(|h| hex::encode(h.finalize())),
+            self.md5.map(|h| md5::Digest::finalize(h).to_vec()),
+        )
     }
 }
 
@@ -348,9 +364,6 @@ pub fn decoder<'a, R: BufRead + 'a>(compressor: &str, reader: R) -> Option<Box<d
 /// mismatch is a verification error (exit 5); a damaged structure is bad input (exit 4).
 pub fn verify(path: &Path) -> Result<()> {
     let (headers, reader) = open(path)?;
-    let file_len = std::fs::metadata(path)
-        .ctx(|| format!("reading {}", path.display()))?
-        .len();
     let md = &headers.metadata;
     let origin = path.display().to_string();
     let mismatch = |what: &str, expected: &str, actual: &str| {
@@ -405,10 +418,20 @@ pub fn verify(path: &Path) -> Result<()> {
     let alt_sha512 = string(IndexTag::RPMTAG_PAYLOAD_SHA512_ALT);
     let compressor = string(IndexTag::RPMTAG_PAYLOADCOMPRESSOR).unwrap_or("gzip");
 
-    let mut raw = Hashing::new(reader);
+    let md5_expected = sig
+        .get_entry_data_as_binary(IndexSignatureTag::RPMSIGTAG_MD5)
+        .ok();
+    let mut raw = Hashing::new(
+        reader,
+        payload_sha256.is_some(),
+        payload_sha512.is_some(),
+        md5_expected.is_some(),
+    );
     // The legacy MD5 covers header + payload.
-    md5::Digest::update(&mut raw.md5, main);
-    let mut archive = Hashing::new(());
+    if let Some(h) = &mut raw.md5 {
+        md5::Digest::update(h, main);
+    }
+    let mut archive = Hashing::new((), alt_sha256.is_some(), alt_sha512.is_some(), false);
     let decoded = {
         let Some(mut dec) = decoder(compressor, BufReader::new(&mut raw)) else {
             return Err(Error::input(
@@ -425,35 +448,34 @@ pub fn verify(path: &Path) -> Result<()> {
     // reported as the digest mismatch it is.
     io::copy(&mut raw, &mut io::sink()).ctx(|| format!("reading {}", path.display()))?;
 
-    let sha256 = hex::encode(raw.sha256.clone().finalize());
-    let sha512 = hex::encode(raw.sha512.clone().finalize());
-    let pairs = [
-        ("Payload SHA256", payload_sha256, &sha256),
-        ("Payload SHA512", payload_sha512, &sha512),
-    ];
-    for (what, expected, actual) in pairs {
-        if let Some(expected) = expected {
-            if !expected.eq_ignore_ascii_case(actual) {
-                return Err(mismatch(what, expected, actual));
+    let payload_len = raw.count;
+    let (sha256, sha512, md5) = raw.finish();
+    for (what, expected, actual) in [
+        ("Payload SHA256", payload_sha256, sha256),
+        ("Payload SHA512", payload_sha512, sha512),
+    ] {
+        if let (Some(expected), Some(actual)) = (expected, actual) {
+            if !expected.eq_ignore_ascii_case(&actual) {
+                return Err(mismatch(what, expected, &actual));
             }
         }
     }
     decoded.map_err(|e| Error::input(path, format!("the {compressor} payload is corrupt: {e}")))?;
-    let alt256 = hex::encode(archive.sha256.clone().finalize());
-    let alt512 = hex::encode(archive.sha512.clone().finalize());
+    let archive_count = archive.count;
+    let (alt256, alt512, _) = archive.finish();
     for (what, expected, actual) in [
-        ("Payload SHA256 ALT", alt_sha256, &alt256),
-        ("Payload SHA512 ALT", alt_sha512, &alt512),
+        ("Payload SHA256 ALT", alt_sha256, alt256),
+        ("Payload SHA512 ALT", alt_sha512, alt512),
     ] {
-        if let Some(expected) = expected {
-            if !expected.eq_ignore_ascii_case(actual) {
-                return Err(mismatch(what, expected, actual));
+        if let (Some(expected), Some(actual)) = (expected, actual) {
+            if !expected.eq_ignore_ascii_case(&actual) {
+                return Err(mismatch(what, expected, &actual));
             }
         }
     }
 
     // Sizes and the legacy MD5 over header + payload.
-    let content = file_len - headers.main_start as u64;
+    let content = main.len() as u64 + payload_len;
     let size = sig
         .get_entry_data_as_u32(IndexSignatureTag::RPMSIGTAG_SIZE)
         .map(u64::from)
@@ -471,18 +493,17 @@ pub fn verify(path: &Path) -> Result<()> {
         .map(u64::from)
         .or_else(|_| sig.get_entry_data_as_u64(IndexSignatureTag::RPMSIGTAG_LONGARCHIVESIZE));
     if let Ok(size) = archive_size {
-        if size != archive.count {
+        if size != archive_count {
             return Err(Error::verify(
                 &origin,
                 format!(
                     "payload size: BAD (the signature header says {size}, the payload holds {})",
-                    archive.count
+                    archive_count
                 ),
             ));
         }
     }
-    if let Ok(expected) = sig.get_entry_data_as_binary(IndexSignatureTag::RPMSIGTAG_MD5) {
-        let actual = md5::Digest::finalize(raw.md5);
+    if let (Some(expected), Some(actual)) = (md5_expected, md5) {
         if expected != actual.as_slice() {
             return Err(mismatch(
                 "MD5",
