@@ -371,6 +371,30 @@ fn packages_that_do_not_verify_are_never_signed_or_published() {
     );
     refused(&repo, &ipk, 4, &["member data.tar.gz"]);
 
+    // The same in an OpenWrt ipk (gzip'd tar outer): first whole, then with the CRC of
+    // its data member broken.
+    let outer = |data: &[u8]| {
+        let mut t = raw_entry("./debian-binary", b'0', "", 0o644, b"2.0\n");
+        t.extend(raw_entry("./data.tar.gz", b'0', "", 0o644, data));
+        t.extend(raw_entry(
+            "./control.tar.gz",
+            b'0',
+            "",
+            0o644,
+            &control_tar_gz(&control("hello-korg", "1.0-1", "x86_64", "")),
+        ));
+        t.extend(tar_end());
+        gz(&t)
+    };
+    let whole = write(tmp, "whole.ipk", &outer(&data_tar_gz()));
+    ok(korgpkg().arg("inspect").arg(&whole));
+    let mut data = data_tar_gz();
+    let crc = data.len() - 8;
+    data[crc] ^= 0xff;
+    let openwrt = write(tmp, "openwrt.ipk", &outer(&data));
+    refused(&repo, &openwrt, 4, &["member data.tar.gz", "corrupt"]);
+    repo.publish(&[&whole]);
+
     assert!(
         files_containing(&repo.root, ".rpm").is_empty(),
         "an rpm reached the pool"
