@@ -91,7 +91,14 @@ impl<'p, R: Read> ArReader<'p, R> {
     }
 }
 
-fn read_all(path: &Path, input: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()> {
+/// Fill `buf` from `input`; running out of bytes is bad input ("truncated in `what`"),
+/// any other failure an I/O error naming `path`.
+pub(crate) fn read_all(
+    path: &Path,
+    input: &mut impl Read,
+    buf: &mut [u8],
+    what: &str,
+) -> Result<()> {
     input.read_exact(buf).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             Error::input(path, format!("truncated in {what}"))

@@ -21,6 +21,7 @@ use std::path::Path;
 use rpm::{IndexSignatureTag, IndexTag, PackageMetadata};
 use sha2::Digest;
 
+use super::arread::read_all as read_exact;
 use crate::error::{Error, IoContext, Result};
 
 /// Size of the rpm lead.
@@ -66,7 +67,7 @@ impl Headers {
 pub fn read(path: &Path, input: &mut impl Read, file_len: u64) -> Result<Headers> {
     let bad = |msg: String| Error::input(path, format!("not a valid rpm package: {msg}"));
     let mut bytes = vec![0u8; LEAD_SIZE];
-    read_exact(path, input, &mut bytes, "the lead")?;
+    read_exact(path, input, &mut bytes, "the rpm lead")?;
     if bytes[..4] != LEAD_MAGIC {
         return Err(bad("no rpm lead magic".into()));
     }
@@ -124,22 +125,6 @@ impl Kind {
             Kind::Main => "header",
         }
     }
-}
-
-fn read_exact(path: &Path, input: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()> {
-    input.read_exact(buf).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            Error::input(
-                path,
-                format!("not a valid rpm package: truncated in {what}"),
-            )
-        } else {
-            Error::Io {
-                context: format!("reading {}", path.display()),
-                source: e,
-            }
-        }
-    })
 }
 
 /// Refuse `len` bytes at `at` unless the file holds them.
