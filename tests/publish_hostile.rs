@@ -300,6 +300,7 @@ fn packages_that_do_not_verify_are_never_signed_or_published() {
     need_tool("rpm");
     need_tool("dpkg-deb");
     let repo = TestRepo::new(false, &[]);
+    repo.serve_both_opkg_flavours();
     let tmp = repo.tmp.path();
     let (_, rpm, _) = built();
     let (good, text) = rpm_k(rpm);

@@ -95,6 +95,21 @@ impl TestRepo {
         c.arg("publish").arg("--repo").arg(&self.root).args(args);
         ok(&mut c)
     }
+
+    /// Serve both opkg feeds (OpenEmbedded and OpenWrt) from the repository.
+    pub fn serve_both_opkg_flavours(&self) {
+        let def = self.root.join("korgpkg-repo.toml");
+        let text = std::fs::read_to_string(&def).unwrap();
+        assert!(text.contains("flavours = [\"openembedded\"]"), "{text}");
+        std::fs::write(
+            &def,
+            text.replace(
+                "flavours = [\"openembedded\"]",
+                "flavours = [\"openembedded\", \"openwrt\"]",
+            ),
+        )
+        .unwrap();
+    }
 }
 
 /// korg-clang-18 built from the standard LLVM fixture: (deb, rpm, ipk).
