@@ -16,6 +16,10 @@ use korgpkg::templates::Templates;
 use korgpkg::verify::Keyring;
 use korgpkg::Error;
 
+mod cli {
+    pub mod sync;
+}
+
 const EXAMPLES: &str = "\
 Examples:
   korgpkg specs
@@ -155,6 +159,9 @@ Examples:
   korgpkg publish --repo /srv/korg --suite testing dist/korg-clang-18_18.1.8-1_amd64.deb
   KORGPKG_PASSPHRASE=... korgpkg publish --repo /srv/korg --passphrase-env KORGPKG_PASSPHRASE dist/")]
     Publish(PublishArgs),
+    /// Keep a repository equal to its sync policy over kernel.org's releases.
+    #[command(after_help = cli::sync::EXAMPLES)]
+    Sync(cli::sync::SyncArgs),
     /// Create, list and prune repositories.
     #[command(subcommand)]
     Repo(RepoCommand),
@@ -708,6 +715,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Obs(command) => obs_command(command, &cli, &config, &specs, &templates, terminal),
         Command::Key(cmd) => key_command(cmd),
         Command::Publish(args) => publish_command(args, &templates),
+        Command::Sync(args) => cli::sync::run(args, &cli, &config, &specs, &templates, terminal),
         Command::Repo(cmd) => repo_command(cmd, &templates),
         Command::Serve { dir, listen } => korgpkg::publish::serve::serve(dir, listen),
     }

@@ -48,7 +48,7 @@ use crate::templates::Templates;
 
 /// The repository definition's file name.
 pub const DEFINITION: &str = "korgpkg-repo.toml";
-pub(crate) const STATE_DIR: &str = ".korgpkg";
+pub const STATE_DIR: &str = ".korgpkg";
 
 /// A repository definition (`korgpkg-repo.toml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +74,9 @@ pub struct RepoConfig {
     /// Index generations kept (at least 2, so clients with the previous index work).
     #[serde(default = "default_generations")]
     pub keep_generations: u64,
+    /// The `korgpkg sync` policy, read and validated by `sync::Policy::load`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<toml::Table>,
 }
 
 fn default_name() -> String {
@@ -816,6 +819,7 @@ pub fn init(
         rpm: RpmConfig::default(),
         opkg: OpkgConfig::default(),
         keep_generations: default_generations(),
+        sync: None,
     };
     if !suites.is_empty() {
         config.apt.suites = suites.to_vec();
