@@ -433,10 +433,20 @@ fn a_killed_sync_leaves_a_complete_repository_and_a_rerun_finishes_it() {
     // During packaging: what was built survives in the work directory.
     kill_at(&m, &repo, "building korg-clang-18 18.1.7");
     assert_served_complete(&repo, "killed while packaging");
+    let work = repo.root.join(".korgpkg/sync-work");
+    let finished = dir_listing(&work)
+        .iter()
+        .filter(|d| work.join(d).join("built.json").is_file())
+        .count();
+    assert!(finished >= 1, "17.0.6's finished build was not kept");
 
-    // During publishing.
+    // During publishing: the build finished before is reused, not redone.
     let seen = kill_at(&m, &repo, "publishing:");
     assert!(seen.contains("publishing:"), "{seen}");
+    assert!(
+        seen.contains("reusing the packages of llvm-17.0.6-x86_64.tar.xz"),
+        "{seen}"
+    );
     assert_served_complete(&repo, "killed while publishing");
 
     // The rerun completes without downloading or building again what was built.
