@@ -208,6 +208,23 @@ fn sync_keeps_the_repository_equal_to_the_policy() {
         assert!(!first[k].is_null(), "log line lacks {k}: {first}");
     }
 
+    // Each package's changelog names the upstream release it came from.
+    let deb = repo
+        .root
+        .join("apt/pool/main/k/korg-clang-18/korg-clang-18_18.1.8-1_amd64.deb");
+    let o = ok(Command::new("sh").arg("-c").arg(format!(
+        "dpkg-deb --fsys-tarfile {} | tar -xO ./usr/share/doc/korg-clang-18/changelog.Debian.gz | gzip -dc",
+        deb.display()
+    )));
+    assert!(o.contains("Upstream release llvm-18.1.8-x86_64.tar.xz"), "{o}");
+    let rpm = repo
+        .root
+        .join("rpm/Packages/korg-clang-18-18.1.8-1.x86_64.rpm");
+    let o = ok(Command::new("rpm").args(["-qp", "--changelog"]).arg(&rpm));
+    assert!(o.contains("Upstream release llvm-18.1.8-x86_64.tar.xz"), "{o}");
+    let upstream = m.releases.iter().find(|r| r.version == "18.1.8").unwrap();
+    assert!(o.contains(&common::mirror::sha256_hex(&upstream.xz)), "{o}");
+
     // apt: the newest 18.x installs; the rc is in testing only.
     let keyring = repo.root.join("apt/korg-archive-keyring.gpg");
     let line = format!("deb [signed-by={}] {}/apt stable main", keyring.display(), repo.url);

@@ -576,10 +576,18 @@ fn meta_entries(
         ),
         entry(
             IndexTag::RPMTAG_CHANGELOGTEXT,
-            IndexData::StringArray(vec![format!(
-                "- Repackaged upstream {} from kernel.org with korgpkg",
-                meta.upstream_version
-            )]),
+            IndexData::StringArray(vec![match &meta.provenance {
+                Some(p) => format!(
+                    "- Repackaged upstream {} from kernel.org with korgpkg\n- Upstream release {}\n  sha256 {}",
+                    meta.upstream_version,
+                    super::upstream_file(&p.url),
+                    p.sha256
+                ),
+                None => format!(
+                    "- Repackaged upstream {} from kernel.org with korgpkg",
+                    meta.upstream_version
+                ),
+            }]),
         ),
     ];
     if let Some(p) = &meta.provenance {
