@@ -145,6 +145,8 @@ pub struct Selector {
     pub max_major: Option<u64>,
     /// Overrides the policy's arches.
     pub arches: Option<Vec<String>>,
+    /// Only these targets (crosstool: `aarch64-linux`, `riscv64-linux`).
+    pub targets: Option<Vec<String>>,
     /// Overrides the policy's formats.
     pub formats: Option<Vec<Format>>,
     /// Overrides the policy's keep.
@@ -168,6 +170,7 @@ struct Resolved {
     matcher: GlobMatcher,
     targets: Vec<(String, Vars)>,
     arches: Option<Vec<String>>,
+    only_targets: Option<Vec<String>>,
     formats: Vec<Format>,
     keep: usize,
 }
@@ -357,6 +360,22 @@ impl LoadedPolicy {
                     }
                 }
             }
+            if let Some(ts) = &sel.targets {
+                let has_target = targets
+                    .iter()
+                    .any(|(s, _)| specs.get(s).is_some_and(|s| s.tarball_pattern().contains("target")));
+                if !has_target {
+                    return Err(bad(&key("targets"), format!("{name} has no targets")));
+                }
+                for t in ts {
+                    let ok = !t.is_empty()
+                        && t.len() <= 64
+                        && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c));
+                    if !ok {
+                        return Err(bad(&key("targets"), format!("{t:?} is not a target name")));
+                    }
+                }
+            }
             let formats = match &sel.formats {
                 Some(f) if f.is_empty() => {
                     return Err(bad(&key("formats"), "names no format".into()));
@@ -375,6 +394,7 @@ impl LoadedPolicy {
                     .arches
                     .clone()
                     .or_else(|| (!policy.arches.is_empty()).then(|| policy.arches.clone())),
+                only_targets: sel.targets.clone(),
                 formats,
                 keep,
             });
@@ -720,6 +740,11 @@ fn discover(
                 }
                 if sel.arches.as_ref().is_some_and(|a| !a.contains(&r.arch)) {
                     continue;
+                }
+                if let Some(ts) = &sel.only_targets {
+                    if !r.vars.get("target").is_some_and(|t| ts.contains(t)) {
+                        continue;
+                    }
                 }
                 let Ok(version) = UpstreamVersion::parse(&r.version) else {
                     continue;
@@ -1271,6 +1296,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_policy_is_valid() {
+        let text = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("repo/sync.toml"))
+            .unwrap();
+        let p = load(&text).unwrap();
+        assert_eq!(p.selectors.len(), 2);
+        assert_eq!(p.selectors[1].targets[0].0, "crosstool");
+        assert_eq!(p.suite(ChannelKind::Release), "stable");
+    }
+
+    #[test]
     fn policy_errors_name_the_key() {
         for (text, key) in [
             ("[sync]\nkeep = 0\n[[sync.packages]]\nname = \"korg-clang-18\"\n", "sync.keep"),
@@ -1290,6 +1325,10 @@ mod tests {
             (
                 "[sync]\n[[sync.packages]]\nname = \"korg-clang-18\"\n[sync.channels.rc]\nsuite = \"unstable\"\n",
                 "sync.channels.rc.suite",
+            ),
+            (
+                "[sync]\n[[sync.packages]]\nname = \"korg-clang-18\"\ntargets = [\"x\"]\n",
+                "sync.packages[0].targets",
             ),
             ("[sync]\nkep = 1\n[[sync.packages]]\nname = \"korg-clang-18\"\n", "kep"),
         ] {
