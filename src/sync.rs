@@ -233,7 +233,12 @@ impl LoadedPolicy {
         Self::resolve(policy, path, config, specs)
     }
 
-    fn resolve(policy: Policy, path: PathBuf, config: &RepoConfig, specs: &SpecSet) -> Result<Self> {
+    fn resolve(
+        policy: Policy,
+        path: PathBuf,
+        config: &RepoConfig,
+        specs: &SpecSet,
+    ) -> Result<Self> {
         let bad = |key: &str, msg: String| Error::spec(&path, format!("{key}: {msg}"));
         if policy.keep == 0 {
             return Err(bad("sync.keep", "must be at least 1".into()));
@@ -336,7 +341,10 @@ impl LoadedPolicy {
                     .map(|s| (s.name.clone(), Vars::new()))
                     .collect();
                 if found.is_empty() {
-                    return Err(bad(&key("name"), format!("no spec makes packages like {name}")));
+                    return Err(bad(
+                        &key("name"),
+                        format!("no spec makes packages like {name}"),
+                    ));
                 }
                 found
             } else {
@@ -347,7 +355,10 @@ impl LoadedPolicy {
             };
             if let (Some(lo), Some(hi)) = (sel.min_major, sel.max_major) {
                 if lo > hi {
-                    return Err(bad(&key("min_major"), format!("{lo} is above max_major {hi}")));
+                    return Err(bad(
+                        &key("min_major"),
+                        format!("{lo} is above max_major {hi}"),
+                    ));
                 }
             }
             if let Some(arches) = &sel.arches {
@@ -361,16 +372,20 @@ impl LoadedPolicy {
                 }
             }
             if let Some(ts) = &sel.targets {
-                let has_target = targets
-                    .iter()
-                    .any(|(s, _)| specs.get(s).is_some_and(|s| s.tarball_pattern().contains("target")));
+                let has_target = targets.iter().any(|(s, _)| {
+                    specs
+                        .get(s)
+                        .is_some_and(|s| s.tarball_pattern().contains("target"))
+                });
                 if !has_target {
                     return Err(bad(&key("targets"), format!("{name} has no targets")));
                 }
                 for t in ts {
                     let ok = !t.is_empty()
                         && t.len() <= 64
-                        && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c));
+                        && t.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c)
+                        });
                     if !ok {
                         return Err(bad(&key("targets"), format!("{t:?} is not a target name")));
                     }
@@ -758,7 +773,9 @@ fn discover(
                 let better = match best.get(&key) {
                     None => true,
                     // Same release in several compressions: prefer .xz.
-                    Some(c) => !c.release.file_name.ends_with(".xz") && r.file_name.ends_with(".xz"),
+                    Some(c) => {
+                        !c.release.file_name.ends_with(".xz") && r.file_name.ends_with(".xz")
+                    }
                 };
                 if better {
                     best.insert(
@@ -903,6 +920,14 @@ fn request(
     }
 }
 
+/// The upstream release a package was built from.
+#[derive(Debug, Clone, Default)]
+struct Origin {
+    url: String,
+    sha256: String,
+    signers: Vec<String>,
+}
+
 /// What a finished build left in its work directory.
 #[derive(Debug, Serialize, Deserialize)]
 struct Built {
@@ -1011,8 +1036,8 @@ pub fn run(opts: &Options<'_>) -> Result<Report> {
 
     // Build what is missing, one release at a time.
     let mut adds: Vec<(PathBuf, String)> = Vec::new();
-    let mut provenance: HashMap<(Format, String, String), (String, String, Vec<String>)> =
-        HashMap::new();
+    // (format, name, arch) of each package built → where it came from.
+    let mut provenance: HashMap<(Format, String, String), Origin> = HashMap::new();
     let mut failed_urls: HashSet<String> = HashSet::new();
     let mut used_dirs: Vec<PathBuf> = Vec::new();
     let to_build: Vec<Selected> = report.plan.to_build().cloned().collect();
@@ -1031,7 +1056,11 @@ pub fn run(opts: &Options<'_>) -> Result<Report> {
                     adds.push((dir.join(file), s.suite.clone()));
                     provenance.insert(
                         (id.format, id.name.clone(), id.arch.clone()),
-                        (built.url.clone(), built.sha256.clone(), built.signers.clone()),
+                        Origin {
+                            url: built.url.clone(),
+                            sha256: built.sha256.clone(),
+                            signers: built.signers.clone(),
+                        },
                     );
                 }
                 used_dirs.push(dir);
@@ -1074,7 +1103,11 @@ pub fn run(opts: &Options<'_>) -> Result<Report> {
         report.generation = (!published.added.is_empty() || !published.removed.is_empty())
             .then_some(published.generation);
         for p in &published.added {
-            let (url, sha, signers) = provenance
+            let Origin {
+                url,
+                sha256: sha,
+                signers,
+            } = provenance
                 .get(&(p.format, p.name.clone(), p.arch.clone()))
                 .cloned()
                 .unwrap_or_default();
@@ -1195,9 +1228,10 @@ fn read_built(dir: &Path) -> Option<Built> {
     let bytes = fs::read(&path).ok()?;
     let built: Built = serde_json::from_slice(&bytes).ok()?;
     // File names come from our own record, but are still checked before use as paths.
-    let safe = built.files.values().all(|n| {
-        !n.is_empty() && !n.contains('/') && n != ".." && n != "." && !n.starts_with('.')
-    });
+    let safe = built
+        .files
+        .values()
+        .all(|n| !n.is_empty() && !n.contains('/') && n != ".." && n != "." && !n.starts_with('.'));
     safe.then_some(built)
 }
 

@@ -6,15 +6,14 @@
 //! key are checked by the `real_*` tests.
 
 mod common;
+use common::mirror::*;
 use common::server::{Fault, Server};
 use common::*;
-use common::mirror::*;
 use korgpkg::verify::testkeys::{self, Hash, KeyOptions, TestKey};
 use std::path::Path;
 use std::process::{Command, Output};
 
 const REAL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/kernel.org");
-
 
 fn json(o: &Output) -> serde_json::Value {
     assert!(

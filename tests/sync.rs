@@ -69,10 +69,9 @@ fn sync_json(m: &Mirror, repo: &TestRepo, extra: &[&str]) -> serde_json::Value {
 
 /// `format name version arch [suite]` of every package in the repository.
 fn contents(root: &Path) -> BTreeSet<String> {
-    let v: serde_json::Value = serde_json::from_str(&ok(korgpkg()
-        .args(["repo", "list", "--json"])
-        .arg(root)))
-    .expect("repo list --json");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(korgpkg().args(["repo", "list", "--json"]).arg(root)))
+            .expect("repo list --json");
     v.as_array()
         .expect("array")
         .iter()
@@ -124,9 +123,9 @@ fn all_indexes(root: &Path) -> String {
     let mut text = String::new();
     for suite in ["stable", "testing"] {
         text.push_str(
-            &std::fs::read_to_string(root.join(format!(
-                "apt/dists/{suite}/main/binary-amd64/Packages"
-            )))
+            &std::fs::read_to_string(
+                root.join(format!("apt/dists/{suite}/main/binary-amd64/Packages")),
+            )
             .unwrap_or_default(),
         );
     }
@@ -163,7 +162,14 @@ fn sync_keeps_the_repository_equal_to_the_policy() {
     need_tool("apt-get");
     need_tool("dnf");
     need_tool("rpmbuild");
-    let (mut m, repo) = setup(&["16.0.6", "17.0.6", "18.1.6", "18.1.7", "18.1.8", "19.1.0-rc1"]);
+    let (mut m, repo) = setup(&[
+        "16.0.6",
+        "17.0.6",
+        "18.1.6",
+        "18.1.7",
+        "18.1.8",
+        "19.1.0-rc1",
+    ]);
 
     // A dry run plans and changes nothing.
     let plan = sync_json(&m, &repo, &["--dry-run"]);
@@ -197,14 +203,28 @@ fn sync_keeps_the_repository_equal_to_the_policy() {
     }
     let mut gets = tarball_gets(&m);
     gets.sort();
-    assert_eq!(gets.len(), 4, "each wanted release downloaded once: {gets:?}");
+    assert_eq!(
+        gets.len(),
+        4,
+        "each wanted release downloaded once: {gets:?}"
+    );
     // The tarballs left the cache once their packages were built.
     assert!(dir_listing(&m.cache().join("sha256")).is_empty());
     // The sync log names every package with its upstream release.
     let log = std::fs::read_to_string(repo.root.join("sync-log.jsonl")).unwrap();
     assert_eq!(log.lines().count(), 10, "{log}");
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
-    for k in ["time", "package", "version", "arch", "format", "sha256", "upstream_url", "upstream_sha256", "signers"] {
+    for k in [
+        "time",
+        "package",
+        "version",
+        "arch",
+        "format",
+        "sha256",
+        "upstream_url",
+        "upstream_sha256",
+        "signers",
+    ] {
         assert!(!first[k].is_null(), "log line lacks {k}: {first}");
     }
 
@@ -216,33 +236,51 @@ fn sync_keeps_the_repository_equal_to_the_policy() {
         "dpkg-deb --fsys-tarfile {} | tar -xO ./usr/share/doc/korg-clang-18/changelog.Debian.gz | gzip -dc",
         deb.display()
     )));
-    assert!(o.contains("Upstream release llvm-18.1.8-x86_64.tar.xz"), "{o}");
+    assert!(
+        o.contains("Upstream release llvm-18.1.8-x86_64.tar.xz"),
+        "{o}"
+    );
     let rpm = repo
         .root
         .join("rpm/Packages/korg-clang-18-18.1.8-1.x86_64.rpm");
     let o = ok(Command::new("rpm").args(["-qp", "--changelog"]).arg(&rpm));
-    assert!(o.contains("Upstream release llvm-18.1.8-x86_64.tar.xz"), "{o}");
+    assert!(
+        o.contains("Upstream release llvm-18.1.8-x86_64.tar.xz"),
+        "{o}"
+    );
     let upstream = m.releases.iter().find(|r| r.version == "18.1.8").unwrap();
     assert!(o.contains(&common::mirror::sha256_hex(&upstream.xz)), "{o}");
 
     // apt: the newest 18.x installs; the rc is in testing only.
     let keyring = repo.root.join("apt/korg-archive-keyring.gpg");
-    let line = format!("deb [signed-by={}] {}/apt stable main", keyring.display(), repo.url);
+    let line = format!(
+        "deb [signed-by={}] {}/apt stable main",
+        keyring.display(),
+        repo.url
+    );
     let apt = AptRoot::new(repo.tmp.path(), &line);
     let (good, text) = apt.update();
     assert!(good, "apt-get update failed:\n{text}");
     let o = run(apt.apt("apt-get").args(["install", "-y", "korg-clang-18"]));
-    assert!(o.status.success(), "apt-get install: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "apt-get install: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(installed_version(&apt, "korg-clang-18"), "18.1.8-1");
-    let o = run(apt.apt("apt-get").args(["install", "-y", "--simulate", "korg-clang-19"]));
+    let o = run(apt
+        .apt("apt-get")
+        .args(["install", "-y", "--simulate", "korg-clang-19"]));
     assert!(!o.status.success(), "the rc must not be in stable");
     let testing = std::fs::read_to_string(
-        repo.root.join("apt/dists/testing/main/binary-amd64/Packages"),
+        repo.root
+            .join("apt/dists/testing/main/binary-amd64/Packages"),
     )
     .unwrap();
     assert!(testing.contains("Package: korg-clang-19\n"), "{testing}");
     let stable = std::fs::read_to_string(
-        repo.root.join("apt/dists/stable/main/binary-amd64/Packages"),
+        repo.root
+            .join("apt/dists/stable/main/binary-amd64/Packages"),
     )
     .unwrap();
     assert!(!stable.contains("korg-clang-19"), "{stable}");
@@ -258,7 +296,11 @@ fn sync_keeps_the_repository_equal_to_the_policy() {
     std::fs::create_dir_all(&repos).unwrap();
     std::fs::copy(repo.root.join("rpm/korg.repo"), repos.join("korg.repo")).unwrap();
     let o = run(dnf(&root, &repos, "cache").args(["install", "korg-clang-18"]));
-    assert!(o.status.success(), "dnf install: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "dnf install: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let q = ok(Command::new("rpm")
         .arg("--root")
         .arg(&root)
@@ -273,7 +315,11 @@ fn sync_keeps_the_repository_equal_to_the_policy() {
     let new_gets = tarball_gets(&m)[before..].to_vec();
     assert_eq!(new_gets, [format!("{DIR}/llvm-18.1.9-x86_64.tar.xz")]);
     assert_eq!(report["added"].as_array().unwrap().len(), 3, "{report}");
-    assert_eq!(generation(&repo.root), gen_before + 1, "one generation switch");
+    assert_eq!(
+        generation(&repo.root),
+        gen_before + 1,
+        "one generation switch"
+    );
     for p in release_set(18, "18.1.9") {
         want.insert(p);
     }
@@ -288,12 +334,19 @@ fn sync_keeps_the_repository_equal_to_the_policy() {
         "apt/pool/main/k/korg-clang-18/korg-clang-18_18.1.7-1_amd64.deb",
         "rpm/Packages/korg-clang-18-18.1.7-1.x86_64.rpm",
     ] {
-        assert!(!repo.root.join(gone).exists(), "{gone} is still in the pool");
+        assert!(
+            !repo.root.join(gone).exists(),
+            "{gone} is still in the pool"
+        );
     }
     let (good, text) = apt.update();
     assert!(good, "apt-get update failed:\n{text}");
     let o = run(apt.apt("apt-get").args(["upgrade", "-y"]));
-    assert!(o.status.success(), "apt-get upgrade: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "apt-get upgrade: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(installed_version(&apt, "korg-clang-18"), "18.1.9-1");
 
     // Nothing new upstream: no download, no build, no new generation, and the sums
@@ -308,7 +361,9 @@ fn sync_keeps_the_repository_equal_to_the_policy() {
     assert_eq!(generation(&repo.root), gen_before);
     let requests = m.server.requests()[before..].to_vec();
     assert!(
-        requests.iter().all(|r| !r.path.ends_with(".tar.xz") && !r.path.ends_with(".tar.sign")),
+        requests
+            .iter()
+            .all(|r| !r.path.ends_with(".tar.xz") && !r.path.ends_with(".tar.sign")),
         "{requests:?}"
     );
     let sums: Vec<_> = requests
@@ -316,7 +371,10 @@ fn sync_keeps_the_repository_equal_to_the_policy() {
         .filter(|r| r.path.ends_with("sha256sums.asc"))
         .collect();
     assert_eq!(sums.len(), 1, "{requests:?}");
-    assert!(sums[0].if_none_match.is_some(), "not revalidated: {requests:?}");
+    assert!(
+        sums[0].if_none_match.is_some(),
+        "not revalidated: {requests:?}"
+    );
 }
 
 #[test]
@@ -351,12 +409,17 @@ fn a_release_with_a_bad_signature_is_skipped_and_the_others_land() {
 fn policy_errors_exit_3_naming_the_file_and_key() {
     let (m, repo) = setup(&["18.1.8"]);
     let def = repo.root.join("korgpkg-repo.toml");
-    let text = std::fs::read_to_string(&def).unwrap().replace("keep = 2", "keep = 0");
+    let text = std::fs::read_to_string(&def)
+        .unwrap()
+        .replace("keep = 2", "keep = 0");
     std::fs::write(&def, text).unwrap();
     let o = sync(&m, &repo, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
-    assert!(err.contains("korgpkg-repo.toml") && err.contains("sync.keep"), "{err}");
+    assert!(
+        err.contains("korgpkg-repo.toml") && err.contains("sync.keep"),
+        "{err}"
+    );
     assert!(m.server.requests().is_empty());
 }
 
@@ -369,11 +432,18 @@ fn assert_served_complete(repo: &TestRepo, when: &str) {
         }
     }
     if repo.root.join("rpm/repodata").exists() {
-        assert!(repo.root.join("rpm/repodata/repomd.xml").is_file(), "{when}");
+        assert!(
+            repo.root.join("rpm/repodata/repomd.xml").is_file(),
+            "{when}"
+        );
     }
     if repo.root.join("apt/dists").exists() {
         let keyring = repo.root.join("apt/korg-archive-keyring.gpg");
-        let line = format!("deb [signed-by={}] {}/apt stable main", keyring.display(), repo.url);
+        let line = format!(
+            "deb [signed-by={}] {}/apt stable main",
+            keyring.display(),
+            repo.url
+        );
         let dir = tempfile::tempdir().unwrap();
         let apt = AptRoot::new(dir.path(), &line);
         let (good, text) = apt.update();

@@ -102,7 +102,10 @@ pub fn run(
             println!("would remove {}", id_line(id));
         }
         for f in &report.failed {
-            println!("failed {} {} ({}): {}", f.package, f.version, f.arch, f.error);
+            println!(
+                "failed {} {} ({}): {}",
+                f.package, f.version, f.arch, f.error
+            );
         }
         let adds: usize = report.plan.to_build().map(|s| s.missing.len()).sum();
         println!(
@@ -124,7 +127,10 @@ pub fn run(
             println!("removed {}", id_line(id));
         }
         for f in &report.failed {
-            println!("failed {} {} ({}): {}", f.package, f.version, f.arch, f.error);
+            println!(
+                "failed {} {} ({}): {}",
+                f.package, f.version, f.arch, f.error
+            );
         }
         match report.generation {
             Some(g) => println!("generation {g}"),

@@ -120,8 +120,10 @@ impl Mirror {
         let sig = self.dev.sign_detached(&r.tar, Hash::Sha256, true, true);
         self.server.file(&format!("{DIR}/{}", r.sign_name()), sig);
         self.releases.push(r);
-        self.server
-            .file(&format!("{DIR}/sha256sums.asc"), self.sums(&self.autosigner));
+        self.server.file(
+            &format!("{DIR}/sha256sums.asc"),
+            self.sums(&self.autosigner),
+        );
     }
 
     /// The signed sums file listing every release.
