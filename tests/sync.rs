@@ -379,23 +379,32 @@ fn sync_keeps_the_repository_equal_to_the_policy() {
 
 #[test]
 fn a_release_with_a_bad_signature_is_skipped_and_the_others_land() {
-    let (m, repo) = setup(&["17.0.6", "18.1.8", "19.1.0-rc1"]);
+    let (m, repo) = setup(&["17.0.6", "18.1.8", "19.1.0-rc1", "20.1.0"]);
     // 18.1.8's .tar.sign is over another release's tar.
     let other = m
         .dev
         .sign_detached(&m.releases[0].tar, Hash::Sha256, true, true);
     m.server
         .file(&format!("{DIR}/llvm-18.1.8-x86_64.tar.sign"), other);
+    // 20.1.0's tarball does not match the signed sums file.
+    let mut evil = m.releases[3].xz.clone();
+    let at = evil.len() / 2;
+    evil[at] ^= 1;
+    m.server
+        .file(&format!("{DIR}/llvm-20.1.0-x86_64.tar.xz"), evil);
     let o = sync(&m, &repo, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(5), "{err}");
     assert!(err.contains("18.1.8"), "{err}");
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("failed korg-clang-18 18.1.8"), "{out}");
+    assert!(out.contains("failed korg-clang-20 20.1.0"), "{out}");
     let mut want: BTreeSet<String> = release_set(17, "17.0.6").into_iter().collect();
     want.insert("deb korg-clang-19 19.1.0~rc1-1 amd64 [testing]".into());
     assert_eq!(contents(&repo.root), want);
-    assert!(!all_indexes(&repo.root).contains("korg-clang-18"));
+    let indexes = all_indexes(&repo.root);
+    assert!(!indexes.contains("korg-clang-18"), "{indexes}");
+    assert!(!indexes.contains("korg-clang-20"), "{indexes}");
     assert!(dir_listing(&m.cache().join("sha256")).is_empty());
 
     // Still bad: retried, refused again, nothing else changes.
@@ -403,6 +412,26 @@ fn a_release_with_a_bad_signature_is_skipped_and_the_others_land() {
     let o = sync(&m, &repo, &[]);
     assert_eq!(o.status.code(), Some(5));
     assert_eq!(generation(&repo.root), gen);
+}
+
+#[test]
+fn a_download_that_keeps_failing_exits_6_and_the_others_land() {
+    let (m, repo) = setup(&["17.0.6", "18.1.8"]);
+    m.server.fault(
+        &format!("{DIR}/llvm-17.0.6-x86_64.tar.xz"),
+        common::server::Fault::Status(503, 1000),
+    );
+    let o = sync(&m, &repo, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(err.contains("17.0.6"), "{err}");
+    let gets = m
+        .server
+        .requests_for(&format!("{DIR}/llvm-17.0.6-x86_64.tar.xz"))
+        .len();
+    assert!(gets > 1, "not retried: {gets}");
+    let want: BTreeSet<String> = release_set(18, "18.1.8").into_iter().collect();
+    assert_eq!(contents(&repo.root), want);
 }
 
 #[test]
@@ -556,4 +585,65 @@ fn a_killed_sync_leaves_a_complete_repository_and_a_rerun_finishes_it() {
     let before = tarball_gets(&m).len();
     sync_json(&m, &repo, &[]);
     assert_eq!(tarball_gets(&m).len(), before + 1);
+}
+
+/// The no-change benchmark (`scripts/bench-sync`, not part of the suite): a mirror with
+/// `KORGPKG_BENCH_RELEASES` LLVM releases (default 667, so 2,001 packages in three
+/// formats), a first sync, then a sync with nothing new: its wall time and the requests
+/// it made.
+#[test]
+#[ignore = "benchmark: run by scripts/bench-sync"]
+fn bench_no_change_sync() {
+    let n: usize = std::env::var("KORGPKG_BENCH_RELEASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(667);
+    let versions: Vec<String> = (0..n)
+        .map(|i| format!("18.{}.{}", i / 100, i % 100))
+        .collect();
+    let refs: Vec<&str> = versions.iter().map(String::as_str).collect();
+    let t = std::time::Instant::now();
+    let (m, repo) = setup(&refs);
+    eprintln!(
+        "bench: mirror with {n} releases made in {:.1?}",
+        t.elapsed()
+    );
+    let def = repo.root.join("korgpkg-repo.toml");
+    let text = std::fs::read_to_string(&def)
+        .unwrap()
+        .replace("keep = 2", &format!("keep = {n}"));
+    std::fs::write(&def, text).unwrap();
+
+    let t = std::time::Instant::now();
+    let report = sync_json(&m, &repo, &[]);
+    let added = report["added"].as_array().unwrap().len();
+    eprintln!(
+        "bench: first sync added {added} packages in {:.1?}",
+        t.elapsed()
+    );
+    assert_eq!(added, 3 * n);
+
+    let before = m.server.requests().len();
+    let gen = generation(&repo.root);
+    let t = std::time::Instant::now();
+    let o = sync(&m, &repo, &[]);
+    let wall = t.elapsed();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let requests = m.server.requests()[before..].to_vec();
+    assert_eq!(generation(&repo.root), gen);
+    eprintln!(
+        "bench: no-change sync of {} packages: {:.3} s wall, {} request(s): {:?}",
+        3 * n,
+        wall.as_secs_f64(),
+        requests.len(),
+        requests
+            .iter()
+            .map(|r| format!(
+                "{} {} (If-None-Match: {})",
+                r.method,
+                r.path,
+                r.if_none_match.is_some()
+            ))
+            .collect::<Vec<_>>()
+    );
 }
