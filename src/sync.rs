@@ -1075,9 +1075,9 @@ pub fn run(opts: &Options<'_>) -> Result<Report> {
 
     // What the policy wants once the failed releases are left out: what they would
     // have displaced stays.
-    let state = publish::list(opts.root)?;
     let mut remove = report.plan.remove.clone();
     if !failed_urls.is_empty() {
+        let state = publish::list(opts.root)?;
         let (selected, _) = select(opts, &policy, &report.plan.candidates, &failed_urls);
         let wanted: HashSet<PackageId> = selected.into_iter().flat_map(|s| s.packages).collect();
         remove = removals(&policy, &report.plan.failed_selectors, &state, &wanted);
