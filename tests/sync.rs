@@ -435,6 +435,35 @@ fn a_download_that_keeps_failing_exits_6_and_the_others_land() {
 }
 
 #[test]
+fn a_second_sync_with_wait_waits_for_the_first() {
+    let (m, repo) = setup(&["18.1.8"]);
+    let tarball = format!("{DIR}/llvm-18.1.8-x86_64.tar.xz");
+    m.server.fault(&tarball, common::server::Fault::Stall(100));
+    let mut first = m
+        .korgpkg()
+        .args(["sync", "--repo"])
+        .arg(&repo.root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sync");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while m.server.requests_for(&tarball).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no download started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = sync(&m, &repo, &["--wait"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("waiting for another korgpkg sync"), "{err}");
+    // The first one published; the second found nothing to do.
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no change"));
+    assert!(first.wait().expect("wait").success());
+    let want: BTreeSet<String> = release_set(18, "18.1.8").into_iter().collect();
+    assert_eq!(contents(&repo.root), want);
+}
+
+#[test]
 fn policy_errors_exit_3_naming_the_file_and_key() {
     let (m, repo) = setup(&["18.1.8"]);
     let def = repo.root.join("korgpkg-repo.toml");
