@@ -8,6 +8,7 @@
 //! Declarative data lives outside the code: [`spec`] reads `specs/*.toml`, and
 //! [`templates`] renders `templates/**/*.hbs`.
 
+pub mod cleanup;
 pub mod config;
 pub mod deps;
 pub mod error;

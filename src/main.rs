@@ -487,6 +487,7 @@ fn kernel_package(
 // ---- end korgpkg kernel ----------------------------------------------------------------
 
 fn main() -> ExitCode {
+    korgpkg::cleanup::install_signal_handlers();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
