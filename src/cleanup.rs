@@ -172,14 +172,15 @@ pub fn sweep_stale(dir: &Path) -> usize {
         let Ok(kind) = e.file_type() else { continue };
         let is_dir = if kind.is_dir() && name.starts_with(STAGING_PREFIX) {
             true
-        } else if kind.is_file() && name.starts_with(TEMP_PREFIX) && name.ends_with(PART_SUFFIX)
-        {
+        } else if kind.is_file() && name.starts_with(TEMP_PREFIX) && name.ends_with(PART_SUFFIX) {
             false
         } else {
             continue;
         };
         let path = e.path();
-        let Ok(file) = File::open(&path) else { continue };
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
         if flock(&file, libc::LOCK_EX | libc::LOCK_NB).is_err() {
             // A running process owns it.
             continue;
@@ -298,7 +299,9 @@ impl Cancel {
     /// An error if the flag is set.
     pub fn check(&self) -> io::Result<()> {
         if self.is_cancelled() {
-            Err(io::Error::other("stopped because another part of the build failed"))
+            Err(io::Error::other(
+                "stopped because another part of the build failed",
+            ))
         } else {
             Ok(())
         }

@@ -280,10 +280,12 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
         // Whole chunks only: flushing mid-chunk would make the output depend on when
         // callers flush.
         self.check()?;
-        let flushed = self.drain(usize::MAX).and_then(|_| match self.inner.as_mut() {
-            Some(w) => w.flush(),
-            None => Ok(()),
-        });
+        let flushed = self
+            .drain(usize::MAX)
+            .and_then(|_| match self.inner.as_mut() {
+                Some(w) => w.flush(),
+                None => Ok(()),
+            });
         flushed.map_err(|e| self.fail(e))
     }
 }

@@ -305,12 +305,14 @@ fn write_payload(plan: &Plan<'_>, compressor: Compressor, cancel: &Cancel) -> Re
     let (sink, raw_sha256, raw_len) = match compressor {
         Compressor::Zstd(level) => {
             let enc = super::Compressed::zstd(sink, level)?;
-            let (enc, sha, len) = write_archive(plan, HashingWriter::new(enc), cancel)?.into_parts();
+            let (enc, sha, len) =
+                write_archive(plan, HashingWriter::new(enc), cancel)?.into_parts();
             (enc.finish()?, sha, len)
         }
         Compressor::Gzip(level) => {
             let enc = super::Compressed::gzip(sink, level);
-            let (enc, sha, len) = write_archive(plan, HashingWriter::new(enc), cancel)?.into_parts();
+            let (enc, sha, len) =
+                write_archive(plan, HashingWriter::new(enc), cancel)?.into_parts();
             (enc.finish()?, sha, len)
         }
     };

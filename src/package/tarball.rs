@@ -75,12 +75,7 @@ fn set_field(field: &mut [u8], value: &[u8]) {
 /// Stream `entries` (sorted, absolute paths) into `w` as a GNU tar whose members are
 /// named `./usr/...`, directories with a trailing slash, preceded by `./` itself, the
 /// way dpkg-deb writes data archives. Stops with an error once `cancel` is set.
-pub fn write_data_tar<W: Write>(
-    entries: &[Entry],
-    mtime: u64,
-    w: W,
-    cancel: &Cancel,
-) -> Result<W> {
+pub fn write_data_tar<W: Write>(entries: &[Entry], mtime: u64, w: W, cancel: &Cancel) -> Result<W> {
     let mut b = tar::Builder::new(w);
     let root = header(0o755, mtime, 0, tar::EntryType::Directory);
     append_named(&mut b, root, "./", None, io::empty())

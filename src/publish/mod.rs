@@ -967,18 +967,35 @@ pub fn publish(
             .map(|s| s.package.path.clone())
             .collect(),
     };
-    // Temporary files a killed publisher left, once per pool directory.
-    let dirs: BTreeSet<PathBuf> = plans
-        .iter()
-        .filter_map(|(_, _, _, p)| root.join(&p.path).parent().map(Path::to_path_buf))
-        .collect();
-    for dir in &dirs {
-        clean_stale(dir);
+    // What a failed or killed publisher left: orphaned pool files, temp files and an
+    // unfinished generation.
+    remove_leftovers(root, &state);
+    let previous = state.generation;
+    let added = import_and_commit(&ctx, plans, &mut state, &mut report);
+    if added.is_err() && load_state(root).is_ok_and(|s| s.generation == previous) {
+        // The state was not saved, so nothing refers to what this publish wrote: remove
+        // its pool files and its generation now rather than leave them to the next one.
+        if let Ok(saved) = load_state(root) {
+            remove_leftovers(root, &saved);
+        }
     }
+    report.generation = added?;
+    Ok(report)
+}
+
+/// Import `plans` into the pools, add them to `state` and `report`, and commit a new
+/// generation (see [`commit`]); returns its number.
+fn import_and_commit(
+    ctx: &Context<'_>,
+    plans: Vec<(PathBuf, package::Inspection, FileSums, PublishedPackage)>,
+    state: &mut State,
+    report: &mut Report,
+) -> Result<u64> {
+    let root = ctx.root;
     // Import (copy or re-sign into the pool) in parallel; entries keep the input order.
     let imported = par_map(&plans, |(file, info, sums, published)| -> Result<_> {
         let repo = repository(info.format);
-        let imported = repo.import(&ctx, file, info, sums, &published.path)?;
+        let imported = repo.import(ctx, file, info, sums, &published.path)?;
         let mtime = mtime_of(&root.join(&published.path))?;
         Ok((imported, mtime))
     })
@@ -1000,8 +1017,61 @@ pub fn publish(
             source_sha256: (info.format == Format::Rpm).then_some(sums.sha256),
         });
     }
-    report.generation = commit(&ctx, &mut state)?;
-    Ok(report)
+    commit(ctx, state)
+}
+
+/// The directories that hold pool files, relative to the repository directory.
+const POOLS: [&str; 3] = ["apt/pool", "rpm/Packages", "opkg-pool"];
+
+/// Remove what a failed or killed publisher left behind, as far as `state` (the saved
+/// state) shows: pool files it does not refer to and the directories they leave empty,
+/// `.korgpkg-*.part` temp files, and generation directories newer than its generation.
+/// Called only under the repository lock; best effort (what cannot be removed stays,
+/// and is tried again by the next publish).
+fn remove_leftovers(root: &Path, state: &State) {
+    let referenced: HashSet<PathBuf> = state
+        .packages
+        .iter()
+        .map(|s| root.join(&s.package.path))
+        .collect();
+    for pool in POOLS {
+        remove_unreferenced(&root.join(pool), &referenced, false);
+    }
+    for dir in ["", STATE_DIR, "apt", "rpm"] {
+        clean_stale(&root.join(dir));
+    }
+    let gen_root = root.join(STATE_DIR).join("gen");
+    if let Ok(dir) = fs::read_dir(&gen_root) {
+        for e in dir.flatten() {
+            let n: Option<u64> = e.file_name().to_str().and_then(|s| s.parse().ok());
+            if n.is_some_and(|n| n > state.generation) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Remove the files below `dir` that are not in `referenced` (and `.korgpkg-*.part`
+/// temp files), then the directories left empty (not `dir` itself unless `remove_dir`).
+/// Returns whether `dir` is now empty.
+fn remove_unreferenced(dir: &Path, referenced: &HashSet<PathBuf>, remove_dir: bool) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    let mut empty = true;
+    for e in entries.flatten() {
+        let path = e.path();
+        let gone = match e.file_type() {
+            Ok(t) if t.is_dir() => remove_unreferenced(&path, referenced, true),
+            Ok(t) if t.is_file() && !referenced.contains(&path) => fs::remove_file(&path).is_ok(),
+            _ => false,
+        };
+        empty &= gone;
+    }
+    if empty && remove_dir {
+        return fs::remove_dir(dir).is_ok();
+    }
+    empty
 }
 
 /// Above this many new packages a publish syncs the file system once instead of every
