@@ -53,6 +53,65 @@ pub struct Config {
     pub keep: Option<PathBuf>,
     /// Print a line per finding as it happens.
     pub verbose: bool,
+    /// Which inputs are mutated (see [`Family`]).
+    pub families: Vec<Family>,
+    /// Size of the decompression bombs, MiB.
+    pub bomb_mib: usize,
+}
+
+/// A kind of input the campaign mutates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// .deb packages (ar; gzip, xz, zstd members).
+    Deb,
+    /// .rpm packages (lead, signature and main headers, gzip or zstd payload).
+    Rpm,
+    /// .ipk packages (ar and gzip'd tar outer containers).
+    Ipk,
+    /// Tarballs for `build --from` (plain, gzip, xz, zstd).
+    Tarball,
+    /// Small files that decompress into a huge GNU long name or PAX record (a .deb, an
+    /// .ipk control member and tarballs), run unmutated now and then.
+    Bomb,
+}
+
+impl Family {
+    pub const ALL: [Family; 5] = [
+        Family::Deb,
+        Family::Rpm,
+        Family::Ipk,
+        Family::Tarball,
+        Family::Bomb,
+    ];
+
+    /// `deb,rpm,ipk,tarball,bomb` or `all`.
+    pub fn parse_list(s: &str) -> Result<Vec<Family>, String> {
+        if s.trim() == "all" {
+            return Ok(Family::ALL.to_vec());
+        }
+        s.split(',')
+            .map(|f| match f.trim() {
+                "deb" => Ok(Family::Deb),
+                "rpm" => Ok(Family::Rpm),
+                "ipk" => Ok(Family::Ipk),
+                "tarball" => Ok(Family::Tarball),
+                "bomb" => Ok(Family::Bomb),
+                other => Err(format!(
+                    "unknown family {other:?} (deb, rpm, ipk, tarball, bomb, all)"
+                )),
+            })
+            .collect()
+    }
+
+    fn of_package(name: &str) -> Family {
+        if name.ends_with(".rpm") {
+            Family::Rpm
+        } else if name.ends_with(".ipk") {
+            Family::Ipk
+        } else {
+            Family::Deb
+        }
+    }
 }
 
 /// What a campaign found.
@@ -384,7 +443,11 @@ fn mutate_tar(rng: &mut Rng, t: &mut Vec<u8>) {
         // A PAX header: long path, linkpath, size, sparse keys, bogus lengths.
         6 => {
             let rec = match rng.below(6) {
-                0 => format!("{} path={top}{}\n", 6 + top.len() + 3000 + 1, "p".repeat(3000)),
+                0 => format!(
+                    "{} path={top}{}\n",
+                    6 + top.len() + 3000 + 1,
+                    "p".repeat(3000)
+                ),
                 1 => "30 linkpath=../../../../etc\n".to_string(),
                 2 => "20 size=99999999999\n".to_string(),
                 3 => "27 GNU.sparse.major=1\n25 GNU.sparse.minor=0\n".to_string(),
@@ -396,7 +459,13 @@ fn mutate_tar(rng: &mut Rng, t: &mut Vec<u8>) {
             } else {
                 format!("{:011o}\0", rec.len())
             };
-            let m = tar_member(b"./PaxHeaders/x", *rng.pick(b"xg"), b"", &size, rec.as_bytes());
+            let m = tar_member(
+                b"./PaxHeaders/x",
+                *rng.pick(b"xg"),
+                b"",
+                &size,
+                rec.as_bytes(),
+            );
             t.splice(at..at, m);
         }
         // A new hostile entry.
@@ -424,7 +493,12 @@ fn mutate_tar(rng: &mut Rng, t: &mut Vec<u8>) {
         }
         // Magic: plain v7, ustar with prefix.
         _ => {
-            set_field(&mut t[at..], 257, 8, rng.pick(&[&b"ustar\x0000"[..], b"\0\0\0\0\0\0\0\0"]));
+            set_field(
+                &mut t[at..],
+                257,
+                8,
+                *rng.pick(&[&b"ustar\x0000"[..], &b"\0\0\0\0\0\0\0\0"[..]]),
+            );
             set_field(&mut t[at..], 345, 155, b"llvm-18.1.8-x86_64/../..");
             fix_checksum(&mut t[at..]);
         }
@@ -474,7 +548,10 @@ const CONTROL_EDITS: [(&str, &str); 12] = [
 fn mutate_control(rng: &mut Rng, text: &mut String) {
     let (field, value) = *rng.pick(&CONTROL_EDITS);
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    match lines.iter().position(|l| l.starts_with(&format!("{field}:"))) {
+    match lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{field}:")))
+    {
         Some(i) if rng.chance(2) => lines[i] = format!("{field}: {value}"),
         _ => lines.push(format!("{field}: {value}")),
     }
@@ -498,7 +575,10 @@ fn mutate_control_tar(rng: &mut Rng, b: &mut Vec<u8>) {
             return;
         }
         let mut h = e.header().clone();
-        let name = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+        let name = e
+            .path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         if name.trim_start_matches("./") == "control" {
             let mut text = String::from_utf8_lossy(&data).into_owned();
             mutate_control(rng, &mut text);
@@ -526,8 +606,14 @@ fn ar_members(b: &[u8]) -> Vec<(String, usize, usize, usize)> {
     let mut pos = 8;
     while pos + 60 <= b.len() {
         let h = &b[pos..pos + 60];
-        let name = String::from_utf8_lossy(&h[..16]).trim_end().trim_end_matches('/').to_string();
-        let Some(size) = std::str::from_utf8(&h[48..58]).ok().and_then(|s| s.trim().parse::<usize>().ok()) else {
+        let name = String::from_utf8_lossy(&h[..16])
+            .trim_end()
+            .trim_end_matches('/')
+            .to_string();
+        let Some(size) = std::str::from_utf8(&h[48..58])
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+        else {
             break;
         };
         let data = pos + 60;
@@ -544,8 +630,16 @@ fn ar_archive(members: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = b"!<arch>\n".to_vec();
     for (name, data) in members {
         out.extend_from_slice(
-            format!("{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", name, 0, 0, 0, 100644, data.len())
-                .as_bytes(),
+            format!(
+                "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                name,
+                0,
+                0,
+                0,
+                100644,
+                data.len()
+            )
+            .as_bytes(),
         );
         out.extend_from_slice(data);
         if data.len() % 2 == 1 {
@@ -569,7 +663,13 @@ fn mutate_ar(rng: &mut Rng, b: &mut Vec<u8>) {
         // The size field of a member header.
         0 => {
             let (_, h, _, _) = *rng.pick(&members);
-            let v = *rng.pick(&["9999999999", "0         ", "-1        ", "abc       ", "1         "]);
+            let v = *rng.pick(&[
+                "9999999999",
+                "0         ",
+                "-1        ",
+                "abc       ",
+                "1         ",
+            ]);
             b[h + 48..h + 58].copy_from_slice(v.as_bytes());
             return;
         }
@@ -591,7 +691,14 @@ fn mutate_ar(rng: &mut Rng, b: &mut Vec<u8>) {
         4 => {
             let i = rng.below(parts.len());
             parts[i].0 = rng
-                .pick(&["data.tar.xz", "data.tar.zst", "control.tar", "data.tar.bz2", "debian-binary", "x"])
+                .pick(&[
+                    "data.tar.xz",
+                    "data.tar.zst",
+                    "control.tar",
+                    "data.tar.bz2",
+                    "debian-binary",
+                    "x",
+                ])
                 .to_string();
         }
         // The control fields.
@@ -628,7 +735,10 @@ fn mutate_tar_ipk(rng: &mut Rng, b: &mut Vec<u8>) {
     if let Ok(entries) = a.entries() {
         for e in entries.flatten() {
             let mut e = e;
-            let name = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+            let name = e
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             let mut data = Vec::new();
             let _ = e.read_to_end(&mut data);
             members.push((name, data));
@@ -670,7 +780,8 @@ fn rpm_headers(b: &[u8]) -> Vec<usize> {
         }
         out.push(pos);
         let n = u32::from_be_bytes([b[pos + 8], b[pos + 9], b[pos + 10], b[pos + 11]]) as usize;
-        let size = u32::from_be_bytes([b[pos + 12], b[pos + 13], b[pos + 14], b[pos + 15]]) as usize;
+        let size =
+            u32::from_be_bytes([b[pos + 12], b[pos + 13], b[pos + 14], b[pos + 15]]) as usize;
         pos += 16 + n.saturating_mul(16).saturating_add(size);
         if out.len() == 1 {
             pos = pos.div_ceil(8) * 8;
@@ -695,7 +806,16 @@ fn mutate_rpm(rng: &mut Rng, b: &mut Vec<u8>) {
     let n = u32::from_be_bytes([b[h + 8], b[h + 9], b[h + 10], b[h + 11]]) as usize;
     let store = h + 16 + n * 16;
     let interesting32 = |rng: &mut Rng| -> u32 {
-        *rng.pick(&[0, 1, 7, 0x7fff_ffff, 0xffff_fff0, 0xffff_ffff, 0x10_0000, 0x4000_0000])
+        *rng.pick(&[
+            0,
+            1,
+            7,
+            0x7fff_ffff,
+            0xffff_fff0,
+            0xffff_ffff,
+            0x10_0000,
+            0x4000_0000,
+        ])
     };
     match rng.below(7) {
         // The index count or the store size.
@@ -725,8 +845,11 @@ fn mutate_rpm(rng: &mut Rng, b: &mut Vec<u8>) {
         // The payload (after the headers): compressed bytes.
         _ => {
             if let Some(&main) = heads.get(1) {
-                let n = u32::from_be_bytes([b[main + 8], b[main + 9], b[main + 10], b[main + 11]]) as usize;
-                let size = u32::from_be_bytes([b[main + 12], b[main + 13], b[main + 14], b[main + 15]]) as usize;
+                let n = u32::from_be_bytes([b[main + 8], b[main + 9], b[main + 10], b[main + 11]])
+                    as usize;
+                let size =
+                    u32::from_be_bytes([b[main + 12], b[main + 13], b[main + 14], b[main + 15]])
+                        as usize;
                 let start = main + 16 + n * 16 + size;
                 if start < b.len() {
                     let mut payload = b.split_off(start);
@@ -766,16 +889,64 @@ fn seed_tar() -> Vec<u8> {
             None => b.append_data(&mut h, path, data).expect("entry"),
         }
     };
-    add(&format!("{top}/"), tar::EntryType::Directory, 0o755, b"", None);
-    add(&format!("{top}/bin/"), tar::EntryType::Directory, 0o755, b"", None);
-    add(&format!("{top}/bin/clang-18"), tar::EntryType::Regular, 0o755, &elf, None);
-    add(&format!("{top}/bin/clang"), tar::EntryType::Symlink, 0o777, b"", Some("clang-18"));
-    add(&format!("{top}/bin/lld"), tar::EntryType::Regular, 0o755, b"#!/bin/sh\n", None);
-    add(&format!("{top}/bin/ld.lld"), tar::EntryType::Link, 0o755, b"", Some(&format!("{top}/bin/lld")));
+    add(
+        &format!("{top}/"),
+        tar::EntryType::Directory,
+        0o755,
+        b"",
+        None,
+    );
+    add(
+        &format!("{top}/bin/"),
+        tar::EntryType::Directory,
+        0o755,
+        b"",
+        None,
+    );
+    add(
+        &format!("{top}/bin/clang-18"),
+        tar::EntryType::Regular,
+        0o755,
+        &elf,
+        None,
+    );
+    add(
+        &format!("{top}/bin/clang"),
+        tar::EntryType::Symlink,
+        0o777,
+        b"",
+        Some("clang-18"),
+    );
+    add(
+        &format!("{top}/bin/lld"),
+        tar::EntryType::Regular,
+        0o755,
+        b"#!/bin/sh\n",
+        None,
+    );
+    add(
+        &format!("{top}/bin/ld.lld"),
+        tar::EntryType::Link,
+        0o755,
+        b"",
+        Some(&format!("{top}/bin/lld")),
+    );
     let long = format!("{top}/lib/{}/h.h", "a-long-directory-name".repeat(6));
     add(&long, tar::EntryType::Regular, 0o644, b"/* long */\n", None);
-    add(&format!("{top}/share/empty/"), tar::EntryType::Directory, 0o755, b"", None);
-    add(&format!("{top}/README.md"), tar::EntryType::Regular, 0o644, b"LLVM\n", None);
+    add(
+        &format!("{top}/share/empty/"),
+        tar::EntryType::Directory,
+        0o755,
+        b"",
+        None,
+    );
+    add(
+        &format!("{top}/README.md"),
+        tar::EntryType::Regular,
+        0o644,
+        b"LLVM\n",
+        None,
+    );
     b.into_inner().expect("tar")
 }
 
@@ -805,7 +976,14 @@ pub fn seeds(korgpkg: &Path, work: &Path) -> Result<(Vec<Seed>, Vec<Seed>), Stri
         &["--format", "deb", "--deb-compression", "gzip"],
         &["--format", "rpm", "--rpm-compression", "gzip"],
         &["--format", "ipk", "--ipk-outer", "tar"],
-        &["--format", "deb", "--deb-compression", "zstd", "--revision", "2"],
+        &[
+            "--format",
+            "deb",
+            "--deb-compression",
+            "zstd",
+            "--revision",
+            "2",
+        ],
     ];
     for (i, args) in variants.iter().enumerate() {
         let out = dir.join(format!("out{i}"));
@@ -819,9 +997,15 @@ pub fn seeds(korgpkg: &Path, work: &Path) -> Result<(Vec<Seed>, Vec<Seed>), Stri
             .output()
             .map_err(|e| format!("running {}: {e}", korgpkg.display()))?;
         if !o.status.success() {
-            return Err(format!("seed build failed: {}", String::from_utf8_lossy(&o.stderr)));
+            return Err(format!(
+                "seed build failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
         }
-        for e in std::fs::read_dir(&out).map_err(|e| e.to_string())?.flatten() {
+        for e in std::fs::read_dir(&out)
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             let bytes = std::fs::read(e.path()).map_err(|e| e.to_string())?;
             packages.push(Seed { name, bytes });
@@ -829,6 +1013,86 @@ pub fn seeds(korgpkg: &Path, work: &Path) -> Result<(Vec<Seed>, Vec<Seed>), Stri
     }
     packages.sort_by(|a, b| a.name.cmp(&b.name).then(a.bytes.len().cmp(&b.bytes.len())));
     Ok((tarballs, packages))
+}
+
+/// A tar stream whose first member is a GNU long name ('L') or PAX ('x') record of
+/// `mib` MiB, zstd-compressed as it is made (the harness never holds it whole).
+fn bomb_tar_zst(kind: u8, mib: usize, top: &str) -> Vec<u8> {
+    let size = (mib as u64) << 20;
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("zstd");
+    let name: &[u8] = if kind == b'L' {
+        b"././@LongLink"
+    } else {
+        b"./PaxHeaders/bomb"
+    };
+    let head = tar_member(name, kind, b"", &format!("{size:011o}\0"), b"");
+    let _ = enc.write_all(&head);
+    let mut first = Vec::new();
+    if kind == b'x' {
+        // One record "<len> path=aaaa...\n" filling the whole size.
+        first.extend_from_slice(format!("{size} path={top}/").as_bytes());
+    } else {
+        first.extend_from_slice(format!("{top}/").as_bytes());
+    }
+    let chunk = vec![b'a'; 1 << 20];
+    let mut written = first.len() as u64;
+    let _ = enc.write_all(&first);
+    while written < size {
+        let n = (size - written).min(chunk.len() as u64) as usize;
+        let _ = enc.write_all(&chunk[..n]);
+        written += n as u64;
+    }
+    let entry = tar_member(
+        format!("{top}/README").as_bytes(),
+        b'0',
+        b"",
+        "00000000004\0",
+        b"data",
+    );
+    let _ = enc.write_all(&entry);
+    let _ = enc.write_all(&[0u8; 1024]);
+    enc.finish().unwrap_or_default()
+}
+
+/// Decompression bombs built from the seeds: tarballs with a huge long name and PAX
+/// record, a .deb whose data member holds such a tar, an .ipk whose control member does.
+pub fn bombs(packages: &[Seed], mib: usize) -> (Vec<Seed>, Vec<Seed>) {
+    let top = "llvm-18.1.8-x86_64";
+    let tarballs = vec![
+        Seed {
+            name: format!("{top}.tar.zst"),
+            bytes: bomb_tar_zst(b'L', mib, top),
+        },
+        Seed {
+            name: format!("{top}.tar.zst"),
+            bytes: bomb_tar_zst(b'x', mib, top),
+        },
+    ];
+    let mut pkgs = Vec::new();
+    let member_bomb = bomb_tar_zst(b'L', mib, ".");
+    for (ext, member) in [(".deb", "data.tar"), (".ipk", "control.tar")] {
+        let Some(seed) = packages
+            .iter()
+            .find(|p| p.name.ends_with(ext) && p.bytes.starts_with(b"!<arch>\n"))
+        else {
+            continue;
+        };
+        let parts: Vec<(String, Vec<u8>)> = ar_members(&seed.bytes)
+            .iter()
+            .map(|(n, _, d, sz)| {
+                if n.starts_with(member) {
+                    (format!("{member}.zst"), member_bomb.clone())
+                } else {
+                    (n.clone(), seed.bytes[*d..*d + *sz].to_vec())
+                }
+            })
+            .collect();
+        pkgs.push(Seed {
+            name: seed.name.clone(),
+            bytes: ar_archive(&parts),
+        });
+    }
+    (tarballs, pkgs)
 }
 
 /// One mutated package: 1–3 structure-aware mutations of a seed chosen by the RNG.
@@ -962,7 +1226,12 @@ struct Lane {
 
 fn korgpkg(cfg: &Config) -> Command {
     let mut c = Command::new(&cfg.korgpkg);
-    for v in ["KORGPKG_CONFIG", "KORGPKG_MIRROR", "KORGPKG_CACHE_DIR", "KORGPKG_KEYS_URL"] {
+    for v in [
+        "KORGPKG_CONFIG",
+        "KORGPKG_MIRROR",
+        "KORGPKG_CACHE_DIR",
+        "KORGPKG_KEYS_URL",
+    ] {
         c.env_remove(v);
     }
     c.env("XDG_CACHE_HOME", "/nonexistent-korgpkg-fuzz")
@@ -1031,12 +1300,26 @@ fn run_case(
         Err(e) => return Some(format!("{target:?}: cannot run korgpkg: {e}")),
     };
     let mut findings = Vec::new();
-    let first_line = o.stderr.lines().next().unwrap_or("").chars().take(200).collect::<String>();
+    let first_line = o
+        .stderr
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect::<String>();
     if o.timed_out {
         findings.push(format!("hang (killed after {:?})", cfg.timeout));
     } else if o.code == Some(101) || o.stderr.contains("panicked") {
-        let at = o.stderr.lines().find(|l| l.contains("panicked")).unwrap_or(&first_line);
-        findings.push(format!("panic: {}", at.chars().take(300).collect::<String>()));
+        let at = o
+            .stderr
+            .lines()
+            .find(|l| l.contains("panicked"))
+            .unwrap_or(&first_line);
+        findings.push(format!(
+            "panic: {}",
+            at.chars().take(300).collect::<String>()
+        ));
     } else if let Some(sig) = o.signal {
         findings.push(format!("abort: signal {sig}: {first_line}"));
     }
@@ -1048,7 +1331,10 @@ fn run_case(
         Target::Build => {
             let left = snapshot(&out);
             if failed && !left.is_empty() {
-                findings.push(format!("left in --out: {:?}", left.iter().take(5).collect::<Vec<_>>()));
+                findings.push(format!(
+                    "left in --out: {:?}",
+                    left.iter().take(5).collect::<Vec<_>>()
+                ));
             }
             let _ = std::fs::remove_dir_all(&out);
         }
@@ -1060,7 +1346,9 @@ fn run_case(
                     .filter(|e| !lane.repo_state.contains(e))
                     .take(5)
                     .collect();
-                findings.push(format!("repository changed by a failed publish: {changed:?}"));
+                findings.push(format!(
+                    "repository changed by a failed publish: {changed:?}"
+                ));
             }
             lane.repo_state = now;
         }
@@ -1091,32 +1379,75 @@ fn run_case(
     }
     if let Some(keep) = &cfg.keep {
         let _ = std::fs::create_dir_all(keep);
-        let _ = std::fs::write(keep.join(format!("case{case}-{}", input.name)), &input.bytes);
+        let _ = std::fs::write(
+            keep.join(format!("case{case}-{}", input.name)),
+            &input.bytes,
+        );
     }
-    Some(format!("{target:?} {}: {}", input.name, findings.join("; ")))
+    Some(format!(
+        "{target:?} {}: {}",
+        input.name,
+        findings.join("; ")
+    ))
 }
 
 /// Run a campaign.
 pub fn run(cfg: &Config) -> Result<Summary, String> {
     let start = Instant::now();
     std::fs::create_dir_all(&cfg.work).map_err(|e| e.to_string())?;
-    let (tarballs, packages) = seeds(&cfg.korgpkg, &cfg.work)?;
+    let (tarballs, mut packages) = seeds(&cfg.korgpkg, &cfg.work)?;
+    let want = |f: Family| cfg.families.contains(&f);
+    let (bomb_tarballs, bomb_packages) = if want(Family::Bomb) {
+        bombs(&packages, cfg.bomb_mib)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    packages.retain(|p| want(Family::of_package(&p.name)));
+    let tarballs = if want(Family::Tarball) {
+        tarballs
+    } else {
+        Vec::new()
+    };
     let keys = cfg.work.join("keys");
     let o = korgpkg(cfg)
-        .args(["key", "generate", "--name", "fuzz <fuzz@example.invalid>", "--out"])
+        .args([
+            "key",
+            "generate",
+            "--name",
+            "fuzz <fuzz@example.invalid>",
+            "--out",
+        ])
         .arg(&keys)
         .output()
         .map_err(|e| e.to_string())?;
     if !o.status.success() {
-        return Err(format!("key generate: {}", String::from_utf8_lossy(&o.stderr)));
+        return Err(format!(
+            "key generate: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
     }
     // Case numbers: inspect cases first, then publish, then build; each case's input
     // depends only on the seed and its number, whatever thread runs it.
-    let total = cfg.inspect + cfg.publish + cfg.build;
+    let inspect = if packages.is_empty() && bomb_packages.is_empty() {
+        0
+    } else {
+        cfg.inspect
+    };
+    let publish = if packages.is_empty() && bomb_packages.is_empty() {
+        0
+    } else {
+        cfg.publish
+    };
+    let build = if tarballs.is_empty() && bomb_tarballs.is_empty() {
+        0
+    } else {
+        cfg.build
+    };
+    let total = inspect + publish + build;
     let target_of = |i: usize| {
-        if i < cfg.inspect {
+        if i < inspect {
             Target::Inspect
-        } else if i < cfg.inspect + cfg.publish {
+        } else if i < inspect + publish {
             Target::Publish
         } else {
             Target::Build
@@ -1129,6 +1460,7 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
         for lane_no in 0..cfg.jobs.max(1) {
             let (next, summary, errors, keys) = (&next, &summary, &errors, &keys);
             let (tarballs, packages) = (&tarballs, &packages);
+            let (bomb_tarballs, bomb_packages) = (&bomb_tarballs, &bomb_packages);
             s.spawn(move || {
                 let mut lane = match new_lane(cfg, keys, lane_no) {
                     Ok(l) => l,
@@ -1144,9 +1476,17 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
                     }
                     let target = target_of(case);
                     let mut rng = Rng::new(cfg.seed, case as u64);
-                    let input = match target {
-                        Target::Build => mutate_tarball(&mut rng, tarballs),
-                        _ => mutate_package(&mut rng, packages),
+                    // A bomb one case in 40 (or always, when it is the only family).
+                    let (seeds, bombs) = match target {
+                        Target::Build => (tarballs, bomb_tarballs),
+                        _ => (packages, bomb_packages),
+                    };
+                    let input = if !bombs.is_empty() && (seeds.is_empty() || rng.chance(40)) {
+                        rng.pick(bombs).clone()
+                    } else if target == Target::Build {
+                        mutate_tarball(&mut rng, seeds)
+                    } else {
+                        mutate_package(&mut rng, seeds)
                     };
                     if let Some(f) = run_case(cfg, &mut lane, target, case, &input, summary) {
                         if cfg.verbose {
@@ -1186,13 +1526,22 @@ fn main() {
         work: std::env::temp_dir().join(format!("korgpkg-fuzz-{}", std::process::id())),
         keep: None,
         verbose: true,
+        families: Family::ALL.to_vec(),
+        bomb_mib: 300,
     };
     let mut args = std::env::args().skip(1);
     let usage = "usage: fuzz [--korgpkg BIN] [--seed N] [--inspect N] [--publish N] [--build N] \
-                 [--timeout SECS] [--mem-limit-mib N] [--rss-budget-mib N] [--jobs N] [--work DIR] [--keep DIR] [-q]";
+                 [--timeout SECS] [--mem-limit-mib N] [--rss-budget-mib N] [--jobs N] [--work DIR] [--keep DIR] \
+                 [--families deb,rpm,ipk,tarball,bomb|all] [--bomb-mib N] [-q]";
     while let Some(a) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value\n{usage}"));
-        let num = |v: String| v.parse::<u64>().unwrap_or_else(|_| panic!("not a number: {v}"));
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| panic!("{a} needs a value\n{usage}"))
+        };
+        let num = |v: String| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("not a number: {v}"))
+        };
         match a.as_str() {
             "--korgpkg" => cfg.korgpkg = PathBuf::from(value()),
             "--seed" => cfg.seed = num(value()),
@@ -1205,6 +1554,10 @@ fn main() {
             "--jobs" => cfg.jobs = num(value()) as usize,
             "--work" => cfg.work = PathBuf::from(value()),
             "--keep" => cfg.keep = Some(PathBuf::from(value())),
+            "--families" => {
+                cfg.families = Family::parse_list(&value()).unwrap_or_else(|e| panic!("{e}"))
+            }
+            "--bomb-mib" => cfg.bomb_mib = num(value()) as usize,
             "-q" => cfg.verbose = false,
             _ => {
                 eprintln!("{usage}");
