@@ -349,3 +349,67 @@ fn a_publish_on_a_full_disk_leaves_the_previous_generation_and_no_orphans() {
     let (good, text) = apt.update();
     assert!(good && !text.contains("W:"), "{text}");
 }
+
+/// Run `cmd` to its end: exit code, stderr and the CPU time it used (user + system).
+fn run_cpu(cmd: &mut std::process::Command) -> (Option<i32>, String, f64) {
+    let err = tempfile::NamedTempFile::new().expect("tmp");
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(err.reopen().expect("reopen"))
+        .spawn()
+        .expect("start");
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled by wait4 for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as i32;
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut ru) }, pid);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let text = std::fs::read_to_string(err.path()).unwrap_or_default();
+    (code, text, secs(ru.ru_utime) + secs(ru.ru_stime))
+}
+
+#[test]
+fn when_one_format_fails_the_others_stop_instead_of_finishing() {
+    let work = tempfile::tempdir().expect("tmp");
+    let tarball = noise_tarball(work.path(), 12);
+    // The ipk's control template fails to render: the ipk fails at once, while the deb
+    // and the rpm have 12 MiB to compress.
+    let templates = work.path().join("templates");
+    std::fs::create_dir_all(templates.join("ipk")).expect("dir");
+    std::fs::write(templates.join("ipk/control.hbs"), "{{no_such_variable}}\n").expect("tpl");
+    let build_cmd = |out: &str, extra: &[&str]| {
+        let mut c = korgpkg();
+        c.arg("build")
+            .arg("korg-clang-18")
+            .arg("--from")
+            .arg(&tarball)
+            .arg("--allow-unverified")
+            .arg("--out")
+            .arg(work.path().join(out))
+            .args(["--deb-compression", "gzip", "--rpm-compression", "gzip"])
+            .args(extra);
+        c
+    };
+    let (code, err, ok_cpu) = run_cpu(&mut build_cmd("ok", &["--format", "deb,rpm"]));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err, failed_cpu) = run_cpu(
+        build_cmd("failed", &[])
+            .arg("--templates-dir")
+            .arg(&templates),
+    );
+    // The error reported is the ipk's, not the "stopped" of the formats it cancelled.
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("ipk/control"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert_eq!(
+        dir_listing(&work.path().join("failed")),
+        Vec::<String>::new()
+    );
+    eprintln!("CPU: deb+rpm built {ok_cpu:.2} s, cancelled by the ipk {failed_cpu:.2} s");
+    assert!(
+        failed_cpu < ok_cpu * 0.6,
+        "the deb and rpm went on compressing after the ipk failed: \
+         {failed_cpu:.2} s CPU vs {ok_cpu:.2} s for building them"
+    );
+}
