@@ -57,6 +57,8 @@ pub struct Config {
     pub families: Vec<Family>,
     /// Size of the decompression bombs, MiB.
     pub bomb_mib: usize,
+    /// A case is a bomb (unmutated) one time in this many, when bombs are enabled.
+    pub bomb_one_in: usize,
 }
 
 /// A kind of input the campaign mutates.
@@ -171,7 +173,7 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         Rng((z ^ (z >> 31)) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -181,7 +183,7 @@ impl Rng {
         if n == 0 {
             0
         } else {
-            (self.next() % n as u64) as usize
+            (self.next_u64() % n as u64) as usize
         }
     }
     pub fn chance(&mut self, one_in: usize) -> bool {
@@ -272,7 +274,7 @@ const INTERESTING: [u64; 10] = [
 /// One generic mutation of `b`.
 fn mutate_bytes(rng: &mut Rng, b: &mut Vec<u8>) {
     if b.is_empty() {
-        b.push(rng.next() as u8);
+        b.push(rng.next_u64() as u8);
         return;
     }
     let at = rng.below(b.len());
@@ -286,7 +288,7 @@ fn mutate_bytes(rng: &mut Rng, b: &mut Vec<u8>) {
         }
         4 => {
             let n = rng.below(32) + 1;
-            let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
             b.splice(at..at, bytes);
         }
         5 => {
@@ -493,12 +495,9 @@ fn mutate_tar(rng: &mut Rng, t: &mut Vec<u8>) {
         }
         // Magic: plain v7, ustar with prefix.
         _ => {
-            set_field(
-                &mut t[at..],
-                257,
-                8,
-                *rng.pick(&[&b"ustar\x0000"[..], &b"\0\0\0\0\0\0\0\0"[..]]),
-            );
+            const MAGICS: [&[u8]; 2] = [b"ustar\x0000", b"\0\0\0\0\0\0\0\0"];
+            let magic: &[u8] = MAGICS[rng.below(MAGICS.len())];
+            set_field(&mut t[at..], 257, 8, magic);
             set_field(&mut t[at..], 345, 155, b"llvm-18.1.8-x86_64/../..");
             fix_checksum(&mut t[at..]);
         }
@@ -1476,18 +1475,19 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
                     }
                     let target = target_of(case);
                     let mut rng = Rng::new(cfg.seed, case as u64);
-                    // A bomb one case in 40 (or always, when it is the only family).
+                    // A bomb now and then (always, when it is the only family).
                     let (seeds, bombs) = match target {
                         Target::Build => (tarballs, bomb_tarballs),
                         _ => (packages, bomb_packages),
                     };
-                    let input = if !bombs.is_empty() && (seeds.is_empty() || rng.chance(40)) {
-                        rng.pick(bombs).clone()
-                    } else if target == Target::Build {
-                        mutate_tarball(&mut rng, seeds)
-                    } else {
-                        mutate_package(&mut rng, seeds)
-                    };
+                    let input =
+                        if !bombs.is_empty() && (seeds.is_empty() || rng.chance(cfg.bomb_one_in)) {
+                            rng.pick(bombs).clone()
+                        } else if target == Target::Build {
+                            mutate_tarball(&mut rng, seeds)
+                        } else {
+                            mutate_package(&mut rng, seeds)
+                        };
                     if let Some(f) = run_case(cfg, &mut lane, target, case, &input, summary) {
                         if cfg.verbose {
                             eprintln!("case {case}: {f}");
@@ -1528,11 +1528,12 @@ fn main() {
         verbose: true,
         families: Family::ALL.to_vec(),
         bomb_mib: 300,
+        bomb_one_in: 200,
     };
     let mut args = std::env::args().skip(1);
     let usage = "usage: fuzz [--korgpkg BIN] [--seed N] [--inspect N] [--publish N] [--build N] \
                  [--timeout SECS] [--mem-limit-mib N] [--rss-budget-mib N] [--jobs N] [--work DIR] [--keep DIR] \
-                 [--families deb,rpm,ipk,tarball,bomb|all] [--bomb-mib N] [-q]";
+                 [--families deb,rpm,ipk,tarball,bomb|all] [--bomb-mib N] [--bomb-one-in N] [-q]";
     while let Some(a) = args.next() {
         let mut value = || {
             args.next()
@@ -1558,6 +1559,7 @@ fn main() {
                 cfg.families = Family::parse_list(&value()).unwrap_or_else(|e| panic!("{e}"))
             }
             "--bomb-mib" => cfg.bomb_mib = num(value()) as usize,
+            "--bomb-one-in" => cfg.bomb_one_in = num(value()) as usize,
             "-q" => cfg.verbose = false,
             _ => {
                 eprintln!("{usage}");

@@ -351,6 +351,8 @@ fn a_publish_on_a_full_disk_leaves_the_previous_generation_and_no_orphans() {
 }
 
 /// Run `cmd` to its end: exit code, stderr and the CPU time it used (user + system).
+/// The child is reaped by `wait4`, which also reports its CPU time.
+#[allow(clippy::zombie_processes)]
 fn run_cpu(cmd: &mut std::process::Command) -> (Option<i32>, String, f64) {
     let err = tempfile::NamedTempFile::new().expect("tmp");
     let child = cmd

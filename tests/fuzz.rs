@@ -64,6 +64,7 @@ fn mutated_packages_and_tarballs_never_panic_hang_leak_or_leave_files() {
         verbose: true,
         families,
         bomb_mib: 300,
+        bomb_one_in: 40,
     };
     let summary = fuzz::run(&cfg).expect("the fuzzing harness runs");
     eprint!("{}", summary.report());
