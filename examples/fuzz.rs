@@ -131,6 +131,9 @@ pub struct Summary {
     pub exits: BTreeMap<i32, usize>,
     /// One line per finding, by case number.
     pub findings: BTreeMap<usize, String>,
+    /// Runs that ended with an exit code other than 0 (accepted) or 4 (bad input) but
+    /// broke no promise: worth a look (a hostile input reported as an I/O error, say).
+    pub notes: BTreeMap<usize, String>,
     pub elapsed: Duration,
 }
 
@@ -157,6 +160,9 @@ impl Summary {
         );
         for (case, f) in &self.findings {
             s.push_str(&format!("  case {case}: {f}\n"));
+        }
+        for (case, n) in &self.notes {
+            s.push_str(&format!("  note, case {case}: {n}\n"));
         }
         s
     }
@@ -1371,6 +1377,12 @@ fn run_case(
         } else {
             s.leftovers += 1;
         }
+    }
+    if findings.is_empty() && !matches!(o.code, Some(0) | Some(4) | None) {
+        s.notes.insert(
+            case,
+            format!("{target:?} {}: exit {:?}: {first_line}", input.name, o.code),
+        );
     }
     drop(s);
     if findings.is_empty() {
