@@ -18,6 +18,7 @@
 //! reads `specs/*.toml`, [`templates`] renders `templates/**/*.hbs` and `OBS/*.hbs`, and
 //! [`config`] reads the optional config file and resolves options against it.
 
+pub mod cleanup;
 pub mod config;
 pub mod deps;
 pub mod error;

@@ -122,7 +122,7 @@ pub struct Payload {
     entries: Vec<Entry>,
     prefix: String,
     stats: PayloadStats,
-    _staging: Vec<Arc<tempfile::TempDir>>,
+    _staging: Vec<Arc<crate::cleanup::TempDir>>,
 }
 
 /// What to extract and where it goes.
@@ -178,7 +178,7 @@ impl Payload {
 /// may be added only once.
 pub struct PayloadBuilder {
     work_dir: PathBuf,
-    staging: Vec<Arc<tempfile::TempDir>>,
+    staging: Vec<Arc<crate::cleanup::TempDir>>,
     dir: PathBuf,
     entries: BTreeMap<String, Entry>,
     next_inode: u32,
@@ -189,9 +189,7 @@ pub struct PayloadBuilder {
 impl PayloadBuilder {
     /// A builder staging below `work_dir`; mtimes are clamped to `clamp_mtime`.
     pub fn new(work_dir: &Path, clamp_mtime: Option<u64>) -> Result<Self> {
-        let staging = tempfile::Builder::new()
-            .prefix(".korgpkg-staging-")
-            .tempdir_in(work_dir)
+        let staging = crate::cleanup::TempDir::staging_in(work_dir)
             .ctx(|| format!("creating a staging directory in {}", work_dir.display()))?;
         Ok(PayloadBuilder {
             work_dir: work_dir.to_path_buf(),
@@ -625,9 +623,7 @@ pub fn stage_stream(
     opts: &StageOptions<'_>,
     tap: Option<&mut (dyn Write + Send)>,
 ) -> Result<Payload> {
-    let staging = tempfile::Builder::new()
-        .prefix(".korgpkg-staging-")
-        .tempdir_in(work_dir)
+    let staging = crate::cleanup::TempDir::staging_in(work_dir)
         .ctx(|| format!("creating a staging directory in {}", work_dir.display()))?;
     let staging_dir = staging.path().to_path_buf();
     let mut stager = Stager::new(name, opts, &staging_dir);
@@ -945,7 +941,7 @@ impl<'a> Stager<'a> {
 
     /// Turn the staged map into the sorted entry list, adding implicit directories and
     /// assigning each hard-link group's data to its first path in sorted order.
-    fn finish(mut self, staging: tempfile::TempDir) -> Result<Payload> {
+    fn finish(mut self, staging: crate::cleanup::TempDir) -> Result<Payload> {
         let max_mtime = self.entries.values().map(|e| e.mtime).max().unwrap_or(0);
         // Implicit parent directories (and the top directory itself).
         let mut missing = Vec::new();

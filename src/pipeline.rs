@@ -12,8 +12,10 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::cleanup::{Cancel, Registration};
 use crate::deps::{self, ElfFile};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{Format, PackageMeta, Provenance};
@@ -262,6 +264,7 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
         .ok_or_else(|| Error::Usage(format!("spec {} vanished", plan.spec)))?;
     std::fs::create_dir_all(&req.out_dir)
         .ctx(|| format!("creating output directory {}", req.out_dir.display()))?;
+    crate::cleanup::sweep_stale(&req.out_dir);
 
     let bar = req.progress.then(|| {
         let pb = ProgressBar::new(0);
@@ -418,7 +421,11 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
 
 /// Write `meta` in every format of `planned`, each on its own thread into a temporary
 /// file in its output directory (`payload_for` gives each format's payload), and rename
-/// them all into place only when every one succeeded.
+/// them all into place only when every one succeeded. When one format fails, the others
+/// are stopped ([`Cancel`]) and that first failure is returned; when a rename fails, the
+/// packages already renamed are removed again, so the output directory gets all of them
+/// or none. Leftovers of killed builds in the output directories are removed first
+/// ([`crate::cleanup::sweep_stale`]).
 pub fn write_packages<'p>(
     meta: &PackageMeta,
     planned: &[PlannedOutput],
@@ -426,29 +433,38 @@ pub fn write_packages<'p>(
     templates: &Templates,
     options: &BuildOptions,
 ) -> Result<Vec<Output>> {
-    let ctx = BuildContext { templates, options };
+    let cancel = Cancel::new();
+    let ctx = BuildContext {
+        templates,
+        options,
+        cancel: &cancel,
+    };
+    for o in planned {
+        crate::cleanup::sweep_stale(o.path.parent().unwrap_or(Path::new(".")));
+    }
     // Each thread also hashes its finished file, so the hashing overlaps the others'
     // compression instead of following it.
-    type Written = (tempfile::NamedTempFile, u64, String);
+    type Written = (tempfile::NamedTempFile, Registration, u64, String);
+    let first_failure = AtomicUsize::new(usize::MAX);
     let results: Vec<Result<Written>> = std::thread::scope(|s| {
         let handles: Vec<_> = planned
             .iter()
-            .map(|o| {
-                let (meta, ctx) = (meta, &ctx);
+            .enumerate()
+            .map(|(i, o)| {
+                let (meta, ctx, first_failure) = (meta, &ctx, &first_failure);
                 let payload = payload_for(o.format);
                 s.spawn(move || -> Result<Written> {
-                    let out_dir = o.path.parent().unwrap_or(Path::new("."));
-                    let mut tmp = tempfile::Builder::new()
-                        .prefix(".korgpkg-")
-                        .suffix(".part")
-                        .tempfile_in(out_dir)
-                        .ctx(|| format!("creating a temporary file in {}", out_dir.display()))?;
-                    packager(o.format).write(meta, payload, ctx, tmp.as_file_mut())?;
-                    tmp.as_file()
-                        .sync_all()
-                        .ctx(|| format!("writing {}", o.path.display()))?;
-                    let (size, sha256) = hash_file(tmp.path())?;
-                    Ok((tmp, size, sha256))
+                    let written = write_one(meta, o, payload, ctx);
+                    if written.is_err() {
+                        let _ = first_failure.compare_exchange(
+                            usize::MAX,
+                            i,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        );
+                        ctx.cancel.cancel();
+                    }
+                    written
                 })
             })
             .collect();
@@ -460,20 +476,32 @@ pub fn write_packages<'p>(
             })
             .collect()
     });
+    // The failure that stopped the others, not the "stopped" errors it caused.
+    let first = first_failure.load(Ordering::SeqCst);
     let mut temps = Vec::new();
-    for r in results {
-        temps.push(r?);
+    let mut failure = None;
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(w) => temps.push(w),
+            Err(e) if i == first || failure.is_none() => failure = Some(e),
+            Err(_) => {}
+        }
     }
-    // Everything succeeded: move the files into place.
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    // Everything succeeded: move the files into place, all or none, without an
+    // interrupt in between (the registrations end after the section).
+    let mut registrations = Vec::new();
+    let mut finished = Vec::new();
+    for (tmp, registration, size, sha256) in temps {
+        registrations.push(registration);
+        finished.push((tmp, size, sha256));
+    }
+    let sums = crate::cleanup::uninterrupted(|| commit_outputs(finished, planned))?;
+    drop(registrations);
     let mut outputs = Vec::new();
-    for ((tmp, size, sha256), planned) in temps.into_iter().zip(planned) {
-        set_mode_0644(tmp.path());
-        tmp.persist(&planned.path).map_err(|e| e.error).ctx(|| {
-            format!(
-                "renaming the finished package to {}",
-                planned.path.display()
-            )
-        })?;
+    for ((size, sha256), planned) in sums.into_iter().zip(planned) {
         let f = planned.format;
         outputs.push(Output {
             format: f,
@@ -496,6 +524,53 @@ pub fn write_packages<'p>(
         });
     }
     Ok(outputs)
+}
+
+/// One format's package in a registered temp file beside its final path, synced, with
+/// its size and sha256.
+fn write_one(
+    meta: &PackageMeta,
+    o: &PlannedOutput,
+    payload: &crate::payload::Payload,
+    ctx: &BuildContext<'_>,
+) -> Result<(tempfile::NamedTempFile, Registration, u64, String)> {
+    let out_dir = o.path.parent().unwrap_or(Path::new("."));
+    let (mut tmp, registration) = crate::cleanup::temp_file_in(out_dir)
+        .ctx(|| format!("creating a temporary file in {}", out_dir.display()))?;
+    packager(o.format).write(meta, payload, ctx, tmp.as_file_mut())?;
+    tmp.as_file()
+        .sync_all()
+        .ctx(|| format!("writing {}", o.path.display()))?;
+    let (size, sha256) = hash_file(tmp.path())?;
+    Ok((tmp, registration, size, sha256))
+}
+
+/// Rename every finished temp file to its planned path; if one rename fails, remove the
+/// packages renamed before it and return the error.
+fn commit_outputs(
+    finished: Vec<(tempfile::NamedTempFile, u64, String)>,
+    planned: &[PlannedOutput],
+) -> Result<Vec<(u64, String)>> {
+    let mut done: Vec<&Path> = Vec::new();
+    let mut sums = Vec::new();
+    for ((tmp, size, sha256), planned) in finished.into_iter().zip(planned) {
+        set_mode_0644(tmp.path());
+        let renamed = tmp.persist(&planned.path).map_err(|e| e.error).ctx(|| {
+            format!(
+                "renaming the finished package to {}",
+                planned.path.display()
+            )
+        });
+        if let Err(e) = renamed {
+            for path in done {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
+        done.push(&planned.path);
+        sums.push((size, sha256));
+    }
+    Ok(sums)
 }
 
 /// What `korgpkg deps` found: the ELF files and each format's derived dependencies.

@@ -104,8 +104,12 @@ impl Packager for Deb {
         ar.append(&format!("control.tar.{ext}"), &control_member)?;
         ar.append_streamed(&format!("data.tar.{ext}"), |f| {
             let sink = BufWriter::with_capacity(COPY_BUFFER, f);
-            let enc =
-                tarball::write_data_tar(&entries, mtime, compress(compression, level, sink)?)?;
+            let enc = tarball::write_data_tar(
+                &entries,
+                mtime,
+                compress(compression, level, sink)?,
+                ctx.cancel,
+            )?;
             enc.finish()?
                 .flush()
                 .ctx(|| "writing data.tar to the package".into())

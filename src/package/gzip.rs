@@ -10,6 +10,11 @@
 //! writes, so packages stay reproducible. Input smaller than one chunk is compressed on
 //! the caller's thread and no worker is started. At most `workers + 1` chunks are in
 //! flight, so memory does not grow with the input.
+//!
+//! The first error (writing to the inner writer, or compressing) stops the pool: the
+//! workers are told to quit and joined, and that error is returned by this and every
+//! later call, so a caller that keeps writing after a failure (as `tar::Builder`'s drop
+//! does) gets the error at once instead of waiting for pieces that will never come.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -55,6 +60,8 @@ pub struct ParallelGzEncoder<W: Write> {
     crc: crc32fast::Hasher,
     total: u64,
     header_written: bool,
+    /// The first error, repeated by every later call.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 impl<W: Write> ParallelGzEncoder<W> {
@@ -73,7 +80,38 @@ impl<W: Write> ParallelGzEncoder<W> {
             crc: crc32fast::Hasher::new(),
             total: 0,
             header_written: false,
+            failed: None,
         }
+    }
+
+    /// The stored first error, if any, as a fresh `io::Error`.
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            Some((kind, msg)) => Err(io::Error::new(*kind, msg.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Remember `e` as the stream's failure and stop the workers, then return it.
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        if self.failed.is_none() {
+            self.failed = Some((e.kind(), e.to_string()));
+        }
+        self.stop_pool();
+        e
+    }
+
+    /// Close the job queue and the result queue and join the workers (each finishes at
+    /// most the one chunk it is compressing).
+    fn stop_pool(&mut self) {
+        if let Some(mut pool) = self.pool.take() {
+            pool.jobs.take();
+            drop(pool.results);
+            for t in pool.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+        self.early.clear();
     }
 
     fn inner(&mut self) -> io::Result<&mut W> {
@@ -161,6 +199,11 @@ impl<W: Write> ParallelGzEncoder<W> {
 
     /// Hand the buffered full chunk to the pool.
     fn dispatch(&mut self) -> io::Result<()> {
+        self.check()?;
+        self.dispatch_inner().map_err(|e| self.fail(e))
+    }
+
+    fn dispatch_inner(&mut self) -> io::Result<()> {
         if self.pool.is_none() {
             self.pool = Some(self.start_pool());
         }
@@ -182,6 +225,11 @@ impl<W: Write> ParallelGzEncoder<W> {
     /// Compress what is left, write the final block and the trailer, and return the
     /// inner writer.
     pub fn finish(mut self) -> io::Result<W> {
+        self.check()?;
+        self.finish_inner().map_err(|e| self.fail(e))
+    }
+
+    fn finish_inner(&mut self) -> io::Result<W> {
         if !self.buf.is_empty() {
             // The last, partial chunk, on this thread.
             let chunk = std::mem::take(&mut self.buf);
@@ -211,6 +259,7 @@ impl<W: Write> ParallelGzEncoder<W> {
 
 impl<W: Write> Write for ParallelGzEncoder<W> {
     fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        self.check()?;
         let n = data.len();
         while !data.is_empty() {
             if self.buf.capacity() == 0 {
@@ -230,22 +279,20 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
     fn flush(&mut self) -> io::Result<()> {
         // Whole chunks only: flushing mid-chunk would make the output depend on when
         // callers flush.
-        self.drain(usize::MAX)?;
-        match self.inner.as_mut() {
-            Some(w) => w.flush(),
-            None => Ok(()),
-        }
+        self.check()?;
+        let flushed = self
+            .drain(usize::MAX)
+            .and_then(|_| match self.inner.as_mut() {
+                Some(w) => w.flush(),
+                None => Ok(()),
+            });
+        flushed.map_err(|e| self.fail(e))
     }
 }
 
 impl<W: Write> Drop for ParallelGzEncoder<W> {
     fn drop(&mut self) {
-        if let Some(mut pool) = self.pool.take() {
-            pool.jobs.take();
-            for t in pool.threads.drain(..) {
-                let _ = t.join();
-            }
-        }
+        self.stop_pool();
     }
 }
 
@@ -335,6 +382,69 @@ mod tests {
         assert!(one == compress(&data, 5, 4, 4096));
         assert!(one == compress(&data, 5, 2, 3 * CHUNK + 1));
         assert!(one != compress(&data, 1, 2, CHUNK), "level is honoured");
+    }
+
+    /// A writer that takes `room` bytes, then fails like a full disk.
+    struct Full {
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Run `f` on a thread; fail the test if it has not returned within a minute (a
+    /// deadlock never returns; debug builds compress slowly on a loaded machine).
+    fn within_seconds(f: impl FnOnce() + Send + 'static) {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the gzip writer hung after a write error");
+    }
+
+    #[test]
+    fn a_write_error_is_returned_by_every_later_call_without_hanging() {
+        within_seconds(|| {
+            let data = sample(4 * CHUNK);
+            let mut enc = ParallelGzEncoder::new(Full { room: CHUNK / 4 }, 1, 2);
+            let err = data
+                .chunks(64 * 1024)
+                .find_map(|part| enc.write_all(part).err())
+                .expect("the full writer must fail");
+            assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+            // Writing on after the failure (as tar::Builder's drop does) must not wait
+            // for the stopped workers.
+            for _ in 0..3 {
+                let again = enc.write_all(&data[..2 * CHUNK]).expect_err("still failed");
+                assert!(again.to_string().contains("space"), "{again}");
+            }
+            assert!(enc.flush().is_err());
+            assert!(enc.finish().is_err());
+        });
+    }
+
+    #[test]
+    fn a_failure_in_finish_is_reported() {
+        within_seconds(|| {
+            let data = sample(3 * CHUNK + 10);
+            let mut enc = ParallelGzEncoder::new(Full { room: 100 }, 1, 3);
+            // Chunks may still be in flight: the error comes from write or finish.
+            let failed = enc.write_all(&data).is_err();
+            assert!(failed || enc.finish().is_err());
+        });
     }
 
     #[test]

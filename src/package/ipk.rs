@@ -62,7 +62,12 @@ impl Packager for Ipk {
         let control_gz = gz.finish()?;
         let write_data = |f: &mut File| -> Result<()> {
             let sink = BufWriter::with_capacity(COPY_BUFFER, f);
-            let enc = tarball::write_data_tar(&entries, mtime, Compressed::gzip(sink, level))?;
+            let enc = tarball::write_data_tar(
+                &entries,
+                mtime,
+                Compressed::gzip(sink, level),
+                ctx.cancel,
+            )?;
             enc.finish()?.flush().ctx(|| "writing data.tar.gz".into())
         };
 
@@ -84,7 +89,8 @@ impl Packager for Ipk {
                 let sink = BufWriter::with_capacity(COPY_BUFFER, &mut *out);
                 let mut b = tar::Builder::new(Compressed::gzip(sink, level));
                 tarball::write_tar_member(&mut b, "debian-binary", mtime, 4, &b"2.0\n"[..])?;
-                tarball::write_tar_member(&mut b, "data.tar.gz", mtime, size, &mut tmp)?;
+                let data_gz = ctx.cancel.reader(&mut tmp);
+                tarball::write_tar_member(&mut b, "data.tar.gz", mtime, size, data_gz)?;
                 tarball::write_tar_member(
                     &mut b,
                     "control.tar.gz",

@@ -90,6 +90,8 @@ pub enum IpkOuter {
 pub struct BuildContext<'a> {
     pub templates: &'a Templates,
     pub options: &'a BuildOptions,
+    /// Set when another format failed: packagers stop at their next read of the payload.
+    pub cancel: &'a crate::cleanup::Cancel,
 }
 
 /// One package format: writes packages and reads them back.

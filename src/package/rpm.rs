@@ -22,6 +22,7 @@ use rpm::{
 };
 
 use super::{cpio, BuildContext, FileKind, InspectedFile, Inspection, Packager, RpmCompression};
+use crate::cleanup::Cancel;
 use crate::error::{Error, IoContext, Result};
 use crate::model::relation::{Relation, RelationKind};
 use crate::model::{Format, PackageMeta};
@@ -108,7 +109,15 @@ impl Packager for Rpm {
             RpmCompression::Zstd => Compressor::Zstd(ctx.options.zstd_level),
             RpmCompression::Gzip => Compressor::Gzip(ctx.options.gzip_level),
         };
-        write_rpm(meta, &entries, compression, false, &flagged, out)
+        write_rpm(
+            meta,
+            &entries,
+            compression,
+            false,
+            &flagged,
+            out,
+            ctx.cancel,
+        )
     }
 
     fn detect(&self, head: &[u8], _path: &Path) -> bool {
@@ -328,19 +337,21 @@ struct PayloadFile {
     raw_len: u64,
 }
 
-fn write_payload(plan: &Plan<'_>, compressor: Compressor) -> Result<PayloadFile> {
+fn write_payload(plan: &Plan<'_>, compressor: Compressor, cancel: &Cancel) -> Result<PayloadFile> {
     let ctx = || "writing the rpm payload to a temporary file".to_string();
     let tmp = tempfile::tempfile().ctx(ctx)?;
     let sink = HashingWriter::new(BufWriter::with_capacity(COPY_BUFFER, tmp));
     let (sink, raw_sha256, raw_len) = match compressor {
         Compressor::Zstd(level) => {
             let enc = super::Compressed::zstd(sink, level)?;
-            let (enc, sha, len) = write_archive(plan, HashingWriter::new(enc))?.into_parts();
+            let (enc, sha, len) =
+                write_archive(plan, HashingWriter::new(enc), cancel)?.into_parts();
             (enc.finish()?, sha, len)
         }
         Compressor::Gzip(level) => {
             let enc = super::Compressed::gzip(sink, level);
-            let (enc, sha, len) = write_archive(plan, HashingWriter::new(enc))?.into_parts();
+            let (enc, sha, len) =
+                write_archive(plan, HashingWriter::new(enc), cancel)?.into_parts();
             (enc.finish()?, sha, len)
         }
     };
@@ -356,11 +367,12 @@ fn write_payload(plan: &Plan<'_>, compressor: Compressor) -> Result<PayloadFile>
     })
 }
 
-/// Stream the cpio archive of `plan` into `w`.
-fn write_archive<W: Write>(plan: &Plan<'_>, w: W) -> Result<W> {
+/// Stream the cpio archive of `plan` into `w`; stops with an error once `cancel` is set.
+fn write_archive<W: Write>(plan: &Plan<'_>, w: W, cancel: &Cancel) -> Result<W> {
     let mut cw = cpio::Writer::new(w);
     let mut buf = vec![0u8; COPY_BUFFER];
     for &(i, content) in &plan.order {
+        cancel.check().ctx(|| "writing the rpm payload".into())?;
         let row = &plan.rows[i];
         let path = &row.entry.path;
         let ctx = || format!("adding {path} to the rpm payload");
@@ -384,7 +396,7 @@ fn write_archive<W: Write>(plan: &Plan<'_>, w: W) -> Result<W> {
         match (&row.entry.kind, row.data) {
             (EntryKind::Symlink(target), _) => cw.data(target.as_bytes()).ctx(ctx)?,
             (_, Some(data)) => {
-                let mut reader = data.open()?;
+                let mut reader = cancel.reader(data.open()?);
                 cw.copy(&mut reader, &mut buf).ctx(ctx)?;
             }
             _ => return Err(Error::input(path, "entry has a size but no contents")),
@@ -892,9 +904,10 @@ fn write_rpm(
     force_large: bool,
     flagged: &[(String, u32)],
     out: &mut File,
+    cancel: &Cancel,
 ) -> Result<()> {
     let plan = plan(entries, force_large)?;
-    let payload = write_payload(&plan, compressor)?;
+    let payload = write_payload(&plan, compressor, cancel)?;
 
     let mut tags = meta_entries(meta, &plan, compressor)?;
     tags.extend(file_entries(&plan, flagged));

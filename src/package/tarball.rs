@@ -7,6 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use super::{FileKind, InspectedFile};
+use crate::cleanup::Cancel;
 use crate::error::{Error, IoContext, Result};
 use crate::payload::{Entry, EntryKind};
 
@@ -73,13 +74,14 @@ fn set_field(field: &mut [u8], value: &[u8]) {
 
 /// Stream `entries` (sorted, absolute paths) into `w` as a GNU tar whose members are
 /// named `./usr/...`, directories with a trailing slash, preceded by `./` itself, the
-/// way dpkg-deb writes data archives.
-pub fn write_data_tar<W: Write>(entries: &[Entry], mtime: u64, w: W) -> Result<W> {
+/// way dpkg-deb writes data archives. Stops with an error once `cancel` is set.
+pub fn write_data_tar<W: Write>(entries: &[Entry], mtime: u64, w: W, cancel: &Cancel) -> Result<W> {
     let mut b = tar::Builder::new(w);
     let root = header(0o755, mtime, 0, tar::EntryType::Directory);
     append_named(&mut b, root, "./", None, io::empty())
         .ctx(|| "writing the data archive".into())?;
     for e in entries {
+        cancel.check().ctx(|| "writing the data archive".into())?;
         if e.path == "/" {
             continue;
         }
@@ -92,7 +94,7 @@ pub fn write_data_tar<W: Write>(entries: &[Entry], mtime: u64, w: W) -> Result<W
             }
             EntryKind::File(data) => {
                 let h = header(e.mode, e.mtime, data.size, tar::EntryType::Regular);
-                append_named(&mut b, h, &name, None, data.open()?).ctx(ctx)?;
+                append_named(&mut b, h, &name, None, cancel.reader(data.open()?)).ctx(ctx)?;
             }
             EntryKind::Symlink(target) => {
                 let h = header(0o777, e.mtime, 0, tar::EntryType::Symlink);

@@ -1211,18 +1211,41 @@ fn apply_with(
             .map(|s| s.package.path.clone())
             .collect(),
     };
-    // Temporary files a killed publisher left, once per pool directory.
-    let dirs: BTreeSet<PathBuf> = plans
-        .iter()
-        .filter_map(|(_, _, _, p)| root.join(&p.path).parent().map(Path::to_path_buf))
-        .collect();
-    for dir in &dirs {
-        clean_stale(dir);
+    // What a failed or killed publisher left: orphaned pool files, temp files and an
+    // unfinished generation. Judged by the saved state: the packages this run removes
+    // are still served until the switch.
+    if let Ok(saved) = load_state(root) {
+        remove_leftovers(root, &saved);
     }
+    let previous = state.generation;
+    let added = import_and_commit(&ctx, plans, &mut state, &mut report, always_commit);
+    if added.is_err() && load_state(root).is_ok_and(|s| s.generation == previous) {
+        // The state was not saved, so nothing refers to what this publish wrote: remove
+        // its pool files and its generation now rather than leave them to the next one.
+        if let Ok(saved) = load_state(root) {
+            remove_leftovers(root, &saved);
+        }
+    }
+    report.generation = added?;
+    delete_unreferenced(root, &state, &report.removed);
+    Ok(report)
+}
+
+/// Import `plans` into the pools, add them to `state` and `report`, and commit a new
+/// generation (see [`commit`]) unless nothing changed and `always_commit` is false;
+/// returns the generation served afterwards.
+fn import_and_commit(
+    ctx: &Context<'_>,
+    plans: Vec<(PathBuf, package::Inspection, FileSums, PublishedPackage)>,
+    state: &mut State,
+    report: &mut Report,
+    always_commit: bool,
+) -> Result<u64> {
+    let root = ctx.root;
     // Import (copy or re-sign into the pool) in parallel; entries keep the input order.
     let imported = par_map(&plans, |(file, info, sums, published)| -> Result<_> {
         let repo = repository(info.format);
-        let imported = repo.import(&ctx, file, info, sums, &published.path)?;
+        let imported = repo.import(ctx, file, info, sums, &published.path)?;
         let mtime = mtime_of(&root.join(&published.path))?;
         Ok((imported, mtime))
     })
@@ -1245,11 +1268,66 @@ fn apply_with(
         });
     }
     if !always_commit && report.added.is_empty() && report.removed.is_empty() {
-        return Ok(report);
+        return Ok(state.generation);
     }
-    report.generation = commit(&ctx, &mut state)?;
-    delete_unreferenced(root, &state, &report.removed);
-    Ok(report)
+    commit(ctx, state)
+}
+
+/// The directories that hold pool files, relative to the repository directory.
+const POOLS: [&str; 3] = ["apt/pool", "rpm/Packages", "opkg-pool"];
+
+/// Remove what a failed or killed publisher left behind, as far as `state` (the saved
+/// state) shows: pool files it does not refer to and the directories they leave empty,
+/// `.korgpkg-*.part` temp files, and generation directories newer than its generation.
+/// Called only under the repository lock; best effort (what cannot be removed stays,
+/// and is tried again by the next publish).
+fn remove_leftovers(root: &Path, state: &State) {
+    let mut referenced: HashSet<PathBuf> = HashSet::new();
+    for s in &state.packages {
+        referenced.insert(root.join(&s.package.path));
+        if s.package.format == Format::Ipk {
+            // The package's detached signature (OpenEmbedded feeds).
+            referenced.insert(root.join(format!("{}.asc", s.package.path)));
+        }
+    }
+    for pool in POOLS {
+        remove_unreferenced(&root.join(pool), &referenced, false);
+    }
+    for dir in ["", STATE_DIR, "apt", "rpm"] {
+        clean_stale(&root.join(dir));
+    }
+    let gen_root = root.join(STATE_DIR).join("gen");
+    if let Ok(dir) = fs::read_dir(&gen_root) {
+        for e in dir.flatten() {
+            let n: Option<u64> = e.file_name().to_str().and_then(|s| s.parse().ok());
+            if n.is_some_and(|n| n > state.generation) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Remove the files below `dir` that are not in `referenced` (and `.korgpkg-*.part`
+/// temp files), then the directories left empty (not `dir` itself unless `remove_dir`).
+/// Returns whether `dir` is now empty.
+fn remove_unreferenced(dir: &Path, referenced: &HashSet<PathBuf>, remove_dir: bool) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    let mut empty = true;
+    for e in entries.flatten() {
+        let path = e.path();
+        let gone = match e.file_type() {
+            Ok(t) if t.is_dir() => remove_unreferenced(&path, referenced, true),
+            Ok(t) if t.is_file() && !referenced.contains(&path) => fs::remove_file(&path).is_ok(),
+            _ => false,
+        };
+        empty &= gone;
+    }
+    if empty && remove_dir {
+        return fs::remove_dir(dir).is_ok();
+    }
+    empty
 }
 
 /// Delete the pool files of `removed` packages that no package in `state` refers to

@@ -333,3 +333,72 @@ pub fn ends_quietly_into_closed_pipe(cmd: &mut Command) {
         "{cmd:?} into a closed pipe: {stderr}"
     );
 }
+
+/// `n` deterministic pseudo-random (incompressible) bytes.
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
+/// `llvm-18.1.8-x86_64.tar.gz` in `dir` holding `mib` files of 1 MiB of noise (packages
+/// as large as their payload, compressed in several gzip/zstd chunks).
+pub fn noise_tarball(dir: &Path, mib: usize) -> PathBuf {
+    let top = "llvm-18.1.8-x86_64";
+    let mut items = vec![(top.to_string(), Item::Dir("", 0o755))];
+    for i in 0..mib {
+        items.push((
+            format!("{top}/lib/blob{i}"),
+            Item::File(String::new(), 0o644, noise(1 << 20, i as u64 + 1)),
+        ));
+    }
+    write(dir, "llvm-18.1.8-x86_64.tar.gz", &gz(&tar_bytes(&items)))
+}
+
+/// A tmpfs of `size` (`4m`) mounted on a fresh directory, unmounted when dropped; `None`
+/// (with a message) where mounting is not allowed (not root, no CAP_SYS_ADMIN).
+pub struct Tmpfs {
+    pub dir: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("mnt");
+        std::fs::create_dir(&dir).expect("mount point");
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output();
+        match o {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                dir,
+                _parent: parent,
+            }),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs (run as root): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}

@@ -54,8 +54,18 @@ impl TestRepo {
     /// Keys (Ed25519 unless `rsa`), `repo init` with `init_args`, served.
     pub fn new(rsa: bool, init_args: &[&str]) -> TestRepo {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let keys = tmp.path().join("keys");
         let root = tmp.path().join("repo");
+        TestRepo::with_root(tmp, root, rsa, init_args)
+    }
+
+    /// Like [`TestRepo::new`], with the repository at `root` (keys stay in `tmp`).
+    pub fn with_root(
+        tmp: tempfile::TempDir,
+        root: PathBuf,
+        rsa: bool,
+        init_args: &[&str],
+    ) -> TestRepo {
+        let keys = tmp.path().join("keys");
         let mut gen = korgpkg();
         gen.args([
             "key",
