@@ -12,6 +12,7 @@ pub mod config;
 pub mod deps;
 pub mod error;
 pub mod fetch;
+pub mod image;
 pub mod kernel;
 pub mod obs;
 pub mod package;

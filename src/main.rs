@@ -16,6 +16,10 @@ use korgpkg::templates::Templates;
 use korgpkg::verify::Keyring;
 use korgpkg::Error;
 
+mod cli {
+    pub mod image;
+}
+
 const EXAMPLES: &str = "\
 Examples:
   korgpkg specs
@@ -173,6 +177,9 @@ Examples:
     /// Hand packages to Open Build Service: package sources, push, build results.
     #[command(subcommand, after_help = OBS_EXAMPLES)]
     Obs(ObsCommand),
+    /// Build OCI container images from korgpkg packages and push them to registries.
+    #[command(subcommand)]
+    Image(cli::image::ImageCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  korgpkg completions bash > /etc/bash_completion.d/korgpkg\n  korgpkg completions zsh > \"${fpath[1]}/_korgpkg\""
@@ -707,6 +714,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Obs(command) => obs_command(command, &cli, &config, &specs, &templates, terminal),
         Command::Key(cmd) => key_command(cmd),
+        Command::Image(cmd) => cli::image::run(cmd, cli.quiet),
         Command::Publish(args) => publish_command(args, &templates),
         Command::Repo(cmd) => repo_command(cmd, &templates),
         Command::Serve { dir, listen } => korgpkg::publish::serve::serve(dir, listen),

@@ -1,0 +1,240 @@
+//! `korgpkg image`: build OCI images from korgpkg's packages and push them to registries.
+
+use std::path::PathBuf;
+
+use korgpkg::image::{self, Base, BuildRequest, LayerCompression, OutputFormat, User};
+use korgpkg::Error;
+
+const BUILD_EXAMPLES: &str = "\
+Examples:
+  mmdebstrap --variant=minbase --include=make,libc6 bookworm base.tar
+  SOURCE_DATE_EPOCH=1700000000 korgpkg image build korg-clang-18 --repo /srv/korg --base-rootfs base.tar --out korg-clang-18/
+  korgpkg image build dist/korg-clang-18_18.1.8-1_amd64.deb --base oci:debian:bookworm --user 1000:1000 --out img/
+  korgpkg image build korg-clang-18=18.1.8-1 korg-gcc-14-aarch64-linux --repo /srv/korg --base-rootfs base.tar --name korg-clang --tag 18 --tag latest --out img/
+  korgpkg image build korg-clang-18 --repo /srv/korg --base-rootfs base.tar --format docker-archive --out korg-clang-18.tar
+  podman load -i korg-clang-18.tar
+
+Each package becomes its own layer, made only from its data.tar, so it has the same digest
+on every base. The packages' Depends are checked against the base's dpkg status first: a
+base that lacks one is refused (exit 4) and nothing is written.";
+
+const PUSH_EXAMPLES: &str = "\
+Examples:
+  korgpkg image push korg-clang-18/ registry.example.org/korg/korg-clang:18
+  korgpkg image push oci:img:18 127.0.0.1:5000/korg-clang:18 --json
+  REGISTRY_AUTH_FILE=auth.json korgpkg image push img/ registry.example.org/korg-clang:latest
+
+Credentials: $KORGPKG_REGISTRY_USER/$KORGPKG_REGISTRY_PASSWORD, else $REGISTRY_AUTH_FILE,
+$XDG_RUNTIME_DIR/containers/auth.json or ~/.docker/config.json (\"auths\").
+https only, except 127.0.0.1/localhost or --insecure-registry.";
+
+/// `korgpkg image` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Build an OCI image (layout directory or docker-archive) from korgpkg packages.
+    #[command(after_help = BUILD_EXAMPLES)]
+    Build(BuildArgs),
+    /// Push an OCI image layout to a registry (OCI distribution API).
+    #[command(after_help = PUSH_EXAMPLES)]
+    Push(PushArgs),
+}
+
+/// `korgpkg image build`.
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// Packages: .deb files, or `NAME[=VERSION]` from `--repo`.
+    #[arg(required = true)]
+    packages: Vec<String>,
+    /// A korgpkg repository to take packages from by name.
+    #[arg(long, value_name = "DIR")]
+    repo: Option<PathBuf>,
+    /// Base image: an OCI layout, `oci:DIR[:TAG]`.
+    #[arg(long, value_name = "oci:DIR[:TAG]", conflicts_with = "base_rootfs")]
+    base: Option<String>,
+    /// Base root filesystem tarball (tar, .tar.gz, .tar.zst), used as the base layer as is.
+    #[arg(long, value_name = "FILE", required_unless_present = "base")]
+    base_rootfs: Option<PathBuf>,
+    /// Output: a directory (oci) or a file (docker-archive).
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "oci")]
+    format: FormatArg,
+    /// Compression of the layers korgpkg writes.
+    #[arg(long, value_enum, default_value = "gzip")]
+    layer_compression: CompressionArg,
+    /// Run as this unprivileged user (`kbuild`, home /home/kbuild), e.g. 1000:1000.
+    #[arg(long, value_name = "UID:GID")]
+    user: Option<String>,
+    /// Working directory [default: /home/kbuild with --user, else /].
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// Image name [default: the first package's name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Tag; repeatable [default: the first package's version].
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// org.opencontainers.image.source [default: the first package's upstream URL].
+    #[arg(long, value_name = "URL")]
+    source: Option<String>,
+    /// Platform, `linux/ARCH` (GOARCH) [default: the packages' architecture].
+    #[arg(long, value_name = "linux/ARCH")]
+    platform: Option<String>,
+    /// Machine-readable report.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FormatArg {
+    Oci,
+    DockerArchive,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CompressionArg {
+    Gzip,
+    Zstd,
+}
+
+/// `korgpkg image push`.
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    /// The image: an OCI layout directory or `oci:DIR[:TAG]`.
+    image: String,
+    /// Destination `[docker://]HOST[:PORT]/NAME[:TAG]` [tag default: the layout's tag].
+    destination: String,
+    /// Allow plain http (and unverified https) to a registry other than 127.0.0.1.
+    #[arg(long)]
+    insecure_registry: bool,
+    /// Machine-readable report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The Debian architecture of a `linux/GOARCH[/VARIANT]` platform.
+fn platform_deb_arch(platform: &str) -> Result<String, Error> {
+    let arch = platform
+        .strip_prefix("linux/")
+        .map(|a| a.split('/').next().unwrap_or(a))
+        .ok_or_else(|| Error::Usage(format!("--platform {platform:?}: expected linux/ARCH")))?;
+    for deb in [
+        "amd64", "arm64", "armhf", "armel", "i386", "ppc64el", "s390x", "riscv64",
+    ] {
+        if image::oci_arch(deb).is_some_and(|(a, _)| a == arch) {
+            return Ok(deb.to_string());
+        }
+    }
+    Err(Error::Usage(format!(
+        "--platform {platform:?}: unknown architecture"
+    )))
+}
+
+fn source_date_epoch() -> Result<Option<u64>, Error> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| Error::Usage(format!("SOURCE_DATE_EPOCH={v:?} is not a number"))),
+        _ => Ok(None),
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Usage(format!("cannot encode JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Run an `image` subcommand.
+pub fn run(cmd: &ImageCommand, quiet: bool) -> Result<(), Error> {
+    match cmd {
+        ImageCommand::Build(args) => build(args),
+        ImageCommand::Push(args) => push(args, quiet),
+    }
+}
+
+fn build(args: &BuildArgs) -> Result<(), Error> {
+    let arch = match &args.platform {
+        Some(p) => platform_deb_arch(p)?,
+        None => image::host_deb_arch().to_string(),
+    };
+    let mut packages = Vec::new();
+    for p in &args.packages {
+        let path = PathBuf::from(p);
+        if p.ends_with(".deb") || path.is_file() {
+            packages.push(path);
+        } else {
+            let repo = args.repo.as_ref().ok_or_else(|| {
+                Error::Usage(format!(
+                    "{p}: not a .deb file; name packages by name only with --repo DIR"
+                ))
+            })?;
+            packages.push(image::resolve_package(repo, p, &arch)?);
+        }
+    }
+    let base = match (&args.base, &args.base_rootfs) {
+        (Some(b), _) => Base::parse_oci(b)?,
+        (None, Some(f)) => Base::Rootfs(f.clone()),
+        (None, None) => return Err(Error::Usage("name a --base or --base-rootfs".into())),
+    };
+    let req = BuildRequest {
+        base,
+        packages,
+        out: args.out.clone(),
+        format: match args.format {
+            FormatArg::Oci => OutputFormat::Oci,
+            FormatArg::DockerArchive => OutputFormat::DockerArchive,
+        },
+        compression: match args.layer_compression {
+            CompressionArg::Gzip => LayerCompression::Gzip,
+            CompressionArg::Zstd => LayerCompression::Zstd,
+        },
+        user: args.user.as_deref().map(User::parse).transpose()?,
+        workdir: args.workdir.clone(),
+        name: args.name.clone(),
+        tags: args.tags.clone(),
+        source: args.source.clone(),
+        source_date_epoch: source_date_epoch()?,
+    };
+    let report = image::build(&req)?;
+    if args.json {
+        return print_json(&report);
+    }
+    println!(
+        "{} {} ({}, {})",
+        report.out.display(),
+        report.manifest,
+        report.platform,
+        report.tags.join(", ")
+    );
+    for l in &report.layers {
+        println!("  {} {} layer {}", l.package, l.version, l.digest);
+    }
+    Ok(())
+}
+
+fn push(args: &PushArgs, quiet: bool) -> Result<(), Error> {
+    let (dir, tag) = Base::oci_parts(&args.image)?;
+    let report = image::push::push(&image::push::PushRequest {
+        layout: dir,
+        tag,
+        destination: args.destination.clone(),
+        insecure: args.insecure_registry,
+        progress: !quiet && !args.json,
+    })?;
+    if args.json {
+        return print_json(&report);
+    }
+    println!(
+        "{} {} ({} blobs uploaded, {} already there)",
+        report.reference,
+        report.digest,
+        report.uploaded.len(),
+        report.existing.len()
+    );
+    Ok(())
+}
