@@ -260,9 +260,11 @@ pub fn read_json_blob<T: serde::de::DeserializeOwned>(
     Ok((value, bytes))
 }
 
-/// Write a docker-archive (`docker save` format, with the OCI layout inside as Docker
-/// 25 writes it): `manifest.json` names the config and layers by their blob paths. The
-/// tar is written to a temp file beside `out` and renamed into place.
+/// Write a docker-archive (`docker save` format): `manifest.json` names the config and
+/// the layers by their paths under `blobs/sha256/` (as Docker 25 lays them out). No OCI
+/// `index.json` is included: podman would then read the tar as an oci-archive and take
+/// the bare tag for the image name. The tar is written to a temp file beside `out` and
+/// renamed into place.
 pub fn write_docker_archive(
     layout: &Path,
     config: &str,
@@ -327,11 +329,6 @@ pub fn write_docker_archive(
         let mut h = header(size, tar::EntryType::Regular, 0o644);
         tar.append_data(&mut h, format!("blobs/sha256/{name}"), file)
             .map_err(io_err)?;
-    }
-    for name in ["index.json", "oci-layout"] {
-        let bytes = read_small(&layout.join(name))?;
-        let mut h = header(bytes.len() as u64, tar::EntryType::Regular, 0o644);
-        tar.append_data(&mut h, name, &bytes[..]).map_err(io_err)?;
     }
     let mut h = header(manifest.len() as u64, tar::EntryType::Regular, 0o644);
     tar.append_data(&mut h, "manifest.json", &manifest[..])
