@@ -233,7 +233,7 @@ fn image_is_reproducible_across_dirs_umask_and_tz() {
         let report: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
         digests.push((
             report["manifest"].as_str().expect("m").to_string(),
-            report["layers"][0]["diff_id"]
+            report["platforms"][0]["layers"][0]["diff_id"]
                 .as_str()
                 .expect("d")
                 .to_string(),
@@ -579,10 +579,10 @@ fn image_on_an_oci_base_keeps_the_package_layer_digest() {
         .arg(&second);
     let two: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
     assert_eq!(
-        one["layers"][0]["digest"], two["layers"][0]["digest"],
+        one["platforms"][0]["layers"][0]["digest"], two["platforms"][0]["layers"][0]["digest"],
         "a package's layer is the same on every base"
     );
-    assert_eq!(two["base_digest"], one["manifest"]);
+    assert_eq!(two["platforms"][0]["base_digest"], one["manifest"]);
     let inspect: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
         .arg("inspect")
         .arg(format!("oci:{}:on-oci", second.display()))))
@@ -619,4 +619,98 @@ fn image_on_an_oci_base_keeps_the_package_layer_digest() {
         .arg(&third));
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     assert!(!third.exists());
+}
+
+#[test]
+fn multi_arch_image_is_an_index_and_pushes() {
+    need_tool("skopeo");
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let amd64 = toolchain_deb(tmp.path());
+    // arm64: a real aarch64 ELF (from libc6-arm64-cross) as the compiler, and a small
+    // arm64 base whose dpkg database has the libc6 it needs.
+    let top = "llvm-18.1.8-aarch64";
+    let elf = std::fs::read("/usr/aarch64-linux-gnu/lib/libm.so.6")
+        .expect("libc6-arm64-cross is installed (scripts/test installs it)");
+    let items = vec![
+        (top.to_string(), Item::Dir("", 0o755)),
+        (format!("{top}/bin"), Item::Dir("", 0o755)),
+        (
+            format!("{top}/bin/clang-18"),
+            Item::File(String::new(), 0o755, elf),
+        ),
+    ];
+    let arm_dir = tmp.path().join("arm64");
+    std::fs::create_dir_all(&arm_dir).expect("mkdir");
+    let tarball = common::write(
+        &arm_dir,
+        &format!("{top}.tar.xz"),
+        &common::xz(&tar_bytes(&items)),
+    );
+    let report = build_json(
+        "korg-clang-18",
+        &tarball,
+        &arm_dir.join("dist"),
+        &["--format", "deb"],
+    );
+    let arm64 = output_path(&report, "deb");
+    let status = b"Package: libc6\nStatus: install ok installed\nVersion: 2.36-9+deb12u4\nArchitecture: arm64\n\n".to_vec();
+    let arm_base = common::write(
+        &arm_dir,
+        "arm64-base.tar",
+        &tar_bytes(&[(
+            "var/lib/dpkg/status".to_string(),
+            Item::File(String::new(), 0o644, status),
+        )]),
+    );
+
+    let out = tmp.path().join("multi");
+    let mut c = image_build(&[
+        "--json",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--tag",
+        "18",
+        "--name",
+        "korg-clang",
+    ]);
+    c.arg(&amd64)
+        .arg(&arm64)
+        .arg("--base-rootfs")
+        .arg(format!("amd64={}", base.display()))
+        .arg("--base-rootfs")
+        .arg(format!("arm64={}", arm_base.display()))
+        .arg("--out")
+        .arg(&out);
+    let report: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    assert_eq!(
+        report["media_type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(report["platforms"][1]["platform"], "linux/arm64/v8");
+    let raw: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:18", out.display()))))
+    .expect("json");
+    assert_eq!(raw["manifests"].as_array().map(Vec::len), Some(2), "{raw}");
+    let arm: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["--override-arch", "arm64", "inspect"])
+        .arg(format!("oci:{}:18", out.display()))))
+    .expect("json");
+    assert_eq!(arm["Architecture"], "arm64");
+    assert_eq!(
+        arm["Layers"][1],
+        report["platforms"][1]["layers"][0]["digest"]
+    );
+
+    let registry = Registry::start(None);
+    let dest = format!("{}/korg-clang:18", registry.host);
+    let pushed = pushed(push(&out, &dest, &[]));
+    assert_eq!(pushed["digest"], report["manifest"]);
+    assert_eq!(pushed["manifests"].as_array().map(Vec::len), Some(3));
+    let served: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{dest}"))))
+    .expect("json");
+    assert_eq!(served, raw, "the registry serves the same index");
 }

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use korgpkg::image::{self, Base, BuildRequest, LayerCompression, OutputFormat, User};
+use korgpkg::image::{
+    self, Base, BuildRequest, LayerCompression, OutputFormat, PlatformInput, User,
+};
 use korgpkg::Error;
 
 const BUILD_EXAMPLES: &str = "\
@@ -33,7 +35,7 @@ https only, except 127.0.0.1/localhost or --insecure-registry.";
 pub enum ImageCommand {
     /// Build an OCI image (layout directory or docker-archive) from korgpkg packages.
     #[command(after_help = BUILD_EXAMPLES)]
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Push an OCI image layout to a registry (OCI distribution API).
     #[command(after_help = PUSH_EXAMPLES)]
     Push(PushArgs),
@@ -48,12 +50,13 @@ pub struct BuildArgs {
     /// A korgpkg repository to take packages from by name.
     #[arg(long, value_name = "DIR")]
     repo: Option<PathBuf>,
-    /// Base image: an OCI layout, `oci:DIR[:TAG]`.
-    #[arg(long, value_name = "oci:DIR[:TAG]", conflicts_with = "base_rootfs")]
-    base: Option<String>,
-    /// Base root filesystem tarball (tar, .tar.gz, .tar.zst), used as the base layer as is.
-    #[arg(long, value_name = "FILE", required_unless_present = "base")]
-    base_rootfs: Option<PathBuf>,
+    /// Base image: an OCI layout, `oci:DIR[:TAG]`; `ARCH=oci:...` per platform.
+    #[arg(long, value_name = "[ARCH=]oci:DIR[:TAG]")]
+    base: Vec<String>,
+    /// Base root filesystem tarball (tar, .tar.gz, .tar.zst), used as the base layer as
+    /// is; `ARCH=FILE` per platform (`arm64=bookworm-arm64.tar`).
+    #[arg(long, value_name = "[ARCH=]FILE")]
+    base_rootfs: Vec<String>,
     /// Output: a directory (oci) or a file (docker-archive).
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
@@ -78,9 +81,10 @@ pub struct BuildArgs {
     /// org.opencontainers.image.source [default: the first package's upstream URL].
     #[arg(long, value_name = "URL")]
     source: Option<String>,
-    /// Platform, `linux/ARCH` (GOARCH) [default: the packages' architecture].
-    #[arg(long, value_name = "linux/ARCH")]
-    platform: Option<String>,
+    /// Platforms, `linux/ARCH` (GOARCH), comma-separated; several make an image index,
+    /// with a base per architecture [default: the packages' architecture].
+    #[arg(long, value_name = "linux/ARCH,...", value_delimiter = ',')]
+    platform: Vec<String>,
     /// Machine-readable report.
     #[arg(long)]
     json: bool,
@@ -157,33 +161,93 @@ pub fn run(cmd: &ImageCommand, quiet: bool) -> Result<(), Error> {
     }
 }
 
-fn build(args: &BuildArgs) -> Result<(), Error> {
-    let arch = match &args.platform {
-        Some(p) => platform_deb_arch(p)?,
-        None => image::host_deb_arch().to_string(),
-    };
-    let mut packages = Vec::new();
-    for p in &args.packages {
-        let path = PathBuf::from(p);
-        if p.ends_with(".deb") || path.is_file() {
-            packages.push(path);
-        } else {
-            let repo = args.repo.as_ref().ok_or_else(|| {
-                Error::Usage(format!(
-                    "{p}: not a .deb file; name packages by name only with --repo DIR"
-                ))
-            })?;
-            packages.push(image::resolve_package(repo, p, &arch)?);
+/// Split `[ARCH=]VALUE` where ARCH is an OCI architecture; returns the Debian arch.
+fn arch_prefixed(text: &str) -> (Option<String>, &str) {
+    if let Some((a, rest)) = text.split_once('=') {
+        if let Ok(deb) = platform_deb_arch(&format!("linux/{a}")) {
+            return (Some(deb), rest);
         }
     }
-    let base = match (&args.base, &args.base_rootfs) {
-        (Some(b), _) => Base::parse_oci(b)?,
-        (None, Some(f)) => Base::Rootfs(f.clone()),
-        (None, None) => return Err(Error::Usage("name a --base or --base-rootfs".into())),
+    (None, text)
+}
+
+fn build(args: &BuildArgs) -> Result<(), Error> {
+    let is_file = |p: &str| p.ends_with(".deb") || std::path::Path::new(p).is_file();
+    let arches: Vec<String> = if args.platform.is_empty() {
+        match args.packages.iter().find(|p| is_file(p)) {
+            Some(p) => {
+                let a = image::package_arch(std::path::Path::new(p))?;
+                vec![if a == "all" {
+                    image::host_deb_arch().to_string()
+                } else {
+                    a
+                }]
+            }
+            None => vec![image::host_deb_arch().to_string()],
+        }
+    } else {
+        args.platform
+            .iter()
+            .map(|p| platform_deb_arch(p))
+            .collect::<Result<_, _>>()?
     };
+    let mut bases: Vec<(Option<String>, Base)> = Vec::new();
+    for b in &args.base {
+        let (arch, rest) = arch_prefixed(b);
+        bases.push((arch, Base::parse_oci(rest)?));
+    }
+    for b in &args.base_rootfs {
+        let (arch, rest) = arch_prefixed(b);
+        bases.push((arch, Base::Rootfs(PathBuf::from(rest))));
+    }
+    let mut platforms = Vec::new();
+    for arch in &arches {
+        let matching: Vec<&Base> = bases
+            .iter()
+            .filter(|(a, _)| a.as_deref().is_none_or(|a| a == arch))
+            .map(|(_, b)| b)
+            .collect();
+        let base = match (matching.as_slice(), arches.len()) {
+            ([one], _)
+                if arches.len() == 1
+                    || bases
+                        .iter()
+                        .any(|(a, _)| a.as_deref() == Some(arch.as_str())) =>
+            {
+                (*one).clone()
+            }
+            ([], _) => {
+                return Err(Error::Usage(format!(
+                    "no base for {arch}: name --base-rootfs {arch}=FILE or --base {arch}=oci:DIR"
+                )))
+            }
+            _ => {
+                return Err(Error::Usage(format!(
+                    "name one base per platform for {arch} (--base-rootfs ARCH=FILE)"
+                )))
+            }
+        };
+        let mut packages = Vec::new();
+        for p in &args.packages {
+            if is_file(p) {
+                let path = PathBuf::from(p);
+                let a = image::package_arch(&path)?;
+                if arches.len() == 1 || a == *arch || a == "all" {
+                    packages.push(path);
+                }
+            } else {
+                let repo = args.repo.as_ref().ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{p}: not a .deb file; name packages by name only with --repo DIR"
+                    ))
+                })?;
+                packages.push(image::resolve_package(repo, p, arch)?);
+            }
+        }
+        platforms.push(PlatformInput { base, packages });
+    }
     let req = BuildRequest {
-        base,
-        packages,
+        platforms,
         out: args.out.clone(),
         format: match args.format {
             FormatArg::Oci => OutputFormat::Oci,
@@ -205,14 +269,16 @@ fn build(args: &BuildArgs) -> Result<(), Error> {
         return print_json(&report);
     }
     println!(
-        "{} {} ({}, {})",
+        "{} {} ({})",
         report.out.display(),
         report.manifest,
-        report.platform,
         report.tags.join(", ")
     );
-    for l in &report.layers {
-        println!("  {} {} layer {}", l.package, l.version, l.digest);
+    for p in &report.platforms {
+        println!("  {} manifest {}", p.platform, p.manifest);
+        for l in &p.layers {
+            println!("    {} {} layer {}", l.package, l.version, l.digest);
+        }
     }
     Ok(())
 }

@@ -108,12 +108,18 @@ impl User {
 pub const USER_NAME: &str = "kbuild";
 pub const USER_HOME: &str = "/home/kbuild";
 
-/// What `image build` is asked to do.
+/// One platform of an image: its base and its packages (.deb files, in layer order).
+#[derive(Debug, Clone)]
+pub struct PlatformInput {
+    pub base: Base,
+    pub packages: Vec<PathBuf>,
+}
+
+/// What `image build` is asked to do. One platform makes an image manifest; several
+/// make an image index over one manifest per platform.
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
-    pub base: Base,
-    /// The .deb files, in layer order.
-    pub packages: Vec<PathBuf>,
+    pub platforms: Vec<PlatformInput>,
     pub out: PathBuf,
     pub format: OutputFormat,
     pub compression: LayerCompression,
@@ -139,19 +145,28 @@ pub struct PackageLayer {
     pub size: u64,
 }
 
+/// One platform's image in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlatformReport {
+    pub platform: String,
+    pub manifest: String,
+    pub config: String,
+    pub base_name: String,
+    pub base_digest: String,
+    pub layers: Vec<PackageLayer>,
+    pub dpkg_layer: String,
+}
+
 /// The result of `image build`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildReport {
     pub out: PathBuf,
     pub format: OutputFormat,
+    /// The digest `index.json` names: the manifest, or the index of several platforms.
     pub manifest: String,
-    pub config: String,
-    pub platform: String,
+    pub media_type: String,
     pub tags: Vec<String>,
-    pub base_name: String,
-    pub base_digest: String,
-    pub layers: Vec<PackageLayer>,
-    pub dpkg_layer: String,
+    pub platforms: Vec<PlatformReport>,
 }
 
 /// A tag as the distribution spec allows it.
@@ -532,14 +547,24 @@ fn package_info(path: &Path) -> Result<PackageInfo> {
     })
 }
 
-/// Build the image (see the module docs).
-pub fn build(req: &BuildRequest) -> Result<BuildReport> {
-    if req.packages.is_empty() {
+/// A platform read and checked, before anything is written.
+struct Prepared {
+    infos: Vec<PackageInfo>,
+    arch: &'static str,
+    variant: Option<&'static str>,
+    base: BaseImage,
+    status_text: String,
+    user_files: Option<(String, String)>,
+}
+
+/// Read a platform's packages and base, check the dependencies and the build user.
+fn prepare(input: &PlatformInput, user: Option<User>) -> Result<Prepared> {
+    if input.packages.is_empty() {
         return Err(Error::Usage(
             "image build: name at least one package".into(),
         ));
     }
-    let infos = req
+    let infos = input
         .packages
         .iter()
         .map(|p| package_info(p))
@@ -565,22 +590,11 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
             "no OCI platform for Debian architecture {deb_arch}"
         ))
     })?;
-    let name = req.name.clone().unwrap_or_else(|| infos[0].name.clone());
-    check_name(&name)?;
-    let tags = if req.tags.is_empty() {
-        vec![version_tag(&infos[0].version)]
-    } else {
-        req.tags.clone()
-    };
-    for t in &tags {
-        check_tag(t)?;
-    }
-
-    let mut base = match &req.base {
+    let base = match &input.base {
         Base::Rootfs(p) => read_rootfs(p)?,
         Base::Oci { dir, tag } => read_oci(dir, tag.as_deref(), arch)?,
     };
-    let base_origin = match &req.base {
+    let base_origin = match &input.base {
         Base::Rootfs(p) => p.clone(),
         Base::Oci { dir, .. } => dir.clone(),
     };
@@ -615,7 +629,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
             ),
         ));
     }
-    let user_files = match req.user {
+    let user_files = match user {
         Some(u) => Some(
             dpkgdb::add_user(
                 base.files.passwd.as_deref().unwrap_or(""),
@@ -630,17 +644,32 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
         None => None,
     };
 
-    // Everything is written into a temp directory beside the output.
-    let parent = match req.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix(".korgpkg-image-")
-        .tempdir_in(&parent)
-        .ctx(|| format!("creating a temp directory in {}", parent.display()))?;
-    let store = BlobStore::create(work.path())?;
+    Ok(Prepared {
+        infos,
+        arch,
+        variant,
+        base,
+        status_text,
+        user_files,
+    })
+}
+
+/// Write one platform's layers, config and manifest into `store`.
+fn write_platform(
+    store: &BlobStore,
+    prepared: Prepared,
+    req: &BuildRequest,
+    name: &str,
+    tags: &[String],
+) -> Result<(PlatformReport, Blob, serde_json::Value, Vec<String>, u64)> {
+    let Prepared {
+        infos,
+        arch,
+        variant,
+        mut base,
+        status_text,
+        user_files,
+    } = prepared;
     for b in &mut base.layers {
         if b.layer.blob.digest.is_empty() {
             b.layer.blob = store.copy_hashed(&b.src)?;
@@ -656,7 +685,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let mut lists = Vec::new();
     let mut bins: Vec<String> = Vec::new();
     for i in &infos {
-        let (l, list, n) = layer::package_layer(&i.control.path, &store, req.compression, clamp)?;
+        let (l, list, n) = layer::package_layer(&i.control.path, store, req.compression, clamp)?;
         newest = newest.max(n);
         for b in layer::bin_dirs(&list) {
             if !bins.contains(&b) {
@@ -664,7 +693,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
             }
         }
         report_layers.push(PackageLayer {
-            package: i.name.clone(),
+            package: i.name.to_string(),
             version: i.version.clone(),
             digest: l.blob.digest.clone(),
             diff_id: l.diff_id.clone(),
@@ -676,7 +705,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let time = clamp.unwrap_or(newest);
 
     // The dpkg database layer.
-    let mut db = layer::LayerWriter::new(&store, req.compression)?;
+    let mut db = layer::LayerWriter::new(store, req.compression)?;
     if let Some((passwd, group)) = &user_files {
         db.file("etc/group", 0o644, time, group.as_bytes())?;
         db.file("etc/passwd", 0o644, time, passwd.as_bytes())?;
@@ -710,7 +739,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let controls: Vec<&str> = infos.iter().map(|i| i.control.control.as_str()).collect();
     let new_status = dpkgdb::Status::parse(&status_text).with_packages(&controls);
     db.file("var/lib/dpkg/status", 0o644, time, new_status.as_bytes())?;
-    let db_layer = db.finish(&store)?;
+    let db_layer = db.finish(store)?;
     let dpkg_digest = db_layer.blob.digest.clone();
     let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
     layers.push((
@@ -729,13 +758,13 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
         .unwrap_or_default();
     let mut annotations: BTreeMap<String, String> = BTreeMap::new();
     let oci = |k: &str| format!("org.opencontainers.image.{k}");
-    annotations.insert(oci("title"), name.clone());
+    annotations.insert(oci("title"), name.to_string());
     annotations.insert(oci("version"), tags[0].clone());
     annotations.insert(oci("created"), created.clone());
     if !source.is_empty() {
         annotations.insert(oci("source"), source);
     }
-    annotations.insert(oci("base.name"), base.name.clone());
+    annotations.insert(oci("base.name"), base.name.to_string());
     annotations.insert(oci("base.digest"), base.digest.clone());
     let mut labels = annotations.clone();
     for i in &infos {
@@ -860,58 +889,148 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     if let Some(v) = variant {
         platform["variant"] = v.into();
     }
-    let descs: Vec<_> = tags
-        .iter()
-        .map(|t| {
-            serde_json::json!({
-                "mediaType": MANIFEST,
-                "digest": manifest_blob.digest,
-                "size": manifest_blob.size,
-                "platform": platform,
-                "annotations": {REF_NAME: t},
-            })
-        })
-        .collect();
-    let index = serde_json::json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": descs});
-    let index_path = work.path().join("index.json");
-    fs::write(&index_path, layout::canonical_json(&index)?)
-        .ctx(|| format!("writing {}", index_path.display()))?;
-
     let platform_name = match variant {
         Some(v) => format!("linux/{arch}/{v}"),
         None => format!("linux/{arch}"),
     };
-    match req.format {
-        OutputFormat::Oci => replace_dir(work, &req.out)?,
-        OutputFormat::DockerArchive => {
-            let layer_digests: Vec<String> = base
-                .layers
-                .iter()
-                .map(|b| b.layer.blob.digest.clone())
-                .chain(layers.iter().map(|(l, _)| l.blob.digest.clone()))
-                .collect();
+    let layer_digests: Vec<String> = base
+        .layers
+        .iter()
+        .map(|b| b.layer.blob.digest.clone())
+        .chain(layers.iter().map(|(l, _)| l.blob.digest.clone()))
+        .collect();
+    let report = PlatformReport {
+        platform: platform_name,
+        manifest: manifest_blob.digest.clone(),
+        config: config_blob.digest,
+        base_name: base.name,
+        base_digest: base.digest,
+        layers: report_layers,
+        dpkg_layer: dpkg_digest,
+    };
+    Ok((report, manifest_blob, platform, layer_digests, time))
+}
+
+/// The `Architecture` of a .deb (reads only its control member).
+pub fn package_arch(path: &Path) -> Result<String> {
+    Ok(package_info(path)?.arch)
+}
+
+/// Build the image (see the module docs).
+pub fn build(req: &BuildRequest) -> Result<BuildReport> {
+    if req.platforms.is_empty() {
+        return Err(Error::Usage("image build: no platform".into()));
+    }
+    if req.platforms.len() > 1 && req.format == OutputFormat::DockerArchive {
+        return Err(Error::Usage(
+            "a docker-archive holds one platform; write an OCI layout for several".into(),
+        ));
+    }
+    // Every platform is read and checked before anything is written.
+    let mut prepared = Vec::new();
+    for input in &req.platforms {
+        let p = prepare(input, req.user)?;
+        if prepared
+            .iter()
+            .any(|q: &Prepared| q.arch == p.arch && q.variant == p.variant)
+        {
+            return Err(Error::Usage(format!(
+                "platform linux/{} is named twice",
+                p.arch
+            )));
+        }
+        prepared.push(p);
+    }
+    let first = &prepared[0];
+    let name = req
+        .name
+        .clone()
+        .unwrap_or_else(|| first.infos[0].name.clone());
+    check_name(&name)?;
+    let tags = if req.tags.is_empty() {
+        vec![version_tag(&first.infos[0].version)]
+    } else {
+        req.tags.clone()
+    };
+    for t in &tags {
+        check_tag(t)?;
+    }
+
+    // Everything is written into a temp directory beside the output.
+    let parent = match req.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix(".korgpkg-image-")
+        .tempdir_in(&parent)
+        .ctx(|| format!("creating a temp directory in {}", parent.display()))?;
+    let store = BlobStore::create(work.path())?;
+    let mut reports = Vec::new();
+    let mut descs = Vec::new();
+    let mut archive = None;
+    for p in prepared {
+        let (report, manifest_blob, platform, layer_digests, time) =
+            write_platform(&store, p, req, &name, &tags)?;
+        descs.push(serde_json::json!({
+            "mediaType": MANIFEST,
+            "digest": manifest_blob.digest,
+            "size": manifest_blob.size,
+            "platform": platform,
+        }));
+        archive = Some((report.config.clone(), layer_digests, time));
+        reports.push(report);
+    }
+    let (top, media_type) = if descs.len() == 1 {
+        let d = descs.remove(0);
+        (d, MANIFEST)
+    } else {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX,
+            "manifests": descs,
+        });
+        let blob = store.put(&layout::canonical_json(&index)?)?;
+        (
+            serde_json::json!({"mediaType": INDEX, "digest": blob.digest, "size": blob.size}),
+            INDEX,
+        )
+    };
+    let top_digest = top["digest"].as_str().unwrap_or_default().to_string();
+    let tagged: Vec<_> = tags
+        .iter()
+        .map(|t| {
+            let mut d = top.clone();
+            d["annotations"] = serde_json::json!({REF_NAME: t});
+            d
+        })
+        .collect();
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": tagged});
+    let index_path = work.path().join("index.json");
+    fs::write(&index_path, layout::canonical_json(&index)?)
+        .ctx(|| format!("writing {}", index_path.display()))?;
+    match (req.format, archive) {
+        (OutputFormat::DockerArchive, Some((config, layer_digests, time))) => {
             let repo_tags: Vec<String> = tags.iter().map(|t| format!("{name}:{t}")).collect();
             layout::write_docker_archive(
                 work.path(),
-                &config_blob.digest,
+                &config,
                 &layer_digests,
                 &repo_tags,
                 time,
                 &req.out,
             )?;
         }
+        _ => replace_dir(work, &req.out)?,
     }
     Ok(BuildReport {
         out: req.out.clone(),
         format: req.format,
-        manifest: manifest_blob.digest,
-        config: config_blob.digest,
-        platform: platform_name,
+        manifest: top_digest,
+        media_type: media_type.to_string(),
         tags,
-        base_name: base.name,
-        base_digest: base.digest,
-        layers: report_layers,
-        dpkg_layer: dpkg_digest,
+        platforms: reports,
     })
 }
 

@@ -435,8 +435,8 @@ pub fn push(req: &PushRequest) -> Result<PushReport> {
     check_tag(&tag)?;
     let top_doc = read_doc(
         &req.layout,
-        &top.digest().to_string(),
-        &top.media_type().to_string(),
+        top.digest().as_ref(),
+        top.media_type().as_ref(),
     )?;
     // An index is pushed after its manifests; each manifest after its blobs.
     let mut docs = Vec::new();
@@ -444,7 +444,7 @@ pub fn push(req: &PushRequest) -> Result<PushReport> {
         let idx: oci_spec::image::ImageIndex = serde_json::from_slice(&top_doc.bytes)
             .map_err(|e| Error::input(&req.layout, format!("index {}: {e}", top_doc.digest)))?;
         for m in idx.manifests() {
-            docs.push(read_doc(&req.layout, &m.digest().to_string(), MANIFEST)?);
+            docs.push(read_doc(&req.layout, m.digest().as_ref(), MANIFEST)?);
         }
     } else if top_doc.media_type != MANIFEST {
         return Err(Error::input(
