@@ -716,7 +716,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Obs(command) => obs_command(command, &cli, &config, &specs, &templates, terminal),
         Command::Key(cmd) => key_command(cmd),
-        Command::Image(cmd) => cli::image::run(cmd, cli.quiet),
+        Command::Image(cmd) => cli::image::run(cmd, cli.quiet, &specs, &templates),
         Command::Publish(args) => publish_command(args, &templates),
         Command::Repo(cmd) => repo_command(cmd, &templates),
         Command::Serve { dir, listen } => korgpkg::publish::serve::serve(dir, listen),

@@ -714,3 +714,97 @@ fn multi_arch_image_is_an_index_and_pushes() {
     .expect("json");
     assert_eq!(served, raw, "the registry serves the same index");
 }
+
+#[test]
+fn containerfile_builds_with_buildah_from_a_served_repository() {
+    need_tool("buildah");
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let repo = common::repo::TestRepo::new(false, &[]);
+    repo.publish(&[deb.as_path()]);
+
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).expect("mkdir");
+    let storage = tmp.path().join("buildah");
+    let buildah = |args: &[&str]| {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(storage.join("root"))
+            .arg("--runroot")
+            .arg(storage.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        c
+    };
+    // The base image: the cached bookworm root filesystem imported as is.
+    std::fs::hard_link(&base, ctx.join("base.tar"))
+        .or_else(|_| std::fs::copy(&base, ctx.join("base.tar")).map(|_| ()))
+        .expect("base in context");
+    std::fs::write(
+        ctx.join("Base.containerfile"),
+        "FROM scratch\nADD base.tar /\n",
+    )
+    .expect("write");
+    let imported = run(
+        buildah(&["bud", "--isolation", "chroot", "-t", "korg-test-base", "-f"])
+            .arg(ctx.join("Base.containerfile"))
+            .arg(&ctx),
+    );
+    if !imported.status.success() {
+        eprintln!(
+            "image test: buildah cannot build in this sandbox, skipping: {}",
+            String::from_utf8_lossy(&imported.stderr).trim()
+        );
+        return;
+    }
+    let file = ctx.join("Containerfile");
+    ok(korgpkg()
+        .args([
+            "image",
+            "containerfile",
+            "korg-clang-18",
+            "--from",
+            "localhost/korg-test-base",
+        ])
+        .args(["--repo-url", &repo.url, "--user", "1000:1000", "--out"])
+        .arg(&file));
+    let text = std::fs::read_to_string(&file).expect("Containerfile");
+    assert!(
+        text.contains("signed-by=/usr/share/keyrings/korg-archive-keyring.gpg"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ENV PATH=/usr/lib/korg/llvm-18/bin:"),
+        "{text}"
+    );
+    ok(
+        buildah(&["bud", "--isolation", "chroot", "-t", "korg-clang:18", "-f"])
+            .arg(&file)
+            .arg(&ctx),
+    );
+    let ctr = ok(&mut buildah(&["from", "korg-clang:18"]))
+        .trim()
+        .to_string();
+    let out = ok(&mut buildah(&[
+        "run",
+        "--isolation",
+        "chroot",
+        &ctr,
+        "--",
+        "clang",
+        "a",
+    ]));
+    assert_eq!(out.trim(), "korg-hello 2");
+    let owner = ok(&mut buildah(&[
+        "run",
+        "--isolation",
+        "chroot",
+        &ctr,
+        "--",
+        "dpkg",
+        "-S",
+        "/usr/lib/korg/llvm-18/bin/clang-18",
+    ]));
+    assert!(owner.starts_with("korg-clang-18:"), "{owner}");
+}

@@ -39,6 +39,47 @@ pub enum ImageCommand {
     /// Push an OCI image layout to a registry (OCI distribution API).
     #[command(after_help = PUSH_EXAMPLES)]
     Push(PushArgs),
+    /// Write a Containerfile that installs toolchains from a korgpkg apt repository.
+    #[command(after_help = CONTAINERFILE_EXAMPLES)]
+    Containerfile(ContainerfileArgs),
+}
+
+const CONTAINERFILE_EXAMPLES: &str = "\
+Examples:
+  korgpkg image containerfile korg-clang-18 --repo-url https://korg.example.org > Containerfile
+  korgpkg image containerfile korg-clang-18 korg-gcc-14-aarch64-linux --repo-url https://korg.example.org --user 1000:1000 --out Containerfile
+  buildah bud -t korg-clang:18 .      # or docker build / podman build";
+
+/// `korgpkg image containerfile`.
+#[derive(clap::Args, Debug)]
+pub struct ContainerfileArgs {
+    /// Package names (`korg-clang-18`).
+    #[arg(required = true)]
+    packages: Vec<String>,
+    /// URL of the published korgpkg repository (its `base_url`).
+    #[arg(long, value_name = "URL")]
+    repo_url: String,
+    /// The repository's name (keyring `apt/<name>-archive-keyring.gpg`).
+    #[arg(long, default_value = "korg")]
+    repo_name: String,
+    /// apt suite.
+    #[arg(long, default_value = "stable")]
+    suite: String,
+    /// apt component.
+    #[arg(long, default_value = "main")]
+    component: String,
+    /// Base image.
+    #[arg(long = "from", default_value = "debian:bookworm")]
+    from: String,
+    /// Image name (title label) [default: the first package's name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Add and switch to the unprivileged user `kbuild` (home /home/kbuild).
+    #[arg(long, value_name = "UID:GID")]
+    user: Option<String>,
+    /// Write here instead of standard output (temp file + rename).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 /// `korgpkg image build`.
@@ -154,10 +195,44 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), Error> {
 }
 
 /// Run an `image` subcommand.
-pub fn run(cmd: &ImageCommand, quiet: bool) -> Result<(), Error> {
+pub fn run(
+    cmd: &ImageCommand,
+    quiet: bool,
+    specs: &korgpkg::spec::SpecSet,
+    templates: &korgpkg::templates::Templates,
+) -> Result<(), Error> {
     match cmd {
         ImageCommand::Build(args) => build(args),
         ImageCommand::Push(args) => push(args, quiet),
+        ImageCommand::Containerfile(args) => containerfile(args, specs, templates),
+    }
+}
+
+fn containerfile(
+    args: &ContainerfileArgs,
+    specs: &korgpkg::spec::SpecSet,
+    templates: &korgpkg::templates::Templates,
+) -> Result<(), Error> {
+    let req = image::containerfile::ContainerfileRequest {
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| args.packages[0].clone()),
+        packages: args.packages.clone(),
+        base: args.from.clone(),
+        repo_url: args.repo_url.clone(),
+        repo_name: args.repo_name.clone(),
+        suite: args.suite.clone(),
+        component: args.component.clone(),
+        user: args.user.as_deref().map(User::parse).transpose()?,
+    };
+    let text = image::containerfile::containerfile(&req, specs, templates)?;
+    match &args.out {
+        Some(out) => korgpkg::publish::write_atomic(out, text.as_bytes()),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! directory beside the output and renamed into place at the end. The same inputs and
 //! `SOURCE_DATE_EPOCH` give the same digests. [`push`] sends a layout to a registry.
 
+pub mod containerfile;
 pub mod dpkgdb;
 pub mod layer;
 pub mod layout;
@@ -30,8 +31,8 @@ pub use layer::LayerCompression;
 use layer::{DebControl, Layer};
 use layout::{Blob, BlobStore, HashReader};
 
-/// The default PATH of a configuration without one.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The default PATH of a configuration without one (Debian's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Largest base file (dpkg status, passwd, group) read into memory.
 const MAX_BASE_FILE: u64 = 64 << 20;
 /// Media types.
