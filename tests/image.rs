@@ -808,3 +808,57 @@ fn containerfile_builds_with_buildah_from_a_served_repository() {
     ]));
     assert!(owner.starts_with("korg-clang-18:"), "{owner}");
 }
+
+#[test]
+fn image_set_builds_from_a_repository_and_pushes_every_tag() {
+    need_tool("skopeo");
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let repo = common::repo::TestRepo::new(false, &[]);
+    repo.publish(&[deb.as_path()]);
+    let set = tmp.path().join("korg.toml");
+    std::fs::write(
+        &set,
+        format!(
+            "[[image]]\nname = \"korg/korg-clang\"\ntags = [\"18\", \"latest\"]\npackages = [\"korg-clang-18\"]\n[image.bases]\namd64 = \"{b}\"\n\n\
+             [[image]]\nname = \"korg/korg-clang\"\ntags = [\"18-user\"]\npackages = [\"korg-clang-18=18.1.8-1\"]\nuser = \"1000:1000\"\n[image.bases]\namd64 = \"{b}\"\n",
+            b = base.display()
+        ),
+    )
+    .expect("set");
+    let out = tmp.path().join("images");
+    let mut c = image_build(&["--json", "--set"]);
+    c.arg(&set)
+        .arg("--repo")
+        .arg(&repo.root)
+        .arg("--out")
+        .arg(&out);
+    let reports: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    assert_eq!(reports.as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        dir_listing(&out),
+        ["korg_korg-clang-18", "korg_korg-clang-18-user"]
+    );
+    assert_eq!(
+        reports[0]["platforms"][0]["layers"][0]["digest"],
+        reports[1]["platforms"][0]["layers"][0]["digest"],
+        "the package layer is shared"
+    );
+
+    let registry = Registry::start(None);
+    let mut c = korgpkg();
+    c.args(["image", "push", "--json", "--set"])
+        .arg(&set)
+        .arg(&out)
+        .arg(&registry.host);
+    let pushed: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    assert_eq!(pushed.as_array().map(Vec::len), Some(3));
+    for (tag, report) in [("18", 0), ("latest", 0), ("18-user", 1)] {
+        let served: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{}/korg/korg-clang:{tag}", registry.host))))
+        .expect("json");
+        assert_eq!(served["Digest"], reports[report]["manifest"], "{tag}");
+    }
+}

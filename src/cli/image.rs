@@ -83,11 +83,14 @@ pub struct ContainerfileArgs {
 }
 
 /// `korgpkg image build`.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct BuildArgs {
     /// Packages: .deb files, or `NAME[=VERSION]` from `--repo`.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "set")]
     packages: Vec<String>,
+    /// Build every image of a set file (`images/korg.toml`) into `--out DIR/<name>-<tag>`.
+    #[arg(long, value_name = "FILE")]
+    set: Option<PathBuf>,
     /// A korgpkg repository to take packages from by name.
     #[arg(long, value_name = "DIR")]
     repo: Option<PathBuf>,
@@ -131,7 +134,7 @@ pub struct BuildArgs {
     json: bool,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum FormatArg {
     Oci,
     DockerArchive,
@@ -146,10 +149,15 @@ enum CompressionArg {
 /// `korgpkg image push`.
 #[derive(clap::Args, Debug)]
 pub struct PushArgs {
-    /// The image: an OCI layout directory or `oci:DIR[:TAG]`.
+    /// The image: an OCI layout directory or `oci:DIR[:TAG]` (with --set: the directory
+    /// `image build --set` wrote).
     image: String,
-    /// Destination `[docker://]HOST[:PORT]/NAME[:TAG]` [tag default: the layout's tag].
+    /// Destination `[docker://]HOST[:PORT]/NAME[:TAG]` [tag default: the layout's tag]
+    /// (with --set: `HOST[:PORT][/PREFIX]`, each image going to `PREFIX/<name>:<tag>`).
     destination: String,
+    /// Push every image of a set file with all its tags.
+    #[arg(long, value_name = "FILE")]
+    set: Option<PathBuf>,
     /// Allow plain http (and unverified https) to a registry other than 127.0.0.1.
     #[arg(long)]
     insecure_registry: bool,
@@ -247,6 +255,67 @@ fn arch_prefixed(text: &str) -> (Option<String>, &str) {
 }
 
 fn build(args: &BuildArgs) -> Result<(), Error> {
+    let Some(set_file) = &args.set else {
+        let report = build_one(args)?;
+        if args.json {
+            return print_json(&report);
+        }
+        print_report(&report);
+        return Ok(());
+    };
+    let set = image::set::ImageSet::load(set_file)?;
+    let mut reports = Vec::new();
+    for img in &set.images {
+        let mut a = args.clone();
+        a.set = None;
+        a.packages = img.packages.clone();
+        a.platform = img.platforms.clone();
+        a.base = Vec::new();
+        a.base_rootfs = Vec::new();
+        for (arch, base) in &img.bases {
+            if base.starts_with("oci:") {
+                a.base.push(format!("{arch}={base}"));
+            } else {
+                a.base_rootfs.push(format!("{arch}={base}"));
+            }
+        }
+        a.name = Some(img.name.clone());
+        a.tags = img.tags.clone();
+        a.user = img.user.clone().or(a.user);
+        a.workdir = img.workdir.clone().or(a.workdir);
+        a.out = if args.format == FormatArg::DockerArchive {
+            args.out.join(format!("{}.tar", img.dir()))
+        } else {
+            args.out.join(img.dir())
+        };
+        let report = build_one(&a)?;
+        if !args.json {
+            print_report(&report);
+        }
+        reports.push(report);
+    }
+    if args.json {
+        return print_json(&reports);
+    }
+    Ok(())
+}
+
+fn print_report(report: &image::BuildReport) {
+    println!(
+        "{} {} ({})",
+        report.out.display(),
+        report.manifest,
+        report.tags.join(", ")
+    );
+    for p in &report.platforms {
+        println!("  {} manifest {}", p.platform, p.manifest);
+        for l in &p.layers {
+            println!("    {} {} layer {}", l.package, l.version, l.digest);
+        }
+    }
+}
+
+fn build_one(args: &BuildArgs) -> Result<image::BuildReport, Error> {
     let is_file = |p: &str| p.ends_with(".deb") || std::path::Path::new(p).is_file();
     let arches: Vec<String> = if args.platform.is_empty() {
         match args.packages.iter().find(|p| is_file(p)) {
@@ -339,26 +408,34 @@ fn build(args: &BuildArgs) -> Result<(), Error> {
         source: args.source.clone(),
         source_date_epoch: source_date_epoch()?,
     };
-    let report = image::build(&req)?;
-    if args.json {
-        return print_json(&report);
-    }
-    println!(
-        "{} {} ({})",
-        report.out.display(),
-        report.manifest,
-        report.tags.join(", ")
-    );
-    for p in &report.platforms {
-        println!("  {} manifest {}", p.platform, p.manifest);
-        for l in &p.layers {
-            println!("    {} {} layer {}", l.package, l.version, l.digest);
-        }
-    }
-    Ok(())
+    image::build(&req)
 }
 
 fn push(args: &PushArgs, quiet: bool) -> Result<(), Error> {
+    if let Some(set_file) = &args.set {
+        let set = image::set::ImageSet::load(set_file)?;
+        let prefix = args.destination.trim_end_matches('/');
+        let mut reports = Vec::new();
+        for img in &set.images {
+            for tag in &img.tags {
+                let report = image::push::push(&image::push::PushRequest {
+                    layout: PathBuf::from(&args.image).join(img.dir()),
+                    tag: Some(tag.clone()),
+                    destination: format!("{prefix}/{}:{tag}", img.name),
+                    insecure: args.insecure_registry,
+                    progress: !quiet && !args.json,
+                })?;
+                if !args.json {
+                    println!("{} {}", report.reference, report.digest);
+                }
+                reports.push(report);
+            }
+        }
+        if args.json {
+            return print_json(&reports);
+        }
+        return Ok(());
+    }
     let (dir, tag) = Base::oci_parts(&args.image)?;
     let report = image::push::push(&image::push::PushRequest {
         layout: dir,

@@ -16,6 +16,7 @@ pub mod dpkgdb;
 pub mod layer;
 pub mod layout;
 pub mod push;
+pub mod set;
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use serde::Serialize;
