@@ -862,3 +862,90 @@ fn image_set_builds_from_a_repository_and_pushes_every_tag() {
         assert_eq!(served["Digest"], reports[report]["manifest"], "{tag}");
     }
 }
+
+/// A .deb assembled by hand (binutils' ar) around a raw, possibly hostile, data.tar.
+fn raw_deb(dir: &Path, name: &str, data_tar: &[u8]) -> PathBuf {
+    need_tool("ar");
+    let work = dir.join(format!("{name}.parts"));
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let control = format!(
+        "Package: {name}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: t <t@example.invalid>\nDescription: hostile\n"
+    );
+    let control_tar = tar_bytes(&[(
+        "control".to_string(),
+        Item::File(String::new(), 0o644, control.into_bytes()),
+    )]);
+    common::write(&work, "debian-binary", b"2.0\n");
+    common::write(&work, "control.tar.gz", &common::gz(&control_tar));
+    common::write(&work, "data.tar.gz", &common::gz(data_tar));
+    let deb = dir.join(format!("{name}_1.0-1_amd64.deb"));
+    ok(Command::new("ar")
+        .arg("qc")
+        .arg(&deb)
+        .arg(work.join("debian-binary"))
+        .arg(work.join("control.tar.gz"))
+        .arg(work.join("data.tar.gz")));
+    deb
+}
+
+#[test]
+fn hostile_package_entries_are_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let status = b"Package: base-files\nStatus: install ok installed\nVersion: 12.4\n\n".to_vec();
+    let base = common::write(
+        tmp.path(),
+        "base.tar",
+        &tar_bytes(&[(
+            "var/lib/dpkg/status".to_string(),
+            Item::File(String::new(), 0o644, status),
+        )]),
+    );
+    let file = |n: &str| common::raw_entry(n, b'0', "", 0o644, b"x");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "escape",
+            [file("./../../etc/evil"), common::tar_end()].concat(),
+            "leaves the root",
+        ),
+        (
+            "whiteout",
+            [file("./usr/.wh.passwd"), common::tar_end()].concat(),
+            "whiteout",
+        ),
+        (
+            "hardlink",
+            [
+                file("./usr/a"),
+                common::raw_entry("./usr/b", b'1', "./usr/missing", 0o644, b""),
+                common::tar_end(),
+            ]
+            .concat(),
+            "not an earlier file",
+        ),
+        (
+            "device",
+            [
+                common::raw_entry("./dev/sda", b'3', "", 0o644, b""),
+                common::tar_end(),
+            ]
+            .concat(),
+            "unsupported type",
+        ),
+    ];
+    for (name, data, want) in cases {
+        let deb = raw_deb(tmp.path(), &format!("evil-{name}"), &data);
+        let outdir = tmp.path().join(format!("out-{name}"));
+        std::fs::create_dir_all(&outdir).expect("mkdir");
+        let out = run(image_build(&[])
+            .arg(&deb)
+            .arg("--base-rootfs")
+            .arg(&base)
+            .arg("--out")
+            .arg(outdir.join("img")));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+        assert!(dir_listing(&outdir).is_empty(), "{name}: nothing written");
+    }
+}
