@@ -505,6 +505,31 @@ fn push_to_a_registry_and_copy_back() {
     .expect("json");
     assert_eq!(inspect["Digest"], manifest, "copied back unchanged");
 
+    // Chunked upload (PATCH ranges, then PUT ?digest=) to another repository.
+    let chunked = format!("{}/korg/chunked:18", registry.host);
+    let mut c = korgpkg();
+    c.args(["image", "push", "--json", "--chunk-size", "67108864"])
+        .arg(&out)
+        .arg(&chunked);
+    let report: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    assert_eq!(
+        report["uploaded"].as_array().map(Vec::len),
+        Some(4),
+        "{report}"
+    );
+    let served: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{chunked}"))))
+    .expect("json");
+    assert_eq!(served["Digest"], manifest);
+    ok(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{chunked}"))
+        .arg(format!(
+            "oci:{}:chunked",
+            tmp.path().join("back2").display()
+        )));
+
     // https is required for anything but loopback.
     let refused = push(&out, "registry.invalid/korg-clang:18", &[]);
     assert_eq!(refused.status.code(), Some(6));

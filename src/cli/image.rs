@@ -155,6 +155,10 @@ pub struct PushArgs {
     /// Destination `[docker://]HOST[:PORT]/NAME[:TAG]` [tag default: the layout's tag]
     /// (with --set: `HOST[:PORT][/PREFIX]`, each image going to `PREFIX/<name>:<tag>`).
     destination: String,
+    /// Upload blobs larger than this many bytes in chunks of this size (PATCH) instead
+    /// of one request.
+    #[arg(long, value_name = "BYTES")]
+    chunk_size: Option<u64>,
     /// Push every image of a set file with all its tags.
     #[arg(long, value_name = "FILE")]
     set: Option<PathBuf>,
@@ -424,6 +428,7 @@ fn push(args: &PushArgs, quiet: bool) -> Result<(), Error> {
                     destination: format!("{prefix}/{}:{tag}", img.name),
                     insecure: args.insecure_registry,
                     progress: !quiet && !args.json,
+                    chunk_size: args.chunk_size,
                 })?;
                 if !args.json {
                     println!("{} {}", report.reference, report.digest);
@@ -443,6 +448,7 @@ fn push(args: &PushArgs, quiet: bool) -> Result<(), Error> {
         destination: args.destination.clone(),
         insecure: args.insecure_registry,
         progress: !quiet && !args.json,
+        chunk_size: args.chunk_size,
     })?;
     if args.json {
         return print_json(&report);

@@ -29,6 +29,8 @@ pub struct PushRequest {
     pub destination: String,
     pub insecure: bool,
     pub progress: bool,
+    /// Upload blobs larger than this in chunks of this many bytes (`None`: one request).
+    pub chunk_size: Option<u64>,
 }
 
 /// What was pushed.
@@ -161,6 +163,8 @@ struct Session {
     name: String,
     creds: Credentials,
     auth: Option<String>,
+    /// Upload blobs larger than this in chunks of this size (`None`: monolithic).
+    chunk: Option<u64>,
 }
 
 /// The parameters of a `WWW-Authenticate` challenge (`Bearer realm="...",service="..."`).
@@ -300,28 +304,55 @@ impl Session {
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.net(&start, format!("starting an upload: {}", resp.status())));
         }
-        let location = resp
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .ok_or_else(|| self.net(&start, "upload response has no Location"))?
-            .to_string();
-        let mut put = if location.starts_with("http://") || location.starts_with("https://") {
-            location
-        } else if location.starts_with('/') {
-            format!("{}{location}", self.base)
-        } else {
-            return Err(self.net(&start, format!("bad upload Location {location:?}")));
-        };
-        if !put.starts_with(&self.base) {
-            return Err(self.net(&start, format!("upload Location {put:?} is another host")));
+        let mut location = self.location(&start, &resp)?;
+        let mut sent = 0u64;
+        if let Some(chunk) = self.chunk.filter(|&c| c > 0 && size > c) {
+            // Chunked upload: PATCH consecutive ranges, each answered with the next
+            // Location, then PUT ?digest= with an empty body.
+            while sent < size {
+                let len = chunk.min(size - sent);
+                let (l, file, start_at) = (location.clone(), path.to_path_buf(), sent);
+                let resp = self.send(&location, &|c| {
+                    let mut f = File::open(&file).map_err(|e| Error::Io {
+                        context: format!("opening {}", file.display()),
+                        source: e,
+                    })?;
+                    std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(start_at)).map_err(
+                        |e| Error::Io {
+                            context: format!("reading {}", file.display()),
+                            source: e,
+                        },
+                    )?;
+                    Ok(c.patch(&l)
+                        .header("Content-Type", "application/octet-stream")
+                        .header(
+                            "Content-Range",
+                            format!("{}-{}", start_at, start_at + len - 1),
+                        )
+                        .header("Content-Length", len.to_string())
+                        .body(reqwest::blocking::Body::sized(f.take(len), len)))
+                })?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(self.net(
+                        &location,
+                        format!("uploading a chunk of {digest}: {}", resp.status()),
+                    ));
+                }
+                location = self.location(&location, &resp)?;
+                sent += len;
+            }
         }
+        let mut put = location;
         put.push(if put.contains('?') { '&' } else { '?' });
         put.push_str("digest=");
         put.push_str(digest);
         let p = put.clone();
         let file = path.to_path_buf();
+        let rest = size - sent;
         let resp = self.send(&put, &|c| {
+            if rest == 0 {
+                return Ok(c.put(&p).header("Content-Length", "0"));
+            }
             let f = File::open(&file).map_err(|e| Error::Io {
                 context: format!("opening {}", file.display()),
                 source: e,
@@ -335,6 +366,27 @@ impl Session {
             return Err(self.net(&put, format!("uploading {digest}: {}", resp.status())));
         }
         Ok(())
+    }
+
+    /// The absolute upload URL of a response's `Location` (same registry only).
+    fn location(&self, url: &str, resp: &Response) -> Result<String> {
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| self.net(url, "upload response has no Location"))?
+            .to_string();
+        let abs = if location.starts_with("http://") || location.starts_with("https://") {
+            location
+        } else if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            return Err(self.net(url, format!("bad upload Location {location:?}")));
+        };
+        if !abs.starts_with(&self.base) {
+            return Err(self.net(url, format!("upload Location {abs:?} is another host")));
+        }
+        Ok(abs)
     }
 
     fn put_manifest(&mut self, reference: &str, media_type: &str, bytes: &[u8]) -> Result<()> {
@@ -468,6 +520,7 @@ pub fn push(req: &PushRequest) -> Result<PushReport> {
         name: dest.name.clone(),
         creds: credentials(&dest.host)?,
         auth: None,
+        chunk: req.chunk_size,
     };
     let mut uploaded = Vec::new();
     let mut existing = Vec::new();
