@@ -23,6 +23,7 @@ pub mod config;
 pub mod deps;
 pub mod error;
 pub mod fetch;
+pub mod image;
 pub mod kernel;
 pub mod model;
 pub mod obs;

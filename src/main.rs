@@ -36,6 +36,9 @@ enum Command {
     Kernel(cli::kernel::Command),
     #[command(subcommand)]
     Obs(cli::obs::Command),
+    /// Build OCI container images from korgpkg packages and push them to registries.
+    #[command(subcommand)]
+    Image(cli::image::ImageCommand),
     Completions(cli::completions::Args),
 }
 
@@ -72,6 +75,7 @@ fn run(cli: Cli) -> korgpkg::Result<()> {
         Command::Serve(args) => cli::serve::run(args, &ctx),
         Command::Kernel(command) => cli::kernel::run(command, &ctx),
         Command::Obs(command) => cli::obs::run(command, &ctx),
+        Command::Image(command) => cli::image::run(command, &ctx),
         Command::Completions(args) => cli::completions::run(args),
     }
 }

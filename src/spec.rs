@@ -747,6 +747,13 @@ impl Spec {
         &self.exclude_patterns
     }
 
+    /// The install prefix for the variables read from a package name (`korg-clang-18`
+    /// → `/usr/lib/korg/llvm-18`).
+    pub fn prefix_for(&self, vars: &Vars, templates: &Templates) -> Result<String> {
+        let prefix = self.render(templates, "package.prefix", &self.package.prefix, vars)?;
+        Ok(prefix.trim_end_matches('/').to_string())
+    }
+
     /// Summary for listings.
     pub fn summary_row(&self) -> SpecSummary {
         SpecSummary {

@@ -6,6 +6,7 @@
 pub mod build;
 pub mod completions;
 pub mod deps;
+pub mod image;
 pub mod inspect;
 pub mod kernel;
 pub mod key;
@@ -46,6 +47,8 @@ Examples:
   korgpkg completions bash > /etc/bash_completion.d/korgpkg
   korgpkg obs export korg-clang-18 --out obs/korg-clang-18
   korgpkg obs push korg-clang-18 --api https://api.opensuse.org --project home:me:korg
+  korgpkg image build korg-clang-18 --repo /srv/korg --base-rootfs base.tar --out img/
+  korgpkg image push img/ registry.example.org/korg/korg-clang-18:18
 
 Exit codes: 0 success, 1 I/O error, 2 usage error, 3 bad spec/config/template,
 4 bad input (tarball, package file), 5 verification failed (hash, signature, key),

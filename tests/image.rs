@@ -1,0 +1,976 @@
+//! `korgpkg image`: OCI images from korgpkg packages, checked with the real tools
+//! (skopeo, umoci, chroot + dpkg inside the image, Debian's docker-registry, podman where
+//! it runs). The base is a minimal bookworm made once with mmdebstrap and cached under
+//! `CARGO_TARGET_TMPDIR/image-base`; the toolchain is a real C program compiled by the
+//! test and laid out as a kernel.org LLVM release.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{build_json, dir_listing, korgpkg, need_tool, ok, output_path, run, tar_bytes, Item};
+
+/// The mmdebstrap command line of the cached base (part of the cache key).
+const BASE_RECIPE: &str = "mmdebstrap --variant=minbase --include=make bookworm";
+const TAG: &str = "18.1.8-1";
+
+static BASE_LOCK: Mutex<()> = Mutex::new(());
+
+/// The cached minimal bookworm root filesystem tarball.
+fn cached_base() -> PathBuf {
+    let _guard = BASE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-base");
+    let base = cache.join("base.tar");
+    let stamp = cache.join("done");
+    let key = format!("{BASE_RECIPE} {}\n", common::MTIME);
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) && base.is_file() {
+        return base;
+    }
+    need_tool("mmdebstrap");
+    let started = Instant::now();
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).expect("cache dir");
+    let partial = cache.join("base.tar.part.tar");
+    let mut words = BASE_RECIPE.split_whitespace();
+    let mut cmd = Command::new(words.next().expect("tool"));
+    cmd.args(words)
+        .arg(&partial)
+        .env("SOURCE_DATE_EPOCH", common::MTIME.to_string())
+        .stdout(Stdio::null());
+    ok(&mut cmd);
+    std::fs::rename(&partial, &base).expect("rename base");
+    std::fs::write(&stamp, key).expect("stamp");
+    eprintln!(
+        "image test: built the bookworm base in {:?}",
+        started.elapsed()
+    );
+    base
+}
+
+/// korg-clang-18 whose `clang-18` is a real C program (prints `korg-hello` and its
+/// argument count), built by korgpkg from a kernel.org-shaped tarball.
+fn toolchain_deb(dir: &Path) -> PathBuf {
+    need_tool("gcc");
+    let src = dir.join("hello.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\nint main(int argc, char **argv) { (void)argv; printf(\"korg-hello %d\\n\", argc); return 0; }\n",
+    )
+    .expect("write hello.c");
+    let elf = dir.join("hello");
+    ok(Command::new("gcc").arg("-O2").arg("-o").arg(&elf).arg(&src));
+    let top = "llvm-18.1.8-x86_64";
+    let items = vec![
+        (top.to_string(), Item::Dir("", 0o755)),
+        (format!("{top}/bin"), Item::Dir("", 0o755)),
+        (
+            format!("{top}/bin/clang-18"),
+            Item::File(String::new(), 0o755, std::fs::read(&elf).expect("elf")),
+        ),
+        (format!("{top}/bin/clang"), Item::Symlink("", "clang-18")),
+        (
+            format!("{top}/lib/clang/18/include/stddef.h"),
+            Item::File(String::new(), 0o644, b"/* stddef */\n".to_vec()),
+        ),
+    ];
+    let tarball = common::write(
+        dir,
+        &format!("{top}.tar.xz"),
+        &common::xz(&tar_bytes(&items)),
+    );
+    let report = build_json(
+        "korg-clang-18",
+        &tarball,
+        &dir.join("dist"),
+        &["--format", "deb"],
+    );
+    output_path(&report, "deb")
+}
+
+/// `korgpkg image build` with SOURCE_DATE_EPOCH set.
+fn image_build(args: &[&str]) -> Command {
+    let mut c = korgpkg();
+    c.args(["image", "build"])
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", common::MTIME.to_string());
+    c
+}
+
+fn build_image(deb: &Path, base: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut c = image_build(extra);
+    c.arg(deb)
+        .arg("--base-rootfs")
+        .arg(base)
+        .arg("--out")
+        .arg(out)
+        .arg("--json");
+    serde_json::from_str(&ok(&mut c)).expect("image build --json")
+}
+
+fn unpack(layout: &Path, tag: &str, bundle: &Path) -> PathBuf {
+    need_tool("umoci");
+    ok(Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(bundle)
+        .stdout(Stdio::null()));
+    bundle.join("rootfs")
+}
+
+fn chroot(rootfs: &Path, path_env: &str, script: &str) -> String {
+    ok(Command::new("/usr/sbin/chroot")
+        .arg(rootfs)
+        .args(["/bin/sh", "-c", script])
+        .env_clear()
+        .env("PATH", path_env))
+}
+
+#[test]
+fn image_runs_the_toolchain_and_dpkg_knows_it() {
+    need_tool("skopeo");
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let out = tmp.path().join("img");
+    let report = build_image(&deb, &base, &out, &["--user", "1000:1000"]);
+    assert_eq!(report["tags"][0], TAG);
+
+    let inspect = ok(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:{TAG}", out.display())));
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).expect("skopeo json");
+    assert_eq!(inspect["Digest"], report["manifest"]);
+    assert_eq!(inspect["Architecture"], "amd64");
+    assert_eq!(inspect["Created"], "2023-11-14T22:13:20Z");
+    assert_eq!(inspect["Layers"].as_array().map(Vec::len), Some(3));
+    let labels = &inspect["Labels"];
+    assert_eq!(labels["org.opencontainers.image.title"], "korg-clang-18");
+    assert_eq!(labels["org.opencontainers.image.version"], TAG);
+    assert_eq!(labels["org.opencontainers.image.base.name"], "base.tar");
+    assert_eq!(
+        labels["org.opencontainers.image.base.digest"],
+        inspect["Layers"][0]
+    );
+    assert!(labels["org.kernel.korgpkg.korg-clang-18.upstream-sha256"].is_string());
+    let env = inspect["Env"][0].as_str().expect("env");
+    assert!(
+        env.starts_with("PATH=/usr/lib/korg/llvm-18/bin:"),
+        "toolchain bin first: {env}"
+    );
+
+    let raw = ok(Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci:{}:{TAG}", out.display())));
+    let config: serde_json::Value = serde_json::from_str(&raw).expect("config json");
+    assert_eq!(config["config"]["User"], "1000:1000");
+    assert_eq!(config["config"]["WorkingDir"], "/home/kbuild");
+    assert!(config["config"].get("Entrypoint").is_none());
+    assert!(config["config"].get("Cmd").is_none());
+
+    let rootfs = unpack(&out, TAG, &tmp.path().join("bundle"));
+    let path_env = env.trim_start_matches("PATH=");
+    // The toolchain runs by name, through the image's PATH, against the base's libc.
+    assert_eq!(
+        chroot(&rootfs, path_env, "clang a b").trim(),
+        "korg-hello 3"
+    );
+    let listed = chroot(&rootfs, path_env, "dpkg -l korg-clang-18");
+    assert!(listed.contains("ii  korg-clang-18"), "{listed}");
+    let owner = chroot(
+        &rootfs,
+        path_env,
+        "dpkg -S /usr/lib/korg/llvm-18/bin/clang-18",
+    );
+    assert_eq!(
+        owner.trim(),
+        "korg-clang-18: /usr/lib/korg/llvm-18/bin/clang-18"
+    );
+    // md5sums recorded: dpkg --verify finds nothing changed; make from the base is there.
+    chroot(
+        &rootfs,
+        path_env,
+        "dpkg --verify korg-clang-18 && make --version",
+    );
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).expect("passwd");
+    assert!(passwd.contains("kbuild:x:1000:1000:"), "{passwd}");
+    let home = std::fs::metadata(rootfs.join("home/kbuild")).expect("home");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((home.uid(), home.gid()), (1000, 1000));
+}
+
+#[test]
+fn image_is_reproducible_across_dirs_umask_and_tz() {
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let mut digests = Vec::new();
+    for (dir, umask, tz, comp) in [
+        ("a", "022", "UTC", "gzip"),
+        ("b/deeper", "077", "Asia/Kolkata", "gzip"),
+        ("c", "022", "UTC", "zstd"),
+    ] {
+        let out = tmp.path().join(dir).join("img");
+        std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(format!("umask {umask} && exec \"$@\""))
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_korgpkg"))
+            .args(["image", "build", "--json", "--layer-compression", comp])
+            .arg(&deb)
+            .arg("--base-rootfs")
+            .arg(&base)
+            .arg("--out")
+            .arg(&out)
+            .env("SOURCE_DATE_EPOCH", common::MTIME.to_string())
+            .env("TZ", tz)
+            .env_remove("KORGPKG_THREADS");
+        let report: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+        digests.push((
+            report["manifest"].as_str().expect("m").to_string(),
+            report["platforms"][0]["layers"][0]["diff_id"]
+                .as_str()
+                .expect("d")
+                .to_string(),
+        ));
+    }
+    assert_eq!(digests[0], digests[1], "same inputs, same manifest digest");
+    assert_ne!(digests[0].0, digests[2].0, "zstd layers are another image");
+    assert_eq!(digests[0].1, digests[2].1, "but the same layer content");
+}
+
+#[test]
+fn base_missing_a_dependency_is_refused_and_nothing_written() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    // A base whose dpkg database knows only base-files: no libc6.
+    let status = b"Package: base-files\nStatus: install ok installed\nVersion: 12.4\nArchitecture: amd64\n\n".to_vec();
+    let items = vec![
+        ("var/lib/dpkg".to_string(), Item::Dir("", 0o755)),
+        (
+            "var/lib/dpkg/status".to_string(),
+            Item::File(String::new(), 0o644, status),
+        ),
+    ];
+    let base = common::write(tmp.path(), "nolibc.tar", &tar_bytes(&items));
+    let outdir = tmp.path().join("out");
+    std::fs::create_dir_all(&outdir).expect("mkdir");
+    let out = run(image_build(&[])
+        .arg(&deb)
+        .arg("--base-rootfs")
+        .arg(&base)
+        .arg("--out")
+        .arg(outdir.join("img")));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("libc6 (>= "), "{err}");
+    assert!(
+        err.contains("mmdebstrap --variant=minbase --include=libc6"),
+        "{err}"
+    );
+    assert!(
+        dir_listing(&outdir).is_empty(),
+        "nothing written: {:?}",
+        dir_listing(&outdir)
+    );
+}
+
+#[test]
+fn docker_archive_is_accepted_by_skopeo_and_podman() {
+    need_tool("skopeo");
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let archive = tmp.path().join("korg.tar");
+    let report = build_image(
+        &deb,
+        &base,
+        &archive,
+        &[
+            "--format",
+            "docker-archive",
+            "--name",
+            "korg-clang",
+            "--tag",
+            "18",
+        ],
+    );
+    let oci = tmp.path().join("copied");
+    ok(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("docker-archive:{}", archive.display()))
+        .arg(format!("oci:{}:18", oci.display())));
+    let inspect: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("docker-archive:{}", archive.display()))))
+    .expect("json");
+    assert_eq!(
+        inspect["Labels"]["org.opencontainers.image.title"],
+        "korg-clang"
+    );
+    let rootfs = unpack(&oci, "18", &tmp.path().join("bundle"));
+    assert_eq!(
+        chroot(
+            &rootfs,
+            "/usr/bin:/bin",
+            "/usr/lib/korg/llvm-18/bin/clang x"
+        )
+        .trim(),
+        "korg-hello 2"
+    );
+    assert!(report["manifest"].is_string());
+
+    // podman: load the archive and run the compiler, where podman works in this sandbox.
+    let storage = tmp.path().join("podman");
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(storage.join("root"))
+            .arg("--runroot")
+            .arg(storage.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        c
+    };
+    if !Path::new("/usr/bin/podman").exists() {
+        eprintln!("image test: podman is not installed; skipping podman load/run");
+        return;
+    }
+    let load = run(podman(&["load", "-i"]).arg(&archive));
+    if !load.status.success() {
+        eprintln!(
+            "image test: podman load does not work in this sandbox, skipping: {}",
+            String::from_utf8_lossy(&load.stderr).trim()
+        );
+        return;
+    }
+    let loaded = String::from_utf8_lossy(&load.stdout).into_owned();
+    let name = loaded
+        .lines()
+        .filter_map(|l| l.strip_prefix("Loaded image: "))
+        .next_back()
+        .unwrap_or_else(|| panic!("podman load named no image: {loaded}"))
+        .trim()
+        .to_string();
+    assert!(name.ends_with("korg-clang:18"), "{name}");
+    let ran = run(&mut podman(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &name,
+        "clang",
+        "x",
+    ]));
+    if ran.status.success() {
+        assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "korg-hello 2");
+    } else {
+        eprintln!(
+            "image test: podman run does not work in this sandbox, skipping: {}",
+            String::from_utf8_lossy(&ran.stderr).trim()
+        );
+    }
+}
+
+/// Debian's docker-registry on a free loopback port; stopped when dropped.
+struct Registry {
+    child: Child,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    fn start(htpasswd: Option<&str>) -> Registry {
+        need_tool("docker-registry");
+        let dir = tempfile::tempdir().expect("tmp");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some(entry) = htpasswd {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, entry).expect("htpasswd");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: korg\n    path: {}\n",
+                file.display()
+            ));
+        }
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, config).expect("config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Registry {
+            child,
+            host: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+fn push(layout: &Path, dest: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = korgpkg();
+    c.args(["image", "push", "--json"])
+        .arg(layout)
+        .arg(dest)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("KORGPKG_REGISTRY_USER")
+        .env_remove("KORGPKG_REGISTRY_PASSWORD")
+        .env("HOME", "/nonexistent-korgpkg-home")
+        .env_remove("XDG_RUNTIME_DIR");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(&mut c)
+}
+
+fn pushed(out: std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "push failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("push --json")
+}
+
+#[test]
+fn push_to_a_registry_and_copy_back() {
+    need_tool("skopeo");
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let out = tmp.path().join("img");
+    let report = build_image(&deb, &base, &out, &[]);
+    let manifest = report["manifest"].as_str().expect("manifest");
+
+    let registry = Registry::start(None);
+    let dest = format!("{}/korg/korg-clang:18", registry.host);
+    let first = pushed(push(&out, &dest, &[]));
+    assert_eq!(first["digest"], manifest);
+    assert_eq!(
+        first["uploaded"].as_array().map(Vec::len),
+        Some(4),
+        "{first}"
+    );
+    let again = pushed(push(&out, &dest, &[]));
+    assert_eq!(
+        again["uploaded"].as_array().map(Vec::len),
+        Some(0),
+        "{again}"
+    );
+    assert_eq!(again["existing"].as_array().map(Vec::len), Some(4));
+
+    let served: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{dest}"))))
+    .expect("json");
+    assert_eq!(
+        served["Digest"], manifest,
+        "the registry serves the same manifest"
+    );
+    let back = tmp.path().join("back");
+    ok(Command::new("skopeo")
+        .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
+        .arg(format!("docker://{dest}"))
+        .arg(format!("oci:{}:18", back.display())));
+    let inspect: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:18", back.display()))))
+    .expect("json");
+    assert_eq!(inspect["Digest"], manifest, "copied back unchanged");
+
+    // Chunked upload (PATCH ranges, then PUT ?digest=) to another repository.
+    let chunked = format!("{}/korg/chunked:18", registry.host);
+    let mut c = korgpkg();
+    c.args(["image", "push", "--json", "--chunk-size", "67108864"])
+        .arg(&out)
+        .arg(&chunked);
+    let report: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    assert_eq!(
+        report["uploaded"].as_array().map(Vec::len),
+        Some(4),
+        "{report}"
+    );
+    let served: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{chunked}"))))
+    .expect("json");
+    assert_eq!(served["Digest"], manifest);
+    ok(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{chunked}"))
+        .arg(format!(
+            "oci:{}:chunked",
+            tmp.path().join("back2").display()
+        )));
+
+    // https is required for anything but loopback.
+    let refused = push(&out, "registry.invalid/korg-clang:18", &[]);
+    assert_eq!(refused.status.code(), Some(6));
+}
+
+#[test]
+fn push_with_basic_auth() {
+    need_tool("htpasswd");
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let out = tmp.path().join("img");
+    build_image(&deb, &base, &out, &[]);
+    let entry = ok(Command::new("htpasswd").args(["-Bbn", "korg", "s3cret"]));
+    let registry = Registry::start(Some(&entry));
+    let dest = format!("{}/korg-clang:18", registry.host);
+
+    let anonymous = push(&out, &dest, &[]);
+    assert_eq!(anonymous.status.code(), Some(6), "{anonymous:?}");
+    let err = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(err.contains("credentials"), "{err}");
+
+    // Credentials from a containers-auth.json file.
+    let auth = tmp.path().join("auth.json");
+    let token = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("korg:s3cret")
+    };
+    std::fs::write(
+        &auth,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{token}"}}}}}}"#,
+            registry.host
+        ),
+    )
+    .expect("auth.json");
+    let report = pushed(push(
+        &out,
+        &dest,
+        &[("REGISTRY_AUTH_FILE", auth.to_str().expect("utf8"))],
+    ));
+    assert_eq!(report["uploaded"].as_array().map(Vec::len), Some(4));
+    // And from the environment; nothing left to upload.
+    let report = pushed(push(
+        &out,
+        &dest,
+        &[
+            ("KORGPKG_REGISTRY_USER", "korg"),
+            ("KORGPKG_REGISTRY_PASSWORD", "s3cret"),
+        ],
+    ));
+    assert_eq!(report["uploaded"].as_array().map(Vec::len), Some(0));
+    ok(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--creds", "korg:s3cret"])
+        .arg(format!("docker://{dest}")));
+}
+
+#[test]
+fn image_on_an_oci_base_keeps_the_package_layer_digest() {
+    need_tool("skopeo");
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let first = tmp.path().join("first");
+    let one = build_image(&deb, &base, &first, &["--tag", "base"]);
+    let second = tmp.path().join("second");
+    let mut c = image_build(&["--json", "--tag", "on-oci"]);
+    c.arg(&deb)
+        .arg("--base")
+        .arg(format!("oci:{}:base", first.display()))
+        .arg("--out")
+        .arg(&second);
+    let two: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    assert_eq!(
+        one["platforms"][0]["layers"][0]["digest"], two["platforms"][0]["layers"][0]["digest"],
+        "a package's layer is the same on every base"
+    );
+    assert_eq!(two["platforms"][0]["base_digest"], one["manifest"]);
+    let inspect: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:on-oci", second.display()))))
+    .expect("json");
+    assert_eq!(inspect["Layers"].as_array().map(Vec::len), Some(5));
+    let rootfs = unpack(&second, "on-oci", &tmp.path().join("bundle"));
+    let status = std::fs::read_to_string(rootfs.join("var/lib/dpkg/status")).expect("status");
+    assert_eq!(
+        status.matches("Package: korg-clang-18\n").count(),
+        1,
+        "one stanza"
+    );
+
+    // A tampered base blob is refused (exit 4) and nothing is written.
+    let manifest = one["manifest"]
+        .as_str()
+        .expect("m")
+        .trim_start_matches("sha256:");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(first.join("blobs/sha256").join(manifest)).expect("manifest"),
+    )
+    .expect("json");
+    let layer = m["layers"][1]["digest"]
+        .as_str()
+        .expect("d")
+        .trim_start_matches("sha256:");
+    std::fs::write(first.join("blobs/sha256").join(layer), b"tampered").expect("tamper");
+    let third = tmp.path().join("third");
+    let out = run(image_build(&[])
+        .arg(&deb)
+        .arg("--base")
+        .arg(format!("oci:{}:base", first.display()))
+        .arg("--out")
+        .arg(&third));
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(!third.exists());
+}
+
+#[test]
+fn multi_arch_image_is_an_index_and_pushes() {
+    need_tool("skopeo");
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let amd64 = toolchain_deb(tmp.path());
+    // arm64: a real aarch64 ELF (from libc6-arm64-cross) as the compiler, and a small
+    // arm64 base whose dpkg database has the libc6 it needs.
+    let top = "llvm-18.1.8-aarch64";
+    let elf = std::fs::read("/usr/aarch64-linux-gnu/lib/libm.so.6")
+        .expect("libc6-arm64-cross is installed (scripts/test installs it)");
+    let items = vec![
+        (top.to_string(), Item::Dir("", 0o755)),
+        (format!("{top}/bin"), Item::Dir("", 0o755)),
+        (
+            format!("{top}/bin/clang-18"),
+            Item::File(String::new(), 0o755, elf),
+        ),
+    ];
+    let arm_dir = tmp.path().join("arm64");
+    std::fs::create_dir_all(&arm_dir).expect("mkdir");
+    let tarball = common::write(
+        &arm_dir,
+        &format!("{top}.tar.xz"),
+        &common::xz(&tar_bytes(&items)),
+    );
+    let report = build_json(
+        "korg-clang-18",
+        &tarball,
+        &arm_dir.join("dist"),
+        &["--format", "deb"],
+    );
+    let arm64 = output_path(&report, "deb");
+    let status = b"Package: libc6\nStatus: install ok installed\nVersion: 2.36-9+deb12u4\nArchitecture: arm64\n\n".to_vec();
+    let arm_base = common::write(
+        &arm_dir,
+        "arm64-base.tar",
+        &tar_bytes(&[(
+            "var/lib/dpkg/status".to_string(),
+            Item::File(String::new(), 0o644, status),
+        )]),
+    );
+
+    let out = tmp.path().join("multi");
+    let mut c = image_build(&[
+        "--json",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--tag",
+        "18",
+        "--name",
+        "korg-clang",
+    ]);
+    c.arg(&amd64)
+        .arg(&arm64)
+        .arg("--base-rootfs")
+        .arg(format!("amd64={}", base.display()))
+        .arg("--base-rootfs")
+        .arg(format!("arm64={}", arm_base.display()))
+        .arg("--out")
+        .arg(&out);
+    let report: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    assert_eq!(
+        report["media_type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(report["platforms"][1]["platform"], "linux/arm64/v8");
+    let raw: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:18", out.display()))))
+    .expect("json");
+    assert_eq!(raw["manifests"].as_array().map(Vec::len), Some(2), "{raw}");
+    let arm: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["--override-arch", "arm64", "inspect"])
+        .arg(format!("oci:{}:18", out.display()))))
+    .expect("json");
+    assert_eq!(arm["Architecture"], "arm64");
+    assert_eq!(
+        arm["Layers"][1],
+        report["platforms"][1]["layers"][0]["digest"]
+    );
+
+    let registry = Registry::start(None);
+    let dest = format!("{}/korg-clang:18", registry.host);
+    let pushed = pushed(push(&out, &dest, &[]));
+    assert_eq!(pushed["digest"], report["manifest"]);
+    assert_eq!(pushed["manifests"].as_array().map(Vec::len), Some(3));
+    let served: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{dest}"))))
+    .expect("json");
+    assert_eq!(served, raw, "the registry serves the same index");
+}
+
+#[test]
+fn containerfile_builds_with_buildah_from_a_served_repository() {
+    need_tool("buildah");
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let repo = common::repo::TestRepo::new(false, &[]);
+    repo.publish(&[deb.as_path()]);
+
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).expect("mkdir");
+    let storage = tmp.path().join("buildah");
+    let buildah = |args: &[&str]| {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(storage.join("root"))
+            .arg("--runroot")
+            .arg(storage.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        c
+    };
+    // The base image: the cached bookworm root filesystem imported as is.
+    std::fs::hard_link(&base, ctx.join("base.tar"))
+        .or_else(|_| std::fs::copy(&base, ctx.join("base.tar")).map(|_| ()))
+        .expect("base in context");
+    std::fs::write(
+        ctx.join("Base.containerfile"),
+        "FROM scratch\nADD base.tar /\n",
+    )
+    .expect("write");
+    let imported = run(
+        buildah(&["bud", "--isolation", "chroot", "-t", "korg-test-base", "-f"])
+            .arg(ctx.join("Base.containerfile"))
+            .arg(&ctx),
+    );
+    if !imported.status.success() {
+        eprintln!(
+            "image test: buildah cannot build in this sandbox, skipping: {}",
+            String::from_utf8_lossy(&imported.stderr).trim()
+        );
+        return;
+    }
+    let file = ctx.join("Containerfile");
+    ok(korgpkg()
+        .args([
+            "image",
+            "containerfile",
+            "korg-clang-18",
+            "--from",
+            "localhost/korg-test-base",
+        ])
+        .args(["--repo-url", &repo.url, "--user", "1000:1000", "--out"])
+        .arg(&file));
+    let text = std::fs::read_to_string(&file).expect("Containerfile");
+    assert!(
+        text.contains("signed-by=/usr/share/keyrings/korg-archive-keyring.gpg"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ENV PATH=/usr/lib/korg/llvm-18/bin:"),
+        "{text}"
+    );
+    ok(
+        buildah(&["bud", "--isolation", "chroot", "-t", "korg-clang:18", "-f"])
+            .arg(&file)
+            .arg(&ctx),
+    );
+    let ctr = ok(&mut buildah(&["from", "korg-clang:18"]))
+        .trim()
+        .to_string();
+    let out = ok(&mut buildah(&[
+        "run",
+        "--isolation",
+        "chroot",
+        &ctr,
+        "--",
+        "clang",
+        "a",
+    ]));
+    assert_eq!(out.trim(), "korg-hello 2");
+    let owner = ok(&mut buildah(&[
+        "run",
+        "--isolation",
+        "chroot",
+        &ctr,
+        "--",
+        "dpkg",
+        "-S",
+        "/usr/lib/korg/llvm-18/bin/clang-18",
+    ]));
+    assert!(owner.starts_with("korg-clang-18:"), "{owner}");
+}
+
+#[test]
+fn image_set_builds_from_a_repository_and_pushes_every_tag() {
+    need_tool("skopeo");
+    let base = cached_base();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let repo = common::repo::TestRepo::new(false, &[]);
+    repo.publish(&[deb.as_path()]);
+    let set = tmp.path().join("korg.toml");
+    std::fs::write(
+        &set,
+        format!(
+            "[[image]]\nname = \"korg/korg-clang\"\ntags = [\"18\", \"latest\"]\npackages = [\"korg-clang-18\"]\n[image.bases]\namd64 = \"{b}\"\n\n\
+             [[image]]\nname = \"korg/korg-clang\"\ntags = [\"18-user\"]\npackages = [\"korg-clang-18=18.1.8-1\"]\nuser = \"1000:1000\"\n[image.bases]\namd64 = \"{b}\"\n",
+            b = base.display()
+        ),
+    )
+    .expect("set");
+    let out = tmp.path().join("images");
+    let mut c = image_build(&["--json", "--set"]);
+    c.arg(&set)
+        .arg("--repo")
+        .arg(&repo.root)
+        .arg("--out")
+        .arg(&out);
+    let reports: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    assert_eq!(reports.as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        dir_listing(&out),
+        ["korg_korg-clang-18", "korg_korg-clang-18-user"]
+    );
+    assert_eq!(
+        reports[0]["platforms"][0]["layers"][0]["digest"],
+        reports[1]["platforms"][0]["layers"][0]["digest"],
+        "the package layer is shared"
+    );
+
+    let registry = Registry::start(None);
+    let mut c = korgpkg();
+    c.args(["image", "push", "--json", "--set"])
+        .arg(&set)
+        .arg(&out)
+        .arg(&registry.host);
+    let pushed: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    assert_eq!(pushed.as_array().map(Vec::len), Some(3));
+    for (tag, report) in [("18", 0), ("latest", 0), ("18-user", 1)] {
+        let served: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{}/korg/korg-clang:{tag}", registry.host))))
+        .expect("json");
+        assert_eq!(served["Digest"], reports[report]["manifest"], "{tag}");
+    }
+}
+
+/// A .deb assembled by hand (binutils' ar) around a raw, possibly hostile, data.tar.
+fn raw_deb(dir: &Path, name: &str, data_tar: &[u8]) -> PathBuf {
+    need_tool("ar");
+    let work = dir.join(format!("{name}.parts"));
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let control = format!(
+        "Package: {name}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: t <t@example.invalid>\nDescription: hostile\n"
+    );
+    let control_tar = tar_bytes(&[(
+        "control".to_string(),
+        Item::File(String::new(), 0o644, control.into_bytes()),
+    )]);
+    common::write(&work, "debian-binary", b"2.0\n");
+    common::write(&work, "control.tar.gz", &common::gz(&control_tar));
+    common::write(&work, "data.tar.gz", &common::gz(data_tar));
+    let deb = dir.join(format!("{name}_1.0-1_amd64.deb"));
+    ok(Command::new("ar")
+        .arg("qc")
+        .arg(&deb)
+        .arg(work.join("debian-binary"))
+        .arg(work.join("control.tar.gz"))
+        .arg(work.join("data.tar.gz")));
+    deb
+}
+
+#[test]
+fn hostile_package_entries_are_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let status = b"Package: base-files\nStatus: install ok installed\nVersion: 12.4\n\n".to_vec();
+    let base = common::write(
+        tmp.path(),
+        "base.tar",
+        &tar_bytes(&[(
+            "var/lib/dpkg/status".to_string(),
+            Item::File(String::new(), 0o644, status),
+        )]),
+    );
+    let file = |n: &str| common::raw_entry(n, b'0', "", 0o644, b"x");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "escape",
+            [file("./../../etc/evil"), common::tar_end()].concat(),
+            "leaves the root",
+        ),
+        (
+            "whiteout",
+            [file("./usr/.wh.passwd"), common::tar_end()].concat(),
+            "whiteout",
+        ),
+        (
+            "hardlink",
+            [
+                file("./usr/a"),
+                common::raw_entry("./usr/b", b'1', "./usr/missing", 0o644, b""),
+                common::tar_end(),
+            ]
+            .concat(),
+            "not an earlier file",
+        ),
+        (
+            "device",
+            [
+                common::raw_entry("./dev/sda", b'3', "", 0o644, b""),
+                common::tar_end(),
+            ]
+            .concat(),
+            "unsupported type",
+        ),
+    ];
+    for (name, data, want) in cases {
+        let deb = raw_deb(tmp.path(), &format!("evil-{name}"), &data);
+        let outdir = tmp.path().join(format!("out-{name}"));
+        std::fs::create_dir_all(&outdir).expect("mkdir");
+        let out = run(image_build(&[])
+            .arg(&deb)
+            .arg("--base-rootfs")
+            .arg(&base)
+            .arg("--out")
+            .arg(outdir.join("img")));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
+        assert!(dir_listing(&outdir).is_empty(), "{name}: nothing written");
+    }
+}
