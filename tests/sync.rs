@@ -96,7 +96,7 @@ fn release_set(major: u32, version: &str) -> Vec<String> {
     vec![
         format!("deb korg-clang-{major} {version}-1 amd64 [stable]"),
         format!("rpm korg-clang-{major} {version}-1 x86_64"),
-        format!("ipk korg-clang-{major} {version}-1 x86_64"),
+        format!("ipk korg-clang-{major} {version}-1 x86_64 [openembedded]"),
     ]
 }
 

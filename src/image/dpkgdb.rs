@@ -222,6 +222,26 @@ pub fn add_user(
     Ok((passwd, group))
 }
 
+/// The fields of one stanza of the base's dpkg `status` file (continuation lines joined
+/// with `\n`). Lenient, as dpkg is with its own database: the base is the user's chosen
+/// root file system, and a stanza korgpkg cannot read simply satisfies nothing.
+fn stanza_fields(text: &str) -> BTreeMap<String, String> {
+    let mut fields: BTreeMap<String, String> = BTreeMap::new();
+    let mut last: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some(v) = last.as_ref().and_then(|f| fields.get_mut(f)) {
+                v.push('\n');
+                v.push_str(line);
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            fields.insert(k.trim().to_string(), v.trim().to_string());
+            last = Some(k.trim().to_string());
+        }
+    }
+    fields
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,24 +293,4 @@ mod tests {
         )
         .is_err());
     }
-}
-
-/// The fields of one stanza of the base's dpkg `status` file (continuation lines joined
-/// with `\n`). Lenient, as dpkg is with its own database: the base is the user's chosen
-/// root file system, and a stanza korgpkg cannot read simply satisfies nothing.
-fn stanza_fields(text: &str) -> BTreeMap<String, String> {
-    let mut fields: BTreeMap<String, String> = BTreeMap::new();
-    let mut last: Option<String> = None;
-    for line in text.lines() {
-        if line.starts_with(' ') || line.starts_with('\t') {
-            if let Some(v) = last.as_ref().and_then(|f| fields.get_mut(f)) {
-                v.push('\n');
-                v.push_str(line);
-            }
-        } else if let Some((k, v)) = line.split_once(':') {
-            fields.insert(k.trim().to_string(), v.trim().to_string());
-            last = Some(k.trim().to_string());
-        }
-    }
-    fields
 }
