@@ -22,6 +22,7 @@ pub mod relation;
 pub mod signing;
 pub mod source;
 pub mod spec;
+pub mod targuard;
 pub mod templates;
 pub mod verify;
 pub mod version;

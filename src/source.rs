@@ -145,6 +145,18 @@ impl<'a> KeySource<'a> {
     }
 }
 
+/// Read `path`, but not more than `max + 1` bytes (the reader of the result refuses a
+/// file longer than `max`).
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .ctx(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
@@ -411,7 +423,7 @@ impl Sources<'_> {
         let (sha256, sums_signer) = match sums_path {
             None => (None, None),
             Some(p) => {
-                let text = std::fs::read(&p).ctx(|| format!("reading {}", p.display()))?;
+                let text = read_bounded(&p, verify::MAX_SUMS_FILE)?;
                 let autosigner = self.keys.pinned(&spec.upstream.sums_signer)?;
                 let origin = p.display().to_string();
                 let sums = verify::verify_sums(&text, &autosigner, &origin)?;
