@@ -5,6 +5,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fetch::{parse_size, FetchLimits};
 use crate::package::{DebCompression, Format, IpkOuter, RpmCompression};
 
 /// Settings a config file may give. Unknown keys are an error naming the key.
@@ -36,6 +37,14 @@ pub struct Config {
     pub keyrings: Option<Vec<PathBuf>>,
     /// Where to fetch pinned keys missing from the keyrings (`""` turns fetching off).
     pub keys_url: Option<String>,
+    /// Seconds one download may take, retries included (0: no limit).
+    pub download_timeout: Option<u64>,
+    /// Largest file to download (`"4GiB"`, `"512M"`, bytes).
+    pub download_max_size: Option<String>,
+    /// Abandon a download slower than this many bytes per second (0: never) ...
+    pub low_speed_limit: Option<u64>,
+    /// ... over this many seconds.
+    pub low_speed_time: Option<u64>,
 }
 
 impl Config {
@@ -73,6 +82,29 @@ impl Config {
                 ));
             }
         }
+        if let Some(size) = &config.download_max_size {
+            parse_size(size)
+                .map_err(|e| Error::spec(&path, format!("field download_max_size: {e}")))?;
+        }
+        if config.low_speed_time == Some(0) {
+            return Err(Error::spec(
+                &path,
+                "field low_speed_time: must be at least 1",
+            ));
+        }
         Ok((config, Some(path)))
+    }
+
+    /// The download limits this file sets.
+    pub fn fetch_limits(&self) -> FetchLimits {
+        FetchLimits {
+            download_timeout: self.download_timeout,
+            download_max_size: self
+                .download_max_size
+                .as_deref()
+                .and_then(|s| parse_size(s).ok()),
+            low_speed_limit: self.low_speed_limit,
+            low_speed_time: self.low_speed_time,
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use korgpkg::config::Config;
-use korgpkg::fetch::{Cache, FetchOptions, Fetcher};
+use korgpkg::fetch::{Cache, FetchLimits, FetchOptions, Fetcher};
 use korgpkg::package::{self, BuildOptions, DebCompression, Format, IpkOuter, RpmCompression};
 use korgpkg::pipeline::{self, BuildRequest};
 use korgpkg::source::{self, KeySource, Mirror, Release, Sources};
@@ -67,6 +67,32 @@ struct Cli {
     /// [default: kernel.org's pgpkeys repository].
     #[arg(long, global = true, env = "KORGPKG_KEYS_URL", value_name = "URL")]
     keys_url: Option<String>,
+    /// Give up on a download not complete after this many seconds, retries included;
+    /// 0 = no limit [default: 7200].
+    #[arg(
+        long,
+        global = true,
+        env = "KORGPKG_DOWNLOAD_TIMEOUT",
+        value_name = "SECS"
+    )]
+    download_timeout: Option<u64>,
+    /// Largest file to download (4GiB, 512M, bytes) [default: 4GiB].
+    #[arg(long, global = true, env = "KORGPKG_DOWNLOAD_MAX_SIZE", value_name = "SIZE",
+          value_parser = korgpkg::fetch::parse_size)]
+    download_max_size: Option<u64>,
+    /// Abandon a download slower than this many bytes/s over --low-speed-time; 0 = never
+    /// [default: 1024].
+    #[arg(
+        long,
+        global = true,
+        env = "KORGPKG_LOW_SPEED_LIMIT",
+        value_name = "BYTES"
+    )]
+    low_speed_limit: Option<u64>,
+    /// The window, in seconds, over which --low-speed-limit is measured [default: 60].
+    #[arg(long, global = true, env = "KORGPKG_LOW_SPEED_TIME", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    low_speed_time: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -525,13 +551,19 @@ impl Net {
             .clone()
             .or(config.cache_dir.clone())
             .unwrap_or_else(Cache::default_dir);
-        let fetcher = Fetcher::new(
-            Cache::new(cache_dir),
-            FetchOptions {
-                progress,
-                ..FetchOptions::default()
-            },
-        )?;
+        let mut options = FetchOptions {
+            progress,
+            ..FetchOptions::default()
+        };
+        config.fetch_limits().apply(&mut options);
+        FetchLimits {
+            download_timeout: cli.download_timeout,
+            download_max_size: cli.download_max_size,
+            low_speed_limit: cli.low_speed_limit,
+            low_speed_time: cli.low_speed_time,
+        }
+        .apply(&mut options);
+        let fetcher = Fetcher::new(Cache::new(cache_dir), options)?;
         let mut keyring = Keyring::new();
         let files = config.keyrings.iter().flatten().chain(&cli.keyring);
         for file in files {
