@@ -934,7 +934,14 @@ fn two_builds_sharing_a_cache_both_succeed_and_download_once() {
     );
     let spawn = |out: &str| {
         m.korgpkg()
-            .args(["build", "korg-clang-18", "--format", "deb", "--json", "--out"])
+            .args([
+                "build",
+                "korg-clang-18",
+                "--format",
+                "deb",
+                "--json",
+                "--out",
+            ])
             .arg(m.tmp.path().join(out))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
