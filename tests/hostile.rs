@@ -479,3 +479,81 @@ fn gigabyte_long_names_and_pax_headers_are_refused_in_bounded_memory() {
         assert!(dir_listing(&out).is_empty(), "{:?}", dir_listing(&out));
     }
 }
+
+/// A gzip'd control tar with a minimal control file.
+fn control_tar_gz() -> Vec<u8> {
+    let text = b"Package: x\nVersion: 1\nArchitecture: amd64\nMaintainer: A <a@b.c>\nDescription: x\n";
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(text.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "./control", &text[..]).expect("control");
+    gz(&b.into_inner().expect("tar"))
+}
+
+/// `korgpkg inspect file` under the memory limit: exit 4 with `needle`.
+fn inspect_refused(file: &std::path::Path, needle: &str) {
+    let mut c = korgpkg();
+    c.arg("inspect").arg(file);
+    let o = run(limit_memory(&mut c, MEMORY_LIMIT));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains(needle), "want {needle:?} in {err}");
+    assert!(err.contains(&file.display().to_string()), "{err}");
+}
+
+#[test]
+fn inspect_bounds_long_names_and_control_members() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A .deb whose data.tar.zst starts with a 1.25 GiB GNU long name.
+    let control = control_tar_gz();
+    let data = metadata_bomb(b'L', 5 << 28, &[]);
+    let mut ar = ar::Builder::new(Vec::new());
+    for (name, bytes) in [
+        ("debian-binary", &b"2.0\n"[..]),
+        ("control.tar.gz", &control[..]),
+        ("data.tar.zst", &data[..]),
+    ] {
+        let header = ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64);
+        ar.append(&header, bytes).expect("ar");
+    }
+    let deb = write(tmp.path(), "bomb_1_amd64.deb", &ar.into_inner().expect("ar"));
+    inspect_refused(&deb, "GNU long name of 1342177280 bytes is over the 4 MiB limit");
+
+    // An ipk (gzip'd tar outer) whose control member is 1.25 GiB.
+    let mut gzip = std::process::Command::new("gzip")
+        .arg("-1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip");
+    let mut stdin = gzip.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut member = |name: &str, size: u64, byte: u8| {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(name).expect("name");
+            h.set_size(size);
+            h.set_mode(0o644);
+            h.set_cksum();
+            stdin.write_all(h.as_bytes()).expect("gzip");
+            let chunk = vec![byte; 1 << 20];
+            let mut left = size.div_ceil(512) * 512;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                stdin.write_all(&chunk[..n]).expect("gzip");
+                left -= n as u64;
+            }
+        };
+        member("./debian-binary", 4, b'\n');
+        member("./control.tar.gz", 5 << 28, 0);
+        stdin.write_all(&tar_end()).expect("gzip");
+    });
+    let out = gzip.wait_with_output().expect("gzip");
+    writer.join().expect("writer");
+    let ipk = write(tmp.path(), "bomb_1_all.ipk", &out.stdout);
+    inspect_refused(
+        &ipk,
+        "member \"control.tar.gz\" of 1342177280 bytes is over the 4 MiB limit",
+    );
+}
