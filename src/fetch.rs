@@ -460,7 +460,6 @@ impl Fetcher {
         start: u64,
         max: u64,
         budget: &Budget,
-        bar: Option<&ProgressBar>,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> std::result::Result<u64, Failure> {
         let mut buf = vec![0u8; BUF_SIZE];
@@ -488,9 +487,6 @@ impl Fetcher {
             }
             sink(&buf[..n])?;
             received += n as u64;
-            if let Some(bar) = bar {
-                bar.inc(n as u64);
-            }
             if budget.expired() {
                 return Err(Failure::Fatal(self.too_slow(url)));
             }
@@ -647,11 +643,11 @@ impl Fetcher {
             start,
             self.options.max_size,
             budget,
-            Some(bar),
             &mut |chunk| {
                 file.write_all(chunk)
                     .ctx(|| format!("writing partial download {}", part.display()))?;
                 hasher.update(chunk);
+                bar.inc(chunk.len() as u64);
                 Ok(())
             },
         );
@@ -754,11 +750,10 @@ impl Fetcher {
                         return Err(Error::network(url, HTML_MESSAGE).into());
                     }
                     let mut body = Vec::new();
-                    let read =
-                        self.read_body(url, &mut response, 0, max, &budget, None, &mut |c| {
-                            body.extend_from_slice(c);
-                            Ok(())
-                        });
+                    let read = self.read_body(url, &mut response, 0, max, &budget, &mut |c| {
+                        body.extend_from_slice(c);
+                        Ok(())
+                    });
                     match read {
                         Ok(_) => {}
                         Err(Failure::TooLarge) => return Err(too_big().into()),

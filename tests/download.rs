@@ -961,3 +961,49 @@ fn two_builds_sharing_a_cache_both_succeed_and_download_once() {
     assert_eq!(cached_tarballs(&m.cache()).len(), 1);
     assert!(dir_listing(&m.cache().join("partial")).is_empty());
 }
+
+#[test]
+fn a_local_tarball_is_hashed_before_it_is_unpacked() {
+    let m = Mirror::new();
+    let dir = m.tmp.path().join("local");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let r = &m.releases[2];
+    // The listed name, other bytes: an xz stream that decompresses to 256 MiB of zeros,
+    // which staging would unpack (and then report as no tar archive) if it came first.
+    let mut enc = xz2::write::XzEncoder::new(Vec::new(), 0);
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        std::io::Write::write_all(&mut enc, &zeros).expect("xz");
+    }
+    let bomb = enc.finish().expect("xz");
+    let tarball = dir.join(r.name());
+    std::fs::write(&tarball, &bomb).expect("w");
+    std::fs::write(
+        dir.join(r.sign_name()),
+        m.dev.sign_detached(&r.tar, Hash::Sha256, true, true),
+    )
+    .expect("w");
+    std::fs::write(dir.join("sha256sums.asc"), m.sums(&m.autosigner)).expect("w");
+    let out = m.tmp.path().join("o");
+    let started = std::time::Instant::now();
+    let o = run(m
+        .korgpkg()
+        .args(["build", "korg-clang-18", "--format", "deb", "--from"])
+        .arg(&tarball)
+        .arg("--out")
+        .arg(&out));
+    refused(
+        &o,
+        &format!(
+            "does not match {} from the signed sums file",
+            sha256_hex(&r.xz)
+        ),
+        &out,
+    );
+    // Hashing 150 KB is instant; unpacking first took seconds.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -482,12 +482,14 @@ fn gigabyte_long_names_and_pax_headers_are_refused_in_bounded_memory() {
 
 /// A gzip'd control tar with a minimal control file.
 fn control_tar_gz() -> Vec<u8> {
-    let text = b"Package: x\nVersion: 1\nArchitecture: amd64\nMaintainer: A <a@b.c>\nDescription: x\n";
+    let text =
+        b"Package: x\nVersion: 1\nArchitecture: amd64\nMaintainer: A <a@b.c>\nDescription: x\n";
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_size(text.len() as u64);
     h.set_mode(0o644);
-    b.append_data(&mut h, "./control", &text[..]).expect("control");
+    b.append_data(&mut h, "./control", &text[..])
+        .expect("control");
     gz(&b.into_inner().expect("tar"))
 }
 
@@ -517,8 +519,15 @@ fn inspect_bounds_long_names_and_control_members() {
         let header = ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64);
         ar.append(&header, bytes).expect("ar");
     }
-    let deb = write(tmp.path(), "bomb_1_amd64.deb", &ar.into_inner().expect("ar"));
-    inspect_refused(&deb, "GNU long name of 1342177280 bytes is over the 4 MiB limit");
+    let deb = write(
+        tmp.path(),
+        "bomb_1_amd64.deb",
+        &ar.into_inner().expect("ar"),
+    );
+    inspect_refused(
+        &deb,
+        "GNU long name of 1342177280 bytes is over the 4 MiB limit",
+    );
 
     // An ipk (gzip'd tar outer) whose control member is 1.25 GiB.
     let mut gzip = std::process::Command::new("gzip")
