@@ -3,9 +3,11 @@
 //!
 //! Tarballs are hostile input. An entry is rejected (with its name in the error) when it
 //! has an absolute path or a `..` component, lies outside the spec's top directory, is a
-//! device node, FIFO or sparse file, is setuid/setgid, is a symlink whose target leaves the
-//! package prefix, is a hard link to anything but an earlier regular file, sits below a
-//! symlink, or repeats an earlier path. File contents are staged as numbered files in a
+//! device node, FIFO or sparse file (GNU or any PAX form), is setuid/setgid, is a symlink
+//! whose target leaves the package prefix (resolved through the payload's other symlinks
+//! once all entries are known), is a hard link to anything but an earlier regular file,
+//! sits below a symlink, or repeats an earlier path. The stream is read through a
+//! [`TarGuard`], so oversized long names and PAX headers are refused before they are read. File contents are staged as numbered files in a
 //! private directory, so no path or link from the archive is ever followed on disk.
 //! Memory holds only the entry list; contents stream through a fixed buffer.
 
