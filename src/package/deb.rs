@@ -132,6 +132,7 @@ fn compress<W: Write>(compression: DebCompression, level: i32, w: W) -> Result<C
 /// Read an `ar`-form .deb or .ipk.
 pub fn inspect_ar(path: &Path, format: Format) -> Result<Inspection> {
     let bad = |e: debpkg::Error| Error::input(path, format!("not a valid package: {e}"));
+    tarball::check_ar_names(path)?;
     let mut pkg = debpkg::DebPkg::parse(tarball::open(path)?).map_err(bad)?;
     let control_text = tarball::read_control(path, pkg.control().map_err(bad)?)?;
     let files = tarball::list_data(path, pkg.data().map_err(bad)?)?;
