@@ -986,7 +986,8 @@ fn dep_display(d: &rpm::Dependency) -> String {
 
 fn inspect_rpm(path: &Path) -> Result<Inspection> {
     let bad = |e: rpm::Error| Error::input(path, format!("not a valid rpm package: {e}"));
-    let md = PackageMetadata::open(path).map_err(bad)?;
+    // Bounds-checked before the crate parses it.
+    let md = super::rpmheader::open(path)?.0.metadata;
     let name = md.get_name().map_err(bad)?.to_string();
     let version = md.get_version().map_err(bad)?;
     let release = md.get_release().map_err(bad)?;

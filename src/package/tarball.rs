@@ -203,26 +203,6 @@ impl<'a> ArWriter<'a> {
     }
 }
 
-/// Parse a Debian-style control file into fields (continuation lines joined with `\n`).
-pub fn parse_control(text: &str) -> BTreeMap<String, String> {
-    let mut fields: BTreeMap<String, String> = BTreeMap::new();
-    let mut last: Option<String> = None;
-    for line in text.lines() {
-        if line.starts_with(' ') || line.starts_with('\t') {
-            if let Some(field) = &last {
-                if let Some(v) = fields.get_mut(field) {
-                    v.push('\n');
-                    v.push_str(line);
-                }
-            }
-        } else if let Some((k, v)) = line.split_once(':') {
-            fields.insert(k.trim().to_string(), v.trim().to_string());
-            last = Some(k.trim().to_string());
-        }
-    }
-    fields
-}
-
 /// The largest `control` file (and ipk control member) korgpkg reads into memory.
 pub const MAX_CONTROL: u64 = crate::targuard::MAX_TAR_METADATA;
 
@@ -381,48 +361,6 @@ pub const DEB_RELATION_FIELDS: &[&str] = &[
     "Provides",
     "Replaces",
 ];
-
-/// Refuse an `ar` archive (.deb, .ipk) whose member names are not plain short names
-/// (deb(5) members are `debian-binary`, `control.tar.*`, `data.tar.*`): for a GNU name
-/// or symbol table (`//`, `/`), a GNU long-name reference (`/N`) or a BSD long name
-/// (`#1/N`) the `ar` crate allocates what a size field says or indexes out of bounds.
-/// Malformed headers are left to the archive reader to report.
-pub fn check_ar_names(path: &Path) -> Result<()> {
-    let read_err = |e: io::Error| Error::Io {
-        context: format!("reading {}", path.display()),
-        source: e,
-    };
-    let mut f = open(path)?;
-    let len = f.metadata().map_err(read_err)?.len();
-    let mut pos = 8u64;
-    let mut header = [0u8; 60];
-    while pos.saturating_add(60) <= len {
-        f.seek(SeekFrom::Start(pos)).map_err(read_err)?;
-        f.read_exact(&mut header).map_err(read_err)?;
-        let name = &header[..16];
-        if name.starts_with(b"/") || name.starts_with(b"#1/") {
-            let shown = String::from_utf8_lossy(name);
-            return Err(Error::input(
-                path,
-                format!(
-                    "ar member at byte {pos} has the name {:?}: packages use plain member names, not long-name or symbol tables",
-                    shown.trim_end()
-                ),
-            ));
-        }
-        let Some(size) = std::str::from_utf8(&header[48..58])
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-        else {
-            break;
-        };
-        pos = pos
-            .saturating_add(60)
-            .saturating_add(size)
-            .saturating_add(size & 1);
-    }
-    Ok(())
-}
 
 /// Open `path` for reading, with context.
 pub fn open(path: &Path) -> Result<File> {

@@ -347,7 +347,7 @@ pub(crate) fn place_in_pool(
     sums: &FileSums,
     pool: &str,
 ) -> Result<FileSums> {
-    let dst = ctx.root.join(pool);
+    let dst = pool_file(ctx.root, file, pool)?;
     if dst.exists() {
         let (sha256, _, _) = file_sums(&dst)?;
         if sha256 == sums.sha256 {
@@ -364,6 +364,51 @@ pub(crate) fn place_in_pool(
     Ok(sums.clone())
 }
 
+/// A pool path (relative to the repository root) from `dirs` and a file `name`, each of
+/// which must be one plain path component: not empty, `.` or `..`, without `/` or NUL,
+/// at most 255 bytes. The values come from a package's metadata (already checked
+/// against its format's grammar); this is the second line of defence, so that no
+/// value can ever name a file outside the pool. Errors name `file`.
+pub fn pool_path(file: &Path, dirs: &[&str], name: &str) -> Result<String> {
+    let mut rel = String::new();
+    for part in dirs.iter().chain([&name]) {
+        let plain = !part.is_empty()
+            && *part != "."
+            && *part != ".."
+            && part.len() <= 255
+            && !part.contains(['/', '\0']);
+        if !plain {
+            return Err(Error::input(
+                file,
+                format!("{part:?} cannot be part of a pool path"),
+            ));
+        }
+        if !rel.is_empty() {
+            rel.push('/');
+        }
+        rel.push_str(part);
+    }
+    Ok(rel)
+}
+
+/// `root` joined with the pool path `rel`, refused unless the result is a file strictly
+/// inside `root` reached through plain components only.
+pub fn pool_file(root: &Path, file: &Path, rel: &str) -> Result<PathBuf> {
+    use std::path::Component;
+    let inside = !rel.is_empty()
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    let joined = root.join(rel);
+    if !inside || !joined.starts_with(root) || joined == root {
+        return Err(Error::input(
+            file,
+            format!("pool path {rel:?} leaves the repository"),
+        ));
+    }
+    Ok(joined)
+}
+
 /// One repository format.
 ///
 /// `import` is the only place a package file is read: it validates the package, puts it
@@ -371,9 +416,15 @@ pub(crate) fn place_in_pool(
 /// a complete signed index generation from stored entries alone.
 pub trait Repository {
     fn format(&self) -> Format;
-    /// Pool path (relative to the repository) a package of this format goes to; `feed`
-    /// is the opkg feed flavour (ipk only).
-    fn pool_path(&self, info: &package::Inspection, feed: Option<&str>) -> String;
+    /// Pool path (relative to the repository) the package `file` of this format goes
+    /// to, built with [`pool_path`] so that no value can leave the pool; `feed` is the
+    /// opkg feed flavour (ipk only).
+    fn pool_path(
+        &self,
+        file: &Path,
+        info: &package::Inspection,
+        feed: Option<&str>,
+    ) -> Result<String>;
     /// Copy `file` (whose sums are `sums`) into the pool at `pool` (atomically, made
     /// durable as `ctx.durability` says) and describe it. Called from several threads
     /// at once for different packages. By default (apt, opkg) the file is copied as it
@@ -386,11 +437,10 @@ pub trait Repository {
         sums: &FileSums,
         pool: &str,
     ) -> Result<Imported> {
+        let stanza = control_stanza(file, info)?;
         Ok(Imported {
             sums: place_in_pool(ctx, file, sums, pool)?,
-            index: IndexData::Control {
-                stanza: control_stanza(info),
-            },
+            index: IndexData::Control { stanza },
         })
     }
     /// Write every index file of this format for `packages` below `gen` (a fresh
@@ -914,6 +964,12 @@ pub fn publish(
             ));
         }
         check_arch(&config, file, info.format, &info.arch)?;
+        if info.format != Format::Rpm {
+            // The index stanza must be buildable before anything is written.
+            control_stanza(file, &info)?;
+        }
+        // Every byte checked before the repository key goes near it.
+        package::verify::verify(file, info.format)?;
         let feed = match info.format {
             Format::Ipk => Some(opkg::feed_of(&config, file)?.as_str().to_string()),
             _ => None,
@@ -960,7 +1016,8 @@ pub fn publish(
     let mut plans: Vec<(PathBuf, package::Inspection, FileSums, PublishedPackage)> = Vec::new();
     for (file, info, sums, feed) in checked {
         let repo = repository(info.format);
-        let pool = repo.pool_path(&info, feed.as_deref());
+        let pool = repo.pool_path(&file, &info, feed.as_deref())?;
+        pool_file(root, &file, &pool)?;
         // The apt suite of a deb, the opkg feed of an ipk.
         let pkg_suite = match info.format {
             Format::Deb => Some(suite.clone()),
@@ -1303,24 +1360,77 @@ pub fn sha512_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha512::digest(bytes))
 }
 
-/// A Debian-style control stanza (without Filename/Size/sums) from an inspection.
-pub fn control_stanza(info: &package::Inspection) -> String {
+/// Fields a Packages index writes itself for every package (compared without case); a
+/// package that carries one of them in its control file is refused.
+const INDEX_FIELDS: &[&str] = &[
+    "Filename",
+    "Size",
+    "MD5sum",
+    "SHA1",
+    "SHA256",
+    "SHA512",
+    "SHA256sum",
+    "Package",
+    "Version",
+    "Architecture",
+];
+
+/// A Debian-style control stanza (without Filename/Size/sums) rebuilt from the parsed
+/// fields of the package `file`: the identity fields first, every other field on one
+/// line (continuation lines of folded fields joined with a space), relations normalized,
+/// and only `Description` keeping its continuation lines. A field the index writes
+/// itself is refused, as is any value that could end the stanza early.
+pub fn control_stanza(file: &Path, info: &package::Inspection) -> Result<String> {
+    let one_line = |v: &str| v.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut s = format!(
         "Package: {}\nVersion: {}\nArchitecture: {}\n",
         info.name, info.version, info.arch
     );
+    for k in info.fields.keys().chain(info.relations.keys()) {
+        if INDEX_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(k)) {
+            return Err(Error::input(
+                file,
+                format!("control field {k}: written by the repository index, a package must not carry it"),
+            ));
+        }
+    }
     for (k, v) in &info.fields {
         if k != "Description" {
-            s.push_str(&format!("{k}: {v}\n"));
+            s.push_str(&format!("{k}: {}\n", one_line(v)));
         }
     }
     for (k, v) in &info.relations {
-        s.push_str(&format!("{k}: {}\n", v.join(", ")));
+        let list: Vec<String> = v.iter().map(|r| one_line(r)).collect();
+        s.push_str(&format!("{k}: {}\n", list.join(", ")));
     }
     if let Some(d) = info.fields.get("Description") {
-        s.push_str(&format!("Description: {d}\n"));
+        let mut lines = d.split('\n');
+        s.push_str(&format!(
+            "Description: {}\n",
+            lines.next().unwrap_or("").trim()
+        ));
+        for line in lines {
+            // Continuation lines as the package has them (space or tab, then text).
+            if !line.starts_with([' ', '\t']) {
+                s.push(' ');
+            }
+            s.push_str(line);
+            s.push('\n');
+        }
     }
-    s
+    // Every line a field or a non-blank continuation line, nothing but tab below 0x20:
+    // nothing can end the stanza or start another one.
+    let safe = s
+        .lines()
+        .all(|l| !l.trim().is_empty() && !l.chars().any(|c| c.is_control() && c != '\t'))
+        && !s.contains("\n\n");
+    if !safe {
+        return Err(Error::input(
+            file,
+            "control fields would not make one index stanza",
+        ));
+    }
+    Ok(s)
 }
 
 #[cfg(test)]
