@@ -33,6 +33,7 @@ pub mod publish;
 pub mod signing;
 pub mod source;
 pub mod spec;
+pub mod sync;
 pub mod targuard;
 pub mod templates;
 pub mod verify;

@@ -349,6 +349,10 @@ pub struct ControlData<'a> {
     pub extra_fields: BTreeMap<String, String>,
     /// RFC 2822 build date, for changelogs.
     pub date: String,
+    /// File name of the upstream tarball the package was made from ("" if unknown),
+    /// and its sha256, for changelogs.
+    pub upstream_file: String,
+    pub upstream_sha256: String,
 }
 
 impl<'a> ControlData<'a> {
@@ -383,8 +387,23 @@ impl<'a> ControlData<'a> {
             relations,
             extra_fields,
             date: rfc2822(meta.build_time),
+            upstream_file: meta
+                .provenance
+                .as_ref()
+                .map(|p| upstream_file(&p.url))
+                .unwrap_or_default(),
+            upstream_sha256: meta
+                .provenance
+                .as_ref()
+                .map(|p| p.sha256.clone())
+                .unwrap_or_default(),
         }
     }
+}
+
+/// The file name at the end of an upstream URL or path.
+pub fn upstream_file(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or(url).to_string()
 }
 
 /// A compressing writer for a Debian-style archive member.

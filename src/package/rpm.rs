@@ -623,15 +623,25 @@ fn meta_entries(
         ),
         entry(
             IndexTag::RPMTAG_CHANGELOGTEXT,
-            IndexData::StringArray(vec![format!(
-                "- Repackaged upstream {} from kernel.org with korgpkg{}",
-                meta.upstream_version,
-                if meta.provenance.is_some() && !meta.verified {
-                    " (signature NOT verified)"
-                } else {
-                    ""
+            IndexData::StringArray(vec![{
+                let mut text = format!(
+                    "- Repackaged upstream {} from kernel.org with korgpkg{}",
+                    meta.upstream_version,
+                    if meta.provenance.is_some() && !meta.verified {
+                        " (signature NOT verified)"
+                    } else {
+                        ""
+                    }
+                );
+                if let Some(p) = &meta.provenance {
+                    text.push_str(&format!(
+                        "\n- Upstream release {}\n  sha256 {}",
+                        super::upstream_file(&p.url),
+                        p.sha256
+                    ));
                 }
-            )]),
+                text
+            }]),
         ),
     ];
     if let Some(p) = &meta.provenance {

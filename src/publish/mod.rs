@@ -49,7 +49,7 @@ use crate::templates::Templates;
 
 /// The repository definition's file name.
 pub const DEFINITION: &str = "korgpkg-repo.toml";
-pub(crate) const STATE_DIR: &str = ".korgpkg";
+pub const STATE_DIR: &str = ".korgpkg";
 
 /// A repository definition (`korgpkg-repo.toml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +75,9 @@ pub struct RepoConfig {
     /// Index generations kept (at least 2, so clients with the previous index work).
     #[serde(default = "default_generations")]
     pub keep_generations: u64,
+    /// The `korgpkg sync` policy, read and validated by `sync::Policy::load`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<toml::Table>,
 }
 
 fn default_name() -> String {
@@ -475,6 +478,8 @@ pub struct Report {
     pub generation: u64,
     pub added: Vec<PublishedPackage>,
     pub unchanged: Vec<PublishedPackage>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<PublishedPackage>,
 }
 
 /// An exclusive `flock` on the repository, released on drop (and by the kernel if the
@@ -914,6 +919,7 @@ pub fn init(
         rpm: RpmConfig::default(),
         opkg: OpkgConfig::default(),
         keep_generations: default_generations(),
+        sync: None,
     };
     if !suites.is_empty() {
         config.apt.suites = suites.to_vec();
@@ -947,13 +953,106 @@ pub fn publish(
         }
     }
     let suite = suite.unwrap_or(&config.apt.suites[0]).to_string();
-    let files = expand_inputs(inputs)?;
+    let add = expand_inputs(inputs)?
+        .into_iter()
+        .map(|f| (f, suite.clone()))
+        .collect();
+    let changes = Changes {
+        add,
+        remove: Vec::new(),
+    };
+    apply_with(
+        root,
+        config,
+        &changes,
+        passphrase,
+        source_date_epoch,
+        templates,
+        true,
+    )
+}
+
+/// Identity of one package in a repository: what [`Changes::remove`] names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PackageId {
+    pub format: Format,
+    /// apt suite (deb) or opkg feed flavour (ipk).
+    pub suite: Option<String>,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
+impl PackageId {
+    /// The identity of a published package.
+    pub fn of(p: &PublishedPackage) -> Self {
+        PackageId {
+            format: p.format,
+            suite: p.suite.clone(),
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: p.arch.clone(),
+        }
+    }
+}
+
+/// Packages to add (file, apt suite for debs) and packages to remove, applied together
+/// by one generation switch.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    pub add: Vec<(PathBuf, String)>,
+    pub remove: Vec<PackageId>,
+}
+
+/// Add and remove packages with one new generation (none when nothing changes). Inputs
+/// are inspected before the repository is touched; a removal naming a package the
+/// repository does not hold is ignored. Pool files no package refers to any more are
+/// deleted after the switch.
+pub fn apply(
+    root: &Path,
+    changes: &Changes,
+    passphrase: Option<String>,
+    source_date_epoch: Option<u64>,
+    templates: &Templates,
+) -> Result<Report> {
+    let config = RepoConfig::load(root)?;
+    for (file, suite) in &changes.add {
+        if !config.apt.suites.iter().any(|x| x == suite) {
+            return Err(Error::spec(
+                root.join(DEFINITION),
+                format!(
+                    "apt.suites: has no suite {suite} (wanted for {})",
+                    file.display()
+                ),
+            ));
+        }
+    }
+    apply_with(
+        root,
+        config,
+        changes,
+        passphrase,
+        source_date_epoch,
+        templates,
+        false,
+    )
+}
+
+fn apply_with(
+    root: &Path,
+    config: RepoConfig,
+    changes: &Changes,
+    passphrase: Option<String>,
+    source_date_epoch: Option<u64>,
+    templates: &Templates,
+    always_commit: bool,
+) -> Result<Report> {
     let time = now_or(source_date_epoch);
     let signer = open_signer(root, &config, passphrase, time)?;
 
     // Read and validate every input before touching the repository (in parallel; the
     // first bad input in command-line order is the one reported).
-    let checked = par_map(&files, |file| -> Result<_> {
+    let checked = par_map(&changes.add, |(file, suite)| -> Result<_> {
         let mut info = package::inspect(file)?;
         // The file list is not indexed (rpm-md's comes from the signed header): drop it.
         info.files = Vec::new();
@@ -981,7 +1080,13 @@ pub fn publish(
         } else {
             file_sums(file)?
         };
-        Ok((file.clone(), info, FileSums { sha256, md5, size }, feed))
+        Ok((
+            file.clone(),
+            suite.clone(),
+            info,
+            FileSums { sha256, md5, size },
+            feed,
+        ))
     })
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
@@ -989,10 +1094,22 @@ pub fn publish(
     let _lock = Lock::acquire(root)?;
     let mut state = load_state(root)?;
     let mut report = Report {
-        generation: 0,
+        generation: state.generation,
         added: Vec::new(),
         unchanged: Vec::new(),
+        removed: Vec::new(),
     };
+    // Removals first, so an add of the same identity (a rebuilt package) is not
+    // mistaken for a conflict with the package it replaces.
+    if !changes.remove.is_empty() {
+        let gone: HashSet<&PackageId> = changes.remove.iter().collect();
+        let (removed, kept): (Vec<_>, Vec<_>) = state
+            .packages
+            .drain(..)
+            .partition(|s| gone.contains(&PackageId::of(&s.package)));
+        state.packages = kept;
+        report.removed = removed.into_iter().map(|s| s.package).collect();
+    }
     // Conflicts first: nothing is written if any input clashes. An ipk is identified
     // within its feed (the two outer forms of one package live side by side).
     type Id = (Format, Option<String>, String, String, String);
@@ -1014,7 +1131,7 @@ pub fn publish(
     }
     let mut planned: HashMap<Id, Vec<usize>> = HashMap::new();
     let mut plans: Vec<(PathBuf, package::Inspection, FileSums, PublishedPackage)> = Vec::new();
-    for (file, info, sums, feed) in checked {
+    for (file, suite, info, sums, feed) in checked {
         let repo = repository(info.format);
         let pool = repo.pool_path(&file, &info, feed.as_deref())?;
         pool_file(root, &file, &pool)?;
@@ -1127,8 +1244,32 @@ pub fn publish(
             source_sha256: (info.format == Format::Rpm).then_some(sums.sha256),
         });
     }
+    if !always_commit && report.added.is_empty() && report.removed.is_empty() {
+        return Ok(report);
+    }
     report.generation = commit(&ctx, &mut state)?;
+    delete_unreferenced(root, &state, &report.removed);
     Ok(report)
+}
+
+/// Delete the pool files of `removed` packages that no package in `state` refers to
+/// (another suite may still list the same file). Done after the switch: the new
+/// generation no longer names them.
+fn delete_unreferenced(root: &Path, state: &State, removed: &[PublishedPackage]) {
+    let referenced: BTreeSet<&str> = state
+        .packages
+        .iter()
+        .map(|s| s.package.path.as_str())
+        .collect();
+    for p in removed {
+        if !referenced.contains(p.path.as_str()) {
+            let _ = fs::remove_file(root.join(&p.path));
+            if p.format == Format::Ipk {
+                // The package's detached signature (OpenEmbedded feeds).
+                let _ = fs::remove_file(root.join(format!("{}.asc", p.path)));
+            }
+        }
+    }
 }
 
 /// Above this many new packages a publish syncs the file system once instead of every
@@ -1311,26 +1452,9 @@ pub fn remove(
         referenced: HashSet::new(),
     };
     commit(&ctx, &mut state)?;
-    // Pool files still referenced (another suite) stay; the others are deleted only
-    // after the new generation is live, and the previous generation no longer needs
-    // them once it is pruned, so they are kept until then. Delete unreferenced files.
-    let referenced: BTreeSet<&str> = state
-        .packages
-        .iter()
-        .map(|s| s.package.path.as_str())
-        .collect();
-    let mut out = Vec::new();
-    for s in removed {
-        if !referenced.contains(s.package.path.as_str()) {
-            let _ = fs::remove_file(root.join(&s.package.path));
-            if s.package.format == Format::Ipk {
-                // The package's detached signature (OpenEmbedded feeds).
-                let _ = fs::remove_file(root.join(format!("{}.asc", s.package.path)));
-            }
-        }
-        out.push(s.package);
-    }
-    Ok(out)
+    let removed: Vec<PublishedPackage> = removed.into_iter().map(|s| s.package).collect();
+    delete_unreferenced(root, &state, &removed);
+    Ok(removed)
 }
 
 /// XML-escape text for rpm-md.
