@@ -5,6 +5,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fetch::{parse_size, FetchLimits};
 use crate::model::Format;
 use crate::package::{BuildOptions, DebCompression, IpkOuter, RpmCompression};
 use crate::pipeline::BuildSettings;
@@ -39,6 +40,14 @@ pub struct Config {
     pub keyrings: Option<Vec<PathBuf>>,
     /// Where to fetch pinned keys missing from the keyrings (`""` turns fetching off).
     pub keys_url: Option<String>,
+    /// Seconds one download may take, retries included (0: no limit).
+    pub download_timeout: Option<u64>,
+    /// Largest file to download (`"4GiB"`, `"512M"`, bytes).
+    pub download_max_size: Option<String>,
+    /// Abandon a download slower than this many bytes per second (0: never) ...
+    pub low_speed_limit: Option<u64>,
+    /// ... over this many seconds.
+    pub low_speed_time: Option<u64>,
 }
 
 impl Config {
@@ -76,7 +85,30 @@ impl Config {
                 ));
             }
         }
+        if let Some(size) = &config.download_max_size {
+            parse_size(size)
+                .map_err(|e| Error::spec(&path, format!("field download_max_size: {e}")))?;
+        }
+        if config.low_speed_time == Some(0) {
+            return Err(Error::spec(
+                &path,
+                "field low_speed_time: must be at least 1",
+            ));
+        }
         Ok((config, Some(path)))
+    }
+
+    /// The download limits this file sets.
+    pub fn fetch_limits(&self) -> FetchLimits {
+        FetchLimits {
+            download_timeout: self.download_timeout,
+            download_max_size: self
+                .download_max_size
+                .as_deref()
+                .and_then(|s| parse_size(s).ok()),
+            low_speed_limit: self.low_speed_limit,
+            low_speed_time: self.low_speed_time,
+        }
     }
 }
 
@@ -183,6 +215,15 @@ impl Config {
                 .collect(),
             keys_url: flags.keys_url.clone().or(self.keys_url.clone()),
             progress: flags.progress,
+            limits: FetchLimits {
+                download_timeout: flags.limits.download_timeout.or(self.download_timeout),
+                download_max_size: flags
+                    .limits
+                    .download_max_size
+                    .or(self.fetch_limits().download_max_size),
+                low_speed_limit: flags.limits.low_speed_limit.or(self.low_speed_limit),
+                low_speed_time: flags.limits.low_speed_time.or(self.low_speed_time),
+            },
         }
     }
 }

@@ -5,6 +5,12 @@
 //! `<cache>/sha256/<sha256>` only once the hash matches. An interrupted download keeps
 //! its `.part` and resumes with a `Range` request. Small files (sums lists, signatures,
 //! keys, directory listings) are read into memory under a size limit.
+//!
+//! Every download runs under limits, so a misbehaving mirror cannot hold korgpkg or fill
+//! the disk: a deadline per file (retries included), a low-speed abort (fewer than N
+//! bytes/s over M seconds), and a maximum size, checked against `Content-Length` before
+//! the body is read and against the bytes as they arrive. Processes sharing a cache
+//! take a `flock` per file, so a second one waits for the first and reuses its result.
 
 use std::collections::HashSet;
 use std::error::Error as StdError;
@@ -13,7 +19,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::blocking::{Client, Response};
@@ -34,7 +40,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 const HTML_MESSAGE: &str = "got an HTML page, not the file: is the mirror URL right?";
 
 /// The content-addressed download cache: `<dir>/sha256/<hex>` for verified files,
-/// `<dir>/partial/` for in-progress downloads, `<dir>/keys/` (used by others).
+/// `<dir>/partial/` for in-progress downloads, `<dir>/locks/<hex>` (one process
+/// downloads a file at a time), `<dir>/keys/` (used by others).
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
@@ -64,6 +71,33 @@ impl Cache {
 
     fn partial_path(&self, sha256: &str) -> PathBuf {
         self.dir.join("partial").join(format!("{sha256}.part"))
+    }
+
+    /// An exclusive lock on downloading `sha256` into this cache, held until dropped
+    /// (`flock` on `<dir>/locks/<sha256>`, so the kernel releases it when a process
+    /// dies). Waits, saying so on `bar`, while another process holds it.
+    fn lock(&self, sha256: &str, bar: &ProgressBar) -> Result<File> {
+        let dir = self.dir.join("locks");
+        fs::create_dir_all(&dir).ctx(|| format!("creating cache directory {}", dir.display()))?;
+        let path = dir.join(sha256);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).ctx(|| format!("locking {}", path.display()))
+            }
+        }
+        let message = bar.message();
+        bar.set_message(format!("{message} (another korgpkg is downloading it)"));
+        file.lock().ctx(|| format!("locking {}", path.display()))?;
+        bar.set_message(message);
+        Ok(file)
     }
 
     /// The cached file with this sha256 if present AND its content still hashes to it; a
@@ -108,6 +142,17 @@ pub struct FetchOptions {
     pub progress: bool,
     /// Largest file [`Fetcher::fetch_small`] accepts, in bytes.
     pub max_small: u64,
+    /// Largest file [`Fetcher::fetch_verified`] downloads, in bytes; a mirror announcing
+    /// more (`Content-Length`, `Content-Range`) is refused before the body is read.
+    pub max_size: u64,
+    /// The longest one file may take, retries and backoff included (checked as data
+    /// arrives; a silent connection ends after `timeout`); zero: no limit.
+    pub deadline: Duration,
+    /// A download averaging fewer than this many bytes per second over `low_speed_time`
+    /// is abandoned (its `.part` is kept for the next run); 0 turns the check off.
+    pub low_speed_limit: u64,
+    /// The window over which `low_speed_limit` is measured.
+    pub low_speed_time: Duration,
 }
 
 impl Default for FetchOptions {
@@ -118,8 +163,75 @@ impl Default for FetchOptions {
             timeout: Duration::from_secs(60),
             progress: false,
             max_small: 16 * 1024 * 1024,
+            max_size: DEFAULT_MAX_SIZE,
+            deadline: Duration::from_secs(DEFAULT_DEADLINE_SECS),
+            low_speed_limit: DEFAULT_LOW_SPEED_LIMIT,
+            low_speed_time: Duration::from_secs(DEFAULT_LOW_SPEED_TIME_SECS),
         }
     }
+}
+
+/// Default [`FetchOptions::max_size`]: 4 GiB (kernel.org's largest toolchain is ~1 GB).
+pub const DEFAULT_MAX_SIZE: u64 = 4 << 30;
+/// Default [`FetchOptions::deadline`]: two hours per file.
+pub const DEFAULT_DEADLINE_SECS: u64 = 2 * 60 * 60;
+/// Default [`FetchOptions::low_speed_limit`]: 1 KiB/s ...
+pub const DEFAULT_LOW_SPEED_LIMIT: u64 = 1024;
+/// ... over [`FetchOptions::low_speed_time`]: one minute.
+pub const DEFAULT_LOW_SPEED_TIME_SECS: u64 = 60;
+
+/// Download limits as the config file and the command line give them; `None` keeps
+/// what is already set.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FetchLimits {
+    /// [`FetchOptions::deadline`] in seconds.
+    pub download_timeout: Option<u64>,
+    /// [`FetchOptions::max_size`].
+    pub download_max_size: Option<u64>,
+    /// [`FetchOptions::low_speed_limit`].
+    pub low_speed_limit: Option<u64>,
+    /// [`FetchOptions::low_speed_time`] in seconds.
+    pub low_speed_time: Option<u64>,
+}
+
+impl FetchLimits {
+    /// Set the limits that are given on `options`.
+    pub fn apply(&self, options: &mut FetchOptions) {
+        if let Some(s) = self.download_timeout {
+            options.deadline = Duration::from_secs(s);
+        }
+        if let Some(n) = self.download_max_size {
+            options.max_size = n;
+        }
+        if let Some(n) = self.low_speed_limit {
+            options.low_speed_limit = n;
+        }
+        if let Some(s) = self.low_speed_time {
+            options.low_speed_time = Duration::from_secs(s);
+        }
+    }
+}
+
+/// Parse a byte size: a number with an optional binary unit (`K`, `M`, `G`, `T`, with
+/// or without `iB`/`B`, any case): `4G`, `512MiB`, `1048576`.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (like 4G, 512MiB or 1048576)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{text:?}: unknown unit (use K, M, G or T)")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Downloads files into a [`Cache`]; shareable between threads.
@@ -133,12 +245,31 @@ pub struct Fetcher {
     in_flight_done: Condvar,
 }
 
+/// When a file must be complete (`None`: no limit).
+struct Budget {
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn left(&self) -> Duration {
+        self.deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
+    }
+}
+
 /// Why one attempt failed.
 enum Failure {
     /// Worth another try (after a backoff, or at least `Duration`).
     Retry(String, Option<Duration>),
     /// The `.part` was discarded; start over at once.
     Restart,
+    /// The file is larger than [`FetchOptions::max_size`] (or `max_small`).
+    TooLarge,
     /// Give up.
     Fatal(Error),
 }
@@ -223,13 +354,22 @@ impl Fetcher {
         let bar = self.bars.add(ProgressBar::no_length());
         bar.set_style(bar_style(false));
         bar.set_message(file_name(url).to_string());
+        // Another process sharing the cache may be downloading the same file: wait for
+        // it, then use what it verified.
+        let _lock = self.cache.lock(&sha256, &bar)?;
+        if let Some(path) = self.cache.lookup(&sha256)? {
+            bar.finish_and_clear();
+            return Ok(path);
+        }
+        let budget = self.budget();
         let got = if is_file_url(url) {
             self.copy_local(url, &part, &bar)
         } else {
             self.retrying(
                 url,
+                &budget,
                 || part_len(&part),
-                || self.attempt(url, &sha256, &part, &bar),
+                || self.attempt(url, &sha256, &part, &bar, &budget),
             )
         };
         let got = match got {
@@ -303,11 +443,95 @@ impl Fetcher {
         }
     }
 
+    fn budget(&self) -> Budget {
+        let deadline = self.options.deadline;
+        Budget {
+            deadline: (!deadline.is_zero())
+                .then(|| Instant::now().checked_add(deadline))
+                .flatten(),
+        }
+    }
+
+    /// The error for a file that took longer than the deadline.
+    fn too_slow(&self, url: &str) -> Error {
+        Error::network(
+            url,
+            format!(
+                "not complete after {} s, the download time limit (--download-timeout)",
+                self.options.deadline.as_secs()
+            ),
+        )
+    }
+
+    /// Pass `body` to `sink` through a fixed buffer, `start` bytes into the file, under
+    /// the budget: the deadline, the size limit `max` and the low-speed limit.
+    fn read_body(
+        &self,
+        url: &str,
+        body: &mut Response,
+        start: u64,
+        max: u64,
+        budget: &Budget,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> std::result::Result<u64, Failure> {
+        let mut buf = vec![0u8; BUF_SIZE];
+        let mut received = 0u64;
+        let mut window_start = Instant::now();
+        let mut window_bytes = 0u64;
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => return Ok(received),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Failure::Retry(
+                        format!(
+                            "download interrupted at byte {} ({})",
+                            start + received,
+                            one_line(&e)
+                        ),
+                        None,
+                    ))
+                }
+            };
+            if start + received + n as u64 > max {
+                return Err(Failure::TooLarge);
+            }
+            sink(&buf[..n])?;
+            received += n as u64;
+            if budget.expired() {
+                return Err(Failure::Fatal(self.too_slow(url)));
+            }
+            let now = Instant::now();
+            window_bytes += n as u64;
+            let window = now.duration_since(window_start);
+            let limit = self.options.low_speed_limit;
+            if limit > 0 && window >= self.options.low_speed_time {
+                let wanted = (limit as f64 * window.as_secs_f64()) as u64;
+                if window_bytes < wanted {
+                    return Err(Failure::Fatal(Error::network(
+                        url,
+                        format!(
+                            "slower than {limit} bytes/s for {} s ({window_bytes} bytes in {:.1} s; --low-speed-limit, --low-speed-time), stopped at byte {}",
+                            self.options.low_speed_time.as_secs(),
+                            window.as_secs_f64(),
+                            start + received
+                        ),
+                    )));
+                }
+                window_start = now;
+                window_bytes = 0;
+            }
+        }
+    }
+
     /// Run `attempt` until it succeeds, fails fatally, or has failed `retries + 1` times
-    /// without getting further (`position` tells how far a download got).
+    /// without getting further (`position` tells how far a download got); never past
+    /// the budget's deadline.
     fn retrying<T>(
         &self,
         url: &str,
+        budget: &Budget,
         position: impl Fn() -> u64,
         mut attempt: impl FnMut() -> std::result::Result<T, Failure>,
     ) -> Result<T> {
@@ -315,10 +539,22 @@ impl Fetcher {
         let mut failures = 0u32;
         let mut furthest = position();
         loop {
+            if budget.expired() {
+                return Err(self.too_slow(url));
+            }
             attempts += 1;
             match attempt() {
                 Ok(v) => return Ok(v),
                 Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::TooLarge) => {
+                    return Err(Error::network(
+                        url,
+                        format!(
+                            "larger than the {} download limit (--download-max-size)",
+                            HumanBytes(self.options.max_size)
+                        ),
+                    ))
+                }
                 Err(Failure::Restart) => {}
                 Err(Failure::Retry(message, at_least)) => {
                     let now = position();
@@ -336,8 +572,9 @@ impl Fetcher {
                     let backoff = self
                         .options
                         .backoff
-                        .saturating_mul(1u32 << failures.min(16));
-                    std::thread::sleep(backoff.max(at_least.unwrap_or_default()));
+                        .saturating_mul(1u32 << failures.min(16))
+                        .max(at_least.unwrap_or_default());
+                    std::thread::sleep(backoff.min(budget.left()));
                     failures += 1;
                 }
             }
@@ -351,6 +588,7 @@ impl Fetcher {
         sha256: &str,
         part: &Path,
         bar: &ProgressBar,
+        budget: &Budget,
     ) -> std::result::Result<String, Failure> {
         let offset = part_len(part);
         let mut request = self.client.get(url);
@@ -384,6 +622,12 @@ impl Fetcher {
         if is_html_type(&response) {
             return Err(Error::network(url, HTML_MESSAGE).into());
         }
+        let start = if resume { offset } else { 0 };
+        let expected = response.content_length();
+        if expected.is_some_and(|len| start.saturating_add(len) > self.options.max_size) {
+            remove_if_exists(part)?;
+            return Err(Failure::TooLarge);
+        }
 
         let mut hasher = Sha256::new();
         let mut file = if resume {
@@ -398,8 +642,6 @@ impl Fetcher {
         } else {
             File::create(part).ctx(|| format!("creating partial download {}", part.display()))?
         };
-        let start = if resume { offset } else { 0 };
-        let expected = response.content_length();
         if let Some(len) = expected {
             bar.set_length(start + len);
             bar.set_style(bar_style(true));
@@ -407,30 +649,30 @@ impl Fetcher {
         bar.set_position(start);
         bar.reset_eta();
 
-        let mut buf = vec![0u8; BUF_SIZE];
-        let mut received = 0u64;
-        loop {
-            let n = match response.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(Failure::Retry(
-                        format!(
-                            "download interrupted at byte {} ({})",
-                            start + received,
-                            one_line(&e)
-                        ),
-                        None,
-                    ))
-                }
-            };
-            file.write_all(&buf[..n])
-                .ctx(|| format!("writing partial download {}", part.display()))?;
-            hasher.update(&buf[..n]);
-            received += n as u64;
-            bar.inc(n as u64);
-        }
+        let received = self.read_body(
+            url,
+            &mut response,
+            start,
+            self.options.max_size,
+            budget,
+            &mut |chunk| {
+                file.write_all(chunk)
+                    .ctx(|| format!("writing partial download {}", part.display()))?;
+                hasher.update(chunk);
+                bar.inc(chunk.len() as u64);
+                Ok(())
+            },
+        );
+        let received = match received {
+            Ok(n) => n,
+            Err(Failure::TooLarge) => {
+                // An endless or oversized body is no use to a later run either.
+                drop(file);
+                remove_if_exists(part)?;
+                return Err(Failure::TooLarge);
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(len) = expected {
             if received < len {
                 return Err(Failure::Retry(
@@ -497,6 +739,7 @@ impl Fetcher {
             }
             body
         } else {
+            let budget = self.budget();
             let kept = if revalidate {
                 Revalidation::load(&self.cache, url, max)
             } else {
@@ -505,6 +748,7 @@ impl Fetcher {
             let mut validators = None;
             let body = self.retrying(
                 url,
+                &budget,
                 || 0,
                 || {
                     let mut request = self.client.get(url);
@@ -516,7 +760,7 @@ impl Fetcher {
                             request = request.header(IF_MODIFIED_SINCE, lm.as_str());
                         }
                     }
-                    let response = request.send().map_err(|e| request_failure(url, &e))?;
+                    let mut response = request.send().map_err(|e| request_failure(url, &e))?;
                     let status = response.status();
                     if status == StatusCode::NOT_MODIFIED {
                         if let Some(k) = &kept {
@@ -535,14 +779,14 @@ impl Fetcher {
                         return Err(Error::network(url, HTML_MESSAGE).into());
                     }
                     let mut body = Vec::new();
-                    if let Err(e) = response.take(max.saturating_add(1)).read_to_end(&mut body) {
-                        return Err(Failure::Retry(
-                            format!("download interrupted ({})", one_line(&e)),
-                            None,
-                        ));
-                    }
-                    if body.len() as u64 > max {
-                        return Err(too_big().into());
+                    let read = self.read_body(url, &mut response, 0, max, &budget, &mut |c| {
+                        body.extend_from_slice(c);
+                        Ok(())
+                    });
+                    match read {
+                        Ok(_) => {}
+                        Err(Failure::TooLarge) => return Err(too_big().into()),
+                        Err(e) => return Err(e),
                     }
                     if let Some(len) = expected {
                         if (body.len() as u64) < len {

@@ -5,7 +5,8 @@
 //! [`source`] (which releases the mirror offers, from verified sums files; downloads into
 //! the cache through [`fetch`], or a tarball on disk) → [`verify`] (OpenPGP: the signed
 //! sums file, the detached `.tar.sign` checked while the payload is staged) →
-//! [`payload`] (stream, validate, stage; [`xz`] decodes in parallel) → [`deps`]
+//! [`payload`] (stream, validate, stage; [`xz`] decodes in parallel; [`targuard`] bounds
+//! what the tar reader may hold) → [`deps`]
 //! (dependencies derived from the ELF files, mapped to distro packages) → [`package`]
 //! (one module per format behind [`package::Packager`]) → [`publish`] (signed apt, dnf
 //! and opkg repositories, with [`signing`]).
@@ -35,6 +36,7 @@ pub mod signing;
 pub mod source;
 pub mod spec;
 pub mod sync;
+pub mod targuard;
 pub mod templates;
 pub mod verify;
 pub mod version;

@@ -3,22 +3,25 @@
 //!
 //! Tarballs are hostile input. An entry is rejected (with its name in the error) when it
 //! has an absolute path or a `..` component, lies outside the spec's top directory, is a
-//! device node, FIFO or sparse file, is setuid/setgid, is a symlink whose target leaves the
-//! package prefix, is a hard link to anything but an earlier regular file, sits below a
-//! symlink, or repeats an earlier path. File contents are staged as numbered files in a
+//! device node, FIFO or sparse file (GNU or any PAX form), is setuid/setgid, is a symlink
+//! whose target leaves the package prefix (resolved through the payload's other symlinks
+//! once all entries are known), is a hard link to anything but an earlier regular file,
+//! sits below a symlink, or repeats an earlier path. The stream is read through a
+//! [`TarGuard`], so oversized long names and PAX headers are refused before they are read. File contents are staged as numbered files in a
 //! private directory, so no path or link from the archive is ever followed on disk.
 //! Memory holds only the entry list; contents stream through a fixed buffer.
 
 use indicatif::ProgressBar;
 use md5::Md5;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, IoContext, Result};
+use crate::targuard::{self, TarGuard};
 
 /// Size of the copy buffer used for every streamed file.
 pub const COPY_BUFFER: usize = 256 * 1024;
@@ -627,28 +630,44 @@ pub fn stage_stream(
         .ctx(|| format!("creating a staging directory in {}", work_dir.display()))?;
     let staging_dir = staging.path().to_path_buf();
     let mut stager = Stager::new(name, opts, &staging_dir);
-    let mut archive = tar::Archive::new(TapReader {
+    let mut archive = tar::Archive::new(TarGuard::new(TapReader {
         inner: reader,
         tap,
         count: 0,
-    });
-    let corrupt = |e: io::Error| Error::input(name, format!("corrupt or truncated tarball: {e}"));
+    }));
+    let corrupt = |e: io::Error| targuard::input_error(name, "corrupt or truncated tarball", &e);
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         stager.add(&mut entry)?;
     }
     // Read to the end, so the decompressor checks its trailer (and the tap sees all bytes).
-    let mut inner = archive.into_inner();
-    io::copy(&mut inner, &mut io::sink()).map_err(corrupt)?;
+    let mut guard = archive.into_inner();
+    io::copy(&mut guard, &mut io::sink()).map_err(corrupt)?;
+    let inner = guard.into_inner();
     if stager.entries.is_empty() {
         return Err(Error::input(
             name,
             format!("no entries below the top directory {:?}", opts.top_dir),
         ));
     }
+    stager.check_symlinks()?;
     let mut payload = stager.finish(staging)?;
     payload.stats.tar_bytes = inner.count;
     Ok(payload)
+}
+
+/// The longest link target korgpkg accepts (Linux's `PATH_MAX` less the NUL).
+const MAX_LINK_TARGET: usize = 4095;
+
+/// The most symlinks one path resolution may follow (Linux's limit before `ELOOP`).
+const MAX_SYMLINK_FOLLOWS: u32 = 40;
+
+/// Why a symlink is refused once the whole payload is known.
+enum LinkProblem {
+    /// Leaves the prefix: the `..` that climbs out is in this link's target.
+    Escapes(String),
+    /// Follows more than [`MAX_SYMLINK_FOLLOWS`] symlinks (or a loop).
+    Loop,
 }
 
 /// What the stager knows about a path seen so far.
@@ -734,6 +753,21 @@ impl<'a> Stager<'a> {
     fn add<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw_path = String::from_utf8(entry.path_bytes().into_owned())
             .map_err(|_| Error::input(self.name, "an entry's path is not UTF-8"))?;
+        // Every form of sparse file: GNU 'S' entries (below), PAX 0.0/0.1/1.0 ones,
+        // whose records are `GNU.sparse.*` and whose 1.0 names are `GNUSparseFile.N/...`.
+        if raw_path.split('/').any(|c| c.starts_with("GNUSparseFile.")) {
+            return Err(self.reject(&raw_path, "sparse file (PAX format)"));
+        }
+        let pax = entry
+            .pax_extensions()
+            .map_err(|e| self.reject(&raw_path, format!("bad PAX header: {e}")))?;
+        for record in pax.into_iter().flatten() {
+            let record =
+                record.map_err(|e| self.reject(&raw_path, format!("bad PAX header: {e}")))?;
+            if record.key_bytes().starts_with(b"GNU.sparse.") {
+                return Err(self.reject(&raw_path, "sparse file (PAX GNU.sparse records)"));
+            }
+        }
         let header = entry.header();
         let etype = header.entry_type();
         use tar::EntryType as T;
@@ -862,7 +896,112 @@ impl<'a> Stager<'a> {
         if target.is_empty() {
             return Err(self.reject(raw_path, "link with an empty target"));
         }
+        if target.len() > MAX_LINK_TARGET {
+            return Err(self.reject(
+                raw_path,
+                format!(
+                    "link target of {} bytes is longer than {MAX_LINK_TARGET}",
+                    target.len()
+                ),
+            ));
+        }
         Ok(target)
+    }
+
+    /// Resolve every symlink through the symlinks of the whole payload, as the file
+    /// system will once it is installed (a link's own target may stay inside while a
+    /// link it passes through climbs out), and refuse any that leaves the prefix or
+    /// follows more than [`MAX_SYMLINK_FOLLOWS`] links.
+    fn check_symlinks(&self) -> Result<()> {
+        let mut memo = HashMap::new();
+        for (rel, e) in &self.entries {
+            let StagedKind::Symlink(target) = &e.kind else {
+                continue;
+            };
+            if let Err(problem) = self.resolve_link(rel, &mut memo, 0) {
+                let raw = self.archive_path(rel);
+                let why = match problem {
+                    LinkProblem::Escapes(via) if via == *rel => {
+                        format!("symlink to {target:?} leaves the package prefix")
+                    }
+                    LinkProblem::Escapes(via) => format!(
+                        "symlink to {target:?} leaves the package prefix through symlink {:?}",
+                        self.archive_path(&via)
+                    ),
+                    LinkProblem::Loop => format!(
+                        "symlink to {target:?} passes through more than {MAX_SYMLINK_FOLLOWS} symlinks"
+                    ),
+                };
+                return Err(self.reject(&raw, why));
+            }
+        }
+        Ok(())
+    }
+
+    /// The path below the top directory that the symlink `link` resolves to, and how
+    /// many symlinks that took; results are remembered in `memo`, so each link's target
+    /// is walked once.
+    fn resolve_link(
+        &self,
+        link: &str,
+        memo: &mut HashMap<String, (String, u32)>,
+        depth: u32,
+    ) -> std::result::Result<(String, u32), LinkProblem> {
+        if let Some(done) = memo.get(link) {
+            return Ok(done.clone());
+        }
+        if depth > MAX_SYMLINK_FOLLOWS {
+            return Err(LinkProblem::Loop);
+        }
+        let Some(StagedKind::Symlink(target)) = self.entries.get(link).map(|e| &e.kind) else {
+            return Ok((link.to_string(), 0));
+        };
+        // Start in the link's directory.
+        let mut path = match link.rfind('/') {
+            Some(i) => link[..i].to_string(),
+            None => String::new(),
+        };
+        let mut follows = 0u32;
+        for comp in target.split('/') {
+            match comp {
+                "" | "." => {}
+                ".." => {
+                    if path.is_empty() {
+                        return Err(LinkProblem::Escapes(link.to_string()));
+                    }
+                    path.truncate(path.rfind('/').unwrap_or(0));
+                }
+                c => {
+                    if !path.is_empty() {
+                        path.push('/');
+                    }
+                    path.push_str(c);
+                    if matches!(
+                        self.entries.get(&path).map(|e| &e.kind),
+                        Some(StagedKind::Symlink(_))
+                    ) {
+                        let (resolved, n) = self.resolve_link(&path, memo, depth + 1)?;
+                        follows = follows.saturating_add(n).saturating_add(1);
+                        if follows > MAX_SYMLINK_FOLLOWS {
+                            return Err(LinkProblem::Loop);
+                        }
+                        path = resolved;
+                    }
+                }
+            }
+        }
+        memo.insert(link.to_string(), (path.clone(), follows));
+        Ok((path, follows))
+    }
+
+    /// The archive path of `rel` (below the top directory), for messages.
+    fn archive_path(&self, rel: &str) -> String {
+        let top = self.top.join("/");
+        if rel.is_empty() {
+            top
+        } else {
+            format!("{top}/{rel}")
+        }
     }
 
     /// A symlink may point anywhere inside the top directory, never outside it.

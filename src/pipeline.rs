@@ -294,6 +294,16 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
         )?),
         None => None,
     };
+    // With a signed sha256, the compressed file is hashed in one read before anything
+    // decompresses it: a tarball that is not the one the sums file lists is refused
+    // without unpacking a byte of it. The hash is computed again in the staging pass,
+    // so a file changed in between is refused too.
+    if let Some(v) = &req.verification {
+        if let Some(expected) = &v.sha256 {
+            let (_, actual) = hash_file(&req.tarball)?;
+            check_sha256(&req.tarball, expected, &actual)?;
+        }
+    }
     let reader = payload::open_tarball_hashed(&req.tarball, bar.as_ref(), hasher.clone())?;
     let tap = verifier
         .as_mut()
@@ -312,14 +322,7 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
     let mut signer = None;
     if let Some(v) = &req.verification {
         if let Some(expected) = &v.sha256 {
-            if !expected.eq_ignore_ascii_case(&tarball_sha256) {
-                return Err(Error::verify(
-                    req.tarball.display().to_string(),
-                    format!(
-                        "sha256 {tarball_sha256} does not match {expected} from the signed sums file"
-                    ),
-                ));
-            }
+            check_sha256(&req.tarball, expected, &tarball_sha256)?;
         }
         if let Some(verifier) = verifier.take() {
             signer = Some(verifier.finish()?);
@@ -742,6 +745,17 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
         size += n as u64;
     }
     Ok((size, hex::encode(sha.finalize())))
+}
+
+/// The tarball's sha256 must be the one from the signed sums file.
+fn check_sha256(tarball: &Path, expected: &str, actual: &str) -> Result<()> {
+    if expected.eq_ignore_ascii_case(actual) {
+        return Ok(());
+    }
+    Err(Error::verify(
+        tarball.display().to_string(),
+        format!("sha256 {actual} does not match {expected} from the signed sums file"),
+    ))
 }
 
 /// Which upstream releases to build: downloaded from the mirror (the newest, or

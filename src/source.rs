@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::{Cache, FetchOptions, Fetcher};
+use crate::fetch::{Cache, FetchLimits, FetchOptions, Fetcher};
 use crate::spec::{Spec, Vars};
 use crate::templates::Templates;
 use crate::verify::{self, Keyring, PinnedKey, SumsFile};
@@ -143,6 +143,18 @@ impl<'a> KeySource<'a> {
         write_atomic(&cached, &bytes)?;
         Ok(key)
     }
+}
+
+/// Read `path`, but not more than `max + 1` bytes (the reader of the result refuses a
+/// file longer than `max`).
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .ctx(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -350,6 +362,8 @@ pub struct NetworkOptions {
     pub keys_url: Option<String>,
     /// Show download progress bars on stderr.
     pub progress: bool,
+    /// Download limits; unset ones keep [`FetchOptions::default`]'s.
+    pub limits: FetchLimits,
 }
 
 impl Network {
@@ -357,13 +371,12 @@ impl Network {
     pub fn new(options: &NetworkOptions) -> Result<Self> {
         let mirror = Mirror::new(options.mirror.as_deref().unwrap_or(DEFAULT_MIRROR))?;
         let cache_dir = options.cache_dir.clone().unwrap_or_else(Cache::default_dir);
-        let fetcher = Fetcher::new(
-            Cache::new(cache_dir),
-            FetchOptions {
-                progress: options.progress,
-                ..FetchOptions::default()
-            },
-        )?;
+        let mut fetch = FetchOptions {
+            progress: options.progress,
+            ..FetchOptions::default()
+        };
+        options.limits.apply(&mut fetch);
+        let fetcher = Fetcher::new(Cache::new(cache_dir), fetch)?;
         let mut keyring = Keyring::new();
         for file in &options.keyrings {
             keyring.extend(Keyring::from_file(file)?);
@@ -529,7 +542,7 @@ impl Sources<'_> {
         let (sha256, sums_signer) = match sums_path {
             None => (None, None),
             Some(p) => {
-                let text = std::fs::read(&p).ctx(|| format!("reading {}", p.display()))?;
+                let text = read_bounded(&p, verify::MAX_SUMS_FILE)?;
                 let autosigner = self.keys.pinned(&spec.upstream.sums_signer)?;
                 let origin = p.display().to_string();
                 let sums = verify::verify_sums(&text, &autosigner, &origin)?;

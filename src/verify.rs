@@ -16,7 +16,7 @@ use std::io::{self, Cursor, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
+use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::{
     PublicKey, PublicSubkey, Signature, SignatureType, SignatureVersion, SignatureVersionSpecific,
@@ -305,15 +305,22 @@ impl SumsFile {
 /// naming its line number.
 pub fn verify_sums(text: &[u8], key: &PinnedKey, origin: &str) -> Result<SumsFile> {
     let err = |m: String| Error::verify(origin, m);
+    if text.len() as u64 > MAX_SUMS_FILE {
+        return Err(err(format!(
+            "{} bytes is more than the {} MiB a sums file may have",
+            text.len(),
+            MAX_SUMS_FILE >> 20
+        )));
+    }
     let text = std::str::from_utf8(text).map_err(|_| err("not UTF-8 text".into()))?;
     let block = locate_cleartext(text).map_err(err)?;
-    let (msg, _) = CleartextSignedMessage::from_string(block.text)
-        .map_err(|e| err(format!("malformed cleartext signature: {e}")))?;
-    let signed = msg.signed_text();
+    let signatures = parse_detached(block.armor.as_bytes())
+        .map_err(|m| err(format!("malformed cleartext signature: {m}")))?;
+    let signed = signed_text(block.body);
 
     let mut best = None;
     let mut signer = None;
-    for sig in msg.signatures() {
+    for sig in &signatures {
         match check_cleartext_sig(sig, key, signed.as_bytes(), &block.hashes) {
             Ok(()) => {
                 signer = Some(key.fingerprint());
@@ -381,17 +388,24 @@ fn check_cleartext_sig(
     finish_hash(sig, hasher, &signer).map_err(Problem::Own)
 }
 
+/// The largest sums file korgpkg reads (kernel.org's are a few KiB).
+pub const MAX_SUMS_FILE: u64 = 4 << 20;
+
 /// The cleartext-signed block inside a larger text.
 #[derive(Debug)]
 struct CleartextBlock<'a> {
-    /// From the `BEGIN PGP SIGNED MESSAGE` line through the `END PGP SIGNATURE` line.
-    text: &'a str,
+    /// The dash-escaped signed lines, each with its line break (the last one's break
+    /// is not signed).
+    body: &'a str,
+    /// From the `BEGIN PGP SIGNATURE` line through the `END PGP SIGNATURE` line.
+    armor: &'a str,
     /// Values of the `Hash:` armor headers.
     hashes: Vec<String>,
     /// 0-based line number (in the whole file) of the first signed line.
     first_body_line: usize,
 }
 
+/// Find the cleartext-signed message in `text` in one pass over its lines.
 fn locate_cleartext(text: &str) -> std::result::Result<CleartextBlock<'_>, String> {
     const BEGIN: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
     const END: &str = "-----END PGP SIGNATURE-----";
@@ -400,6 +414,8 @@ fn locate_cleartext(text: &str) -> std::result::Result<CleartextBlock<'_>, Strin
     let mut hashes = Vec::new();
     let mut in_headers = false;
     let mut first_body_line = 0;
+    let mut body_start = 0;
+    let mut armor_start = None;
     let mut pos = 0;
     for (no, raw) in text.split_inclusive('\n').enumerate() {
         let line = raw.trim_end();
@@ -410,25 +426,38 @@ fn locate_cleartext(text: &str) -> std::result::Result<CleartextBlock<'_>, Strin
                 in_headers = true;
             }
             None => {}
-            Some(s) => {
+            Some(_) => {
                 if in_headers {
                     if line.is_empty() {
                         in_headers = false;
                         first_body_line = no + 1;
+                        body_start = pos + raw.len();
                     } else if let Some(v) = line.strip_prefix("Hash:") {
                         hashes.extend(
                             v.split(',')
                                 .map(|h| h.trim().to_string())
                                 .filter(|h| !h.is_empty()),
                         );
+                    } else {
+                        return Err(format!(
+                            "malformed cleartext signature: line {}: unexpected armor header",
+                            no + 1
+                        ));
                     }
-                } else if line == END {
+                } else if armor_start.is_none() && raw.starts_with("-----") {
+                    // Signed lines that start with a dash are escaped (`- `), so the
+                    // first line starting with five dashes ends the signed text.
+                    armor_start = Some(pos);
+                }
+                if line == END && armor_start.is_some() {
                     let end = pos + raw.len();
                     if text[end..].lines().any(|l| l.trim_end() == BEGIN) {
                         return Err("more than one signed message".into());
                     }
+                    let armor_start = armor_start.unwrap_or(end);
                     return Ok(CleartextBlock {
-                        text: &text[s..end],
+                        body: &text[body_start..armor_start],
+                        armor: &text[armor_start..end],
                         hashes,
                         first_body_line,
                     });
@@ -444,6 +473,23 @@ fn locate_cleartext(text: &str) -> std::result::Result<CleartextBlock<'_>, Strin
             begin_line + 1
         ),
     })
+}
+
+/// The text a cleartext signature covers (RFC 9580, 7.1): the signed lines without
+/// their dash escapes and trailing spaces and tabs, joined with CR LF, without the line
+/// break that precedes the signature.
+fn signed_text(body: &str) -> String {
+    let mut out = String::with_capacity(body.len() + body.len() / 32);
+    for (i, line) in body.split_inclusive('\n').enumerate() {
+        let content = line.strip_suffix('\n').unwrap_or(line);
+        let content = content.strip_suffix('\r').unwrap_or(content);
+        let content = content.strip_prefix("- ").unwrap_or(content);
+        if i > 0 {
+            out.push_str("\r\n");
+        }
+        out.push_str(content.trim_end_matches([' ', '\t']));
+    }
+    out
 }
 
 /// Parse `<64 hex>  <name>` (or `<64 hex> *<name>`); returns the lowercase hash.
@@ -1321,8 +1367,10 @@ mod tests {
             "junk\n-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256, SHA512\n\nbody\n- -----dash\n\
                     -----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\ntrailer\n";
         let b = locate_cleartext(text).unwrap();
-        assert!(b.text.starts_with("-----BEGIN PGP SIGNED MESSAGE-----\n"));
-        assert!(b.text.ends_with("-----END PGP SIGNATURE-----\n"));
+        assert_eq!(b.body, "body\n- -----dash\n");
+        assert_eq!(signed_text(b.body), "body\r\n-----dash");
+        assert!(b.armor.starts_with("-----BEGIN PGP SIGNATURE-----\n"));
+        assert!(b.armor.ends_with("-----END PGP SIGNATURE-----\n"));
         assert_eq!(b.hashes, ["SHA256", "SHA512"]);
         assert_eq!(b.first_body_line, 4);
 

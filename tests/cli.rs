@@ -264,6 +264,26 @@ fn config_file_sets_defaults_and_bad_keys_are_named() {
         3,
         "revison",
     );
+    // Download limits are checked when the file is read.
+    let bad = write(
+        tmp.path(),
+        "size.toml",
+        b"download_max_size = \"4 parsecs\"\n",
+    );
+    fails_with(
+        &["--config", bad.to_str().expect("utf8"), "specs"],
+        3,
+        "field download_max_size",
+    );
+    let bad = write(tmp.path(), "time.toml", b"low_speed_time = 0\n");
+    fails_with(
+        &["--config", bad.to_str().expect("utf8"), "specs"],
+        3,
+        "field low_speed_time",
+    );
+    let o = run(korgpkg().args(["--download-max-size", "lots", "specs"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("\"lots\" is not a size"));
 }
 
 #[test]

@@ -725,3 +725,153 @@ fn the_mirror_comes_from_the_environment_or_the_config_file() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn misbehaving_mirrors_are_cut_off_by_the_download_limits() {
+    let xz_path = format!("{DIR}/llvm-18.1.8-x86_64.tar.xz");
+    // (how the mirror misbehaves, how korgpkg is limited, expected message)
+    type Setup = Box<dyn Fn(&Mirror, &mut Command)>;
+    let cases: Vec<(&str, Setup, &str)> = vec![
+        (
+            "endless body, --download-max-size",
+            Box::new(|m: &Mirror, c: &mut Command| {
+                m.server
+                    .fault(&format!("{DIR}/llvm-18.1.8-x86_64.tar.xz"), Fault::Endless);
+                c.args(["--download-max-size", "1M"]);
+            }),
+            "larger than the 1.00 MiB download limit",
+        ),
+        (
+            "slow body, low-speed limit from the environment",
+            Box::new(|m: &Mirror, c: &mut Command| {
+                m.server.fault(
+                    &format!("{DIR}/llvm-18.1.8-x86_64.tar.xz"),
+                    Fault::Trickle(100, std::time::Duration::from_millis(100)),
+                );
+                c.env("KORGPKG_LOW_SPEED_LIMIT", "100000")
+                    .env("KORGPKG_LOW_SPEED_TIME", "1");
+            }),
+            "slower than 100000 bytes/s for 1 s",
+        ),
+        (
+            "steady but endless trickle, download_timeout from the config file",
+            Box::new(|m: &Mirror, c: &mut Command| {
+                m.server.fault(
+                    &format!("{DIR}/llvm-18.1.8-x86_64.tar.xz"),
+                    Fault::Trickle(200, std::time::Duration::from_millis(100)),
+                );
+                let config = m.tmp.path().join("config.toml");
+                std::fs::write(&config, "download_timeout = 1\nlow_speed_limit = 10\n")
+                    .expect("config");
+                c.arg("--config").arg(config);
+            }),
+            "not complete after 1 s",
+        ),
+    ];
+    for (name, setup, needle) in cases {
+        let m = Mirror::new();
+        let mut c = m.korgpkg();
+        setup(&m, &mut c);
+        let started = std::time::Instant::now();
+        let o = run(c
+            .args(["build", "korg-clang-18", "--format", "deb", "--out"])
+            .arg(m.out()));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(6), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: want {needle:?} in {err}");
+        assert!(err.contains(&m.server.url(&xz_path)), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{name}: {:?}",
+            started.elapsed()
+        );
+        assert!(dir_listing(&m.out()).is_empty(), "{name}: output written");
+        assert!(cached_tarballs(&m.cache()).is_empty(), "{name}: cached");
+    }
+}
+
+#[test]
+fn two_builds_sharing_a_cache_both_succeed_and_download_once() {
+    let m = Mirror::new();
+    let xz_path = format!("{DIR}/llvm-18.1.8-x86_64.tar.xz");
+    // Slow enough that the two downloads would overlap.
+    m.server.fault(
+        &xz_path,
+        Fault::Trickle(2000, std::time::Duration::from_millis(50)),
+    );
+    let spawn = |out: &str| {
+        m.korgpkg()
+            .args([
+                "build",
+                "korg-clang-18",
+                "--format",
+                "deb",
+                "--json",
+                "--out",
+            ])
+            .arg(m.tmp.path().join(out))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn korgpkg")
+    };
+    let (a, b) = (spawn("out-a"), spawn("out-b"));
+    for child in [a, b] {
+        let o = child.wait_with_output().expect("wait");
+        let r = json(&o);
+        assert_eq!(
+            r["outputs"][0]["provenance"]["sha256"],
+            sha256_hex(&m.releases[2].xz)
+        );
+    }
+    assert_eq!(m.server.requests_for(&xz_path).len(), 1, "downloaded once");
+    assert_eq!(cached_tarballs(&m.cache()).len(), 1);
+    assert!(dir_listing(&m.cache().join("partial")).is_empty());
+}
+
+#[test]
+fn a_local_tarball_is_hashed_before_it_is_unpacked() {
+    let m = Mirror::new();
+    let dir = m.tmp.path().join("local");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let r = &m.releases[2];
+    // The listed name, other bytes: an xz stream that decompresses to 256 MiB of zeros,
+    // which staging would unpack (and then report as no tar archive) if it came first.
+    let mut enc = xz2::write::XzEncoder::new(Vec::new(), 0);
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        std::io::Write::write_all(&mut enc, &zeros).expect("xz");
+    }
+    let bomb = enc.finish().expect("xz");
+    let tarball = dir.join(r.name());
+    std::fs::write(&tarball, &bomb).expect("w");
+    std::fs::write(
+        dir.join(r.sign_name()),
+        m.dev.sign_detached(&r.tar, Hash::Sha256, true, true),
+    )
+    .expect("w");
+    std::fs::write(dir.join("sha256sums.asc"), m.sums(&m.autosigner)).expect("w");
+    let out = m.tmp.path().join("o");
+    let started = std::time::Instant::now();
+    let o = run(m
+        .korgpkg()
+        .args(["build", "korg-clang-18", "--format", "deb", "--from"])
+        .arg(&tarball)
+        .arg("--out")
+        .arg(&out));
+    refused(
+        &o,
+        &format!(
+            "does not match {} from the signed sums file",
+            sha256_hex(&r.xz)
+        ),
+        &out,
+    );
+    // Hashing 150 KB is instant; unpacking first took seconds.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

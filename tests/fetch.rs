@@ -28,6 +28,7 @@ fn options() -> FetchOptions {
         timeout: Duration::from_secs(10),
         progress: false,
         max_small: 1024 * 1024,
+        ..FetchOptions::default()
     }
 }
 
@@ -558,4 +559,131 @@ fn timeouts_give_up_with_a_clear_message() {
     assert!(matches!(err, Error::Network { .. }), "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
     assert!(err.to_string().contains("after 3 attempts"), "{err}");
+}
+
+#[test]
+fn a_mirror_slower_than_the_low_speed_limit_is_abandoned() {
+    let srv = Server::start();
+    let body = data(4000, 9);
+    srv.file("/slow", body.clone())
+        .fault("/slow", Fault::Trickle(10, Duration::from_millis(100)));
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = FetchOptions {
+        low_speed_limit: 1000,
+        low_speed_time: Duration::from_secs(1),
+        ..options()
+    };
+    let f = Fetcher::new(Cache::new(tmp.path().to_path_buf()), opts).unwrap();
+    let started = std::time::Instant::now();
+    let err = f
+        .fetch_verified(&srv.url("/slow"), &sha(&body))
+        .unwrap_err();
+    assert!(matches!(err, Error::Network { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&srv.url("/slow")), "{msg}");
+    assert!(msg.contains("slower than 1000 bytes/s for 1 s"), "{msg}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Not retried, and what arrived is kept for a later resume.
+    assert_eq!(srv.requests_for("/slow").len(), 1);
+    assert_eq!(dir_listing(&tmp.path().join("partial")).len(), 1);
+}
+
+#[test]
+fn a_download_past_its_deadline_is_abandoned() {
+    let srv = Server::start();
+    // Fast enough for the low-speed limit, too slow for the deadline: ~10 s in all.
+    let body = data(100_000, 10);
+    srv.file("/long", body.clone())
+        .fault("/long", Fault::Trickle(1000, Duration::from_millis(100)));
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = FetchOptions {
+        deadline: Duration::from_secs(1),
+        low_speed_limit: 100,
+        low_speed_time: Duration::from_secs(1),
+        ..options()
+    };
+    let f = Fetcher::new(Cache::new(tmp.path().to_path_buf()), opts).unwrap();
+    let started = std::time::Instant::now();
+    let err = f
+        .fetch_verified(&srv.url("/long"), &sha(&body))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Network { .. }), "{msg}");
+    assert!(msg.contains("not complete after 1 s"), "{msg}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // Retries stop at the deadline too.
+    srv.fault("/long2", Fault::Status(503, 100));
+    srv.file("/long2", body.clone());
+    let opts = FetchOptions {
+        deadline: Duration::from_secs(1),
+        retries: 100,
+        backoff: Duration::from_millis(300),
+        ..options()
+    };
+    let f = Fetcher::new(Cache::new(tmp.path().to_path_buf()), opts).unwrap();
+    let started = std::time::Instant::now();
+    let err = f
+        .fetch_verified(&srv.url("/long2"), &sha(&body))
+        .unwrap_err();
+    assert!(err.to_string().contains("not complete after 1 s"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn endless_and_oversized_bodies_stop_at_the_size_limit() {
+    let srv = Server::start();
+    srv.file("/endless", b"x".to_vec())
+        .fault("/endless", Fault::Endless);
+    let body = data(300_000, 11);
+    srv.file("/big", body.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = FetchOptions {
+        max_size: 200_000,
+        ..options()
+    };
+    let f = Fetcher::new(Cache::new(tmp.path().to_path_buf()), opts).unwrap();
+    let started = std::time::Instant::now();
+    let err = f
+        .fetch_verified(&srv.url("/endless"), &sha(b"x"))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Network { .. }), "{msg}");
+    assert!(
+        msg.contains("larger than the 195.31 KiB download limit"),
+        "{msg}"
+    );
+    assert!(msg.contains(&srv.url("/endless")), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Nothing of it stays in the cache, and it is not retried.
+    assert!(dir_listing(&tmp.path().join("partial")).is_empty());
+    assert_eq!(srv.requests_for("/endless").len(), 1);
+    // A Content-Length over the limit is refused before the body is read.
+    let err = f.fetch_verified(&srv.url("/big"), &sha(&body)).unwrap_err();
+    assert!(err.to_string().contains("download limit"), "{err}");
+    assert!(dir_listing(&tmp.path().join("partial")).is_empty());
+    assert!(dir_listing(&tmp.path().join("sha256")).is_empty());
+}
+
+#[test]
+fn parse_size_reads_units() {
+    use korgpkg::fetch::parse_size;
+    assert_eq!(parse_size("1048576"), Ok(1 << 20));
+    assert_eq!(parse_size("4G"), Ok(4 << 30));
+    assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+    assert_eq!(parse_size("64 kb"), Ok(64 << 10));
+    assert!(parse_size("4X").is_err());
+    assert!(parse_size("").is_err());
+    assert!(parse_size("99999999999T").is_err());
 }

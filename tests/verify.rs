@@ -723,3 +723,30 @@ fn real_sums_file_with_a_lying_hash_header_is_refused() {
         "signature uses SHA256 but the Hash: header announces SHA512"
     );
 }
+
+#[test]
+fn large_sums_files_parse_in_linear_time_and_are_bounded() {
+    let signer = key("ed");
+    let pinned = pin(signer);
+    let h = "aa069ab507e27b9193373e8f20d505b1bc01b713916f062d71d6be9bb8dc68ea";
+    // 3.5 MB of lines, just under the bound (the parser that was quadratic took minutes).
+    let text: String = (0..44_000)
+        .map(|i| format!("{h}  f{i:06}.tar.xz\n"))
+        .collect();
+    let signed = signer.sign_cleartext(&text, Hash::Sha256);
+    assert!(signed.len() < 4 << 20);
+    let started = std::time::Instant::now();
+    let sums = verify_sums(signed.as_bytes(), &pinned, "big").expect("verifies");
+    assert_eq!(sums.len(), 44_000);
+    assert_eq!(sums.get("f043999.tar.xz"), Some(h));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // Over the bound: refused before any parsing.
+    let big = format!("{}{signed}", "x".repeat(4 << 20));
+    let msg = verify_message(verify_sums(big.as_bytes(), &pinned, "big"));
+    assert!(msg.contains("more than the 4 MiB"), "{msg}");
+}

@@ -22,6 +22,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use korgpkg::config::Config;
+use korgpkg::fetch::FetchLimits;
 use korgpkg::pipeline::ReleaseSelection;
 use korgpkg::source::{Network, NetworkOptions};
 use korgpkg::spec::SpecSet;
@@ -82,6 +83,32 @@ pub struct GlobalArgs {
     /// [default: kernel.org's pgpkeys repository].
     #[arg(long, global = true, env = "KORGPKG_KEYS_URL", value_name = "URL")]
     pub keys_url: Option<String>,
+    /// Give up on a download not complete after this many seconds, retries included;
+    /// 0 = no limit [default: 7200].
+    #[arg(
+        long,
+        global = true,
+        env = "KORGPKG_DOWNLOAD_TIMEOUT",
+        value_name = "SECS"
+    )]
+    pub download_timeout: Option<u64>,
+    /// Largest file to download (4GiB, 512M, bytes) [default: 4GiB].
+    #[arg(long, global = true, env = "KORGPKG_DOWNLOAD_MAX_SIZE", value_name = "SIZE",
+          value_parser = korgpkg::fetch::parse_size)]
+    pub download_max_size: Option<u64>,
+    /// Abandon a download slower than this many bytes/s over --low-speed-time; 0 = never
+    /// [default: 1024].
+    #[arg(
+        long,
+        global = true,
+        env = "KORGPKG_LOW_SPEED_LIMIT",
+        value_name = "BYTES"
+    )]
+    pub low_speed_limit: Option<u64>,
+    /// The window, in seconds, over which --low-speed-limit is measured [default: 60].
+    #[arg(long, global = true, env = "KORGPKG_LOW_SPEED_TIME", value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub low_speed_time: Option<u64>,
 }
 
 impl GlobalArgs {
@@ -134,6 +161,12 @@ impl Context {
             keyrings: g.keyring.clone(),
             keys_url: g.keys_url.clone(),
             progress: self.terminal && !json,
+            limits: FetchLimits {
+                download_timeout: g.download_timeout,
+                download_max_size: g.download_max_size,
+                low_speed_limit: g.low_speed_limit,
+                low_speed_time: g.low_speed_time,
+            },
         }))
     }
 }

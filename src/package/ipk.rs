@@ -125,9 +125,9 @@ impl Packager for Ipk {
 
 /// Read an .ipk whose outer container is a gzip'd tar, in one streaming pass.
 fn inspect_tar_outer(path: &Path) -> Result<Inspection> {
-    let bad = |e: std::io::Error| Error::input(path, format!("not a valid ipk: {e}"));
+    let bad = |e: std::io::Error| crate::targuard::input_error(path, "not a valid ipk", &e);
     let gz = flate2::read::GzDecoder::new(tarball::open(path)?);
-    let mut outer = tar::Archive::new(gz);
+    let mut outer = tar::Archive::new(crate::targuard::TarGuard::new(gz));
     let mut control = None;
     let mut files = None;
     for entry in outer.entries().map_err(bad)? {
@@ -135,8 +135,21 @@ fn inspect_tar_outer(path: &Path) -> Result<Inspection> {
         let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
         let name = name.trim_start_matches("./").to_string();
         if name.starts_with("control.tar") {
+            if entry.size() > tarball::MAX_CONTROL {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "member {name:?} of {} bytes is over the {} MiB limit for control members",
+                        entry.size(),
+                        tarball::MAX_CONTROL >> 20
+                    ),
+                ));
+            }
             let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(bad)?;
+            (&mut entry)
+                .take(tarball::MAX_CONTROL)
+                .read_to_end(&mut bytes)
+                .map_err(bad)?;
             let archive = tarball::decompressed(path, &name, &bytes[..])?;
             control = Some(tarball::read_control(path, archive)?);
         } else if name.starts_with("data.tar") {

@@ -10,6 +10,7 @@ use super::{FileKind, InspectedFile};
 use crate::cleanup::Cancel;
 use crate::error::{Error, IoContext, Result};
 use crate::payload::{Entry, EntryKind};
+use crate::targuard::{input_error, TarGuard};
 
 /// A fresh GNU tar header owned by root:root.
 fn header(mode: u32, mtime: u64, size: u64, kind: tar::EntryType) -> tar::Header {
@@ -204,15 +205,35 @@ impl<'a> ArWriter<'a> {
     }
 }
 
+/// The largest `control` file (and ipk control member) korgpkg reads into memory.
+pub const MAX_CONTROL: u64 = crate::targuard::MAX_TAR_METADATA;
+
+/// `archive` read through a [`TarGuard`], so its long names and PAX headers are bounded.
+pub fn guarded<R: Read>(archive: tar::Archive<R>) -> tar::Archive<TarGuard<R>> {
+    tar::Archive::new(TarGuard::new(archive.into_inner()))
+}
+
 /// Read the `control` file out of a control tar.
-pub fn read_control<R: Read>(path: &Path, mut archive: tar::Archive<R>) -> Result<String> {
-    let bad = |e: io::Error| Error::input(path, format!("unreadable control archive: {e}"));
+pub fn read_control<R: Read>(path: &Path, archive: tar::Archive<R>) -> Result<String> {
+    let bad = |e: io::Error| input_error(path, "unreadable control archive", &e);
+    let mut archive = guarded(archive);
     for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
+        let entry = entry.map_err(bad)?;
         let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
         if name.trim_start_matches("./") == "control" {
+            if entry.size() > MAX_CONTROL {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "control file of {} bytes is over the {} MiB limit",
+                        entry.size(),
+                        MAX_CONTROL >> 20
+                    ),
+                ));
+            }
             let mut text = String::new();
             entry
+                .take(MAX_CONTROL)
                 .read_to_string(&mut text)
                 .map_err(|e| Error::input(path, format!("control file is not UTF-8: {e}")))?;
             return Ok(text);
@@ -225,8 +246,9 @@ pub fn read_control<R: Read>(path: &Path, mut archive: tar::Archive<R>) -> Resul
 }
 
 /// List every path of a data tar, without reading file contents into memory.
-pub fn list_data<R: Read>(path: &Path, mut archive: tar::Archive<R>) -> Result<Vec<InspectedFile>> {
-    let bad = |e: io::Error| Error::input(path, format!("unreadable data archive: {e}"));
+pub fn list_data<R: Read>(path: &Path, archive: tar::Archive<R>) -> Result<Vec<InspectedFile>> {
+    let bad = |e: io::Error| input_error(path, "unreadable data archive", &e);
+    let mut archive = guarded(archive);
     let mut files = Vec::new();
     for entry in archive.entries().map_err(bad)? {
         let entry = entry.map_err(bad)?;

@@ -310,6 +310,68 @@ pub fn output_path(report: &serde_json::Value, format: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no {format} output in {report}"))
 }
 
+/// The content of a PAX extended header holding `records` (`"<len> key=value\n"`).
+pub fn pax_records(records: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in records {
+        let body = format!(" {k}={v}\n");
+        let mut len = body.len() + 1;
+        while len.to_string().len() + body.len() != len {
+            len = len.to_string().len() + body.len();
+        }
+        out.extend(format!("{len}{body}").into_bytes());
+    }
+    out
+}
+
+/// A zstd-compressed tar whose first header is a metadata entry of type `kind` (`L`,
+/// `K`, `x`, `g`) with `size` bytes of real content (a few hundred KB compressed for
+/// gigabytes), followed by `rest` (more raw tar bytes) and the end marker.
+pub fn metadata_bomb(kind: u8, size: u64, rest: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    {
+        let g = h.as_gnu_mut().expect("gnu header");
+        g.name[..13].copy_from_slice(b"././@LongLink");
+    }
+    h.set_entry_type(tar::EntryType::new(kind));
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    let mut z = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("zstd");
+    z.write_all(h.as_bytes()).expect("zstd");
+    let chunk = vec![b'a'; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        z.write_all(&chunk[..n]).expect("zstd");
+        left -= n as u64;
+    }
+    z.write_all(&vec![0u8; ((512 - size % 512) % 512) as usize])
+        .expect("zstd");
+    z.write_all(rest).expect("zstd");
+    z.write_all(&tar_end()).expect("zstd");
+    z.finish().expect("zstd")
+}
+
+/// Run `cmd` with its address space limited to `bytes` (`ulimit -v`): an attempt to
+/// hold more aborts it.
+pub fn limit_memory(cmd: &mut Command, bytes: u64) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and only touches the child's own limits.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Run `cmd` with its stdout a pipe whose reader is already gone (as `| head -1` leaves
 /// it once `head` exits) and require that it ends quietly: exit 0 or death by SIGPIPE,
 /// no panic and no error message.

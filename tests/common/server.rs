@@ -25,6 +25,22 @@ pub enum Fault {
     Html,
     /// Always ignore `Range` and send the whole file with 200.
     NoRange,
+    /// Always send the body (with its full Content-Length) N bytes at a time, sleeping
+    /// the duration after each piece.
+    Trickle(usize, Duration),
+    /// Always answer 200 without a Content-Length and send zeros until the client
+    /// hangs up.
+    Endless,
+}
+
+impl Fault {
+    /// Whether the fault applies to every request (not just the next one).
+    fn persistent(&self) -> bool {
+        matches!(
+            self,
+            Fault::Html | Fault::NoRange | Fault::Trickle(..) | Fault::Endless
+        )
+    }
 }
 
 /// One request the server received.
@@ -157,11 +173,23 @@ const STALL: Duration = Duration::from_secs(3);
 
 /// What to send for one request.
 enum Reply {
-    /// 200 (or 206 for a range) with this content type and body; optionally cut off
-    /// after N body bytes, closing the connection after waiting the duration.
-    Body(&'static str, Vec<u8>, Option<(usize, Duration)>),
+    /// 200 (or 206 for a range) with this content type and body, delivered so.
+    Body(&'static str, Vec<u8>, Delivery),
     /// This status with an empty body.
     Status(u16),
+    /// 200 without a Content-Length, zeros until the client hangs up.
+    Endless,
+}
+
+/// How a body is sent.
+#[derive(Clone, Copy)]
+enum Delivery {
+    /// All at once.
+    Whole,
+    /// Cut off after N bytes, closing the connection after waiting the duration.
+    Cut(usize, Duration),
+    /// N bytes at a time, sleeping the duration after each piece.
+    Trickle(usize, Duration),
 }
 
 fn handle(mut conn: TcpStream, state: &Mutex<State>) {
@@ -204,11 +232,13 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
         let faults = st.faults.entry(path.clone()).or_default();
         let no_range = faults.contains(&Fault::NoRange);
         let html = faults.contains(&Fault::Html);
+        let endless = faults.contains(&Fault::Endless);
+        let trickle = faults.iter().find_map(|f| match f {
+            Fault::Trickle(n, d) => Some(Delivery::Trickle(*n, *d)),
+            _ => None,
+        });
         // The first one-shot fault applies to this request (Status counts down).
-        let now = match faults
-            .iter()
-            .position(|f| !matches!(f, Fault::Html | Fault::NoRange))
-        {
+        let now = match faults.iter().position(|f| !f.persistent()) {
             Some(i) => match faults[i].clone() {
                 Fault::Status(code, n) if n > 1 => {
                     faults[i] = Fault::Status(code, n - 1);
@@ -220,20 +250,21 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
         };
         let reply = match now {
             Some(Fault::Status(code, _)) => Reply::Status(code),
+            _ if endless => Reply::Endless,
             _ if html => Reply::Body(
                 "text/html",
                 b"<!DOCTYPE html>\n<html><body><h1>Welcome to the mirror</h1></body></html>\n"
                     .to_vec(),
-                None,
+                Delivery::Whole,
             ),
             now => match content(&st, &path) {
                 Some((ctype, body)) => {
-                    let cut = match now {
-                        Some(Fault::DropAfter(n)) => Some((n, Duration::ZERO)),
-                        Some(Fault::Stall(n)) => Some((n, STALL)),
-                        _ => None,
+                    let delivery = match now {
+                        Some(Fault::DropAfter(n)) => Delivery::Cut(n, Duration::ZERO),
+                        Some(Fault::Stall(n)) => Delivery::Cut(n, STALL),
+                        _ => trickle.unwrap_or(Delivery::Whole),
                     };
-                    Reply::Body(ctype, body, cut)
+                    Reply::Body(ctype, body, delivery)
                 }
                 None => Reply::Status(404),
             },
@@ -243,19 +274,20 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
 
     let _ = match reply {
         Reply::Status(code) => respond(&mut conn, code, "text/plain", &[], &[], &method),
+        Reply::Endless => send_endless(&mut conn),
         // Every body has an ETag (its digest); a matching If-None-Match gets a 304.
-        Reply::Body(_, body, None)
+        Reply::Body(_, body, Delivery::Whole)
             if range.is_none() && if_none_match.as_deref() == Some(&etag(&body)) =>
         {
             respond(&mut conn, 304, "text/plain", &[], &[], &method)
         }
-        Reply::Body(ctype, body, cut) => send_ranged(
+        Reply::Body(ctype, body, delivery) => send_ranged(
             &mut conn,
             ctype,
             &body,
             range.as_deref(),
             no_range,
-            cut,
+            delivery,
             &method,
         ),
     };
@@ -319,15 +351,26 @@ fn content(st: &State, path: &str) -> Option<(&'static str, Vec<u8>)> {
     None
 }
 
-/// Send `body` honouring `Range: bytes=N-` (unless `no_range`); with `cut`, stop after
-/// that many body bytes and wait before returning (the caller closes the connection).
+/// Zeros without a Content-Length until the client hangs up.
+fn send_endless(conn: &mut TcpStream) -> std::io::Result<()> {
+    conn.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+    )?;
+    let zeros = vec![0u8; 64 * 1024];
+    loop {
+        conn.write_all(&zeros)?;
+    }
+}
+
+/// Send `body` honouring `Range: bytes=N-` (unless `no_range`), delivered as `delivery`
+/// says (a cut-off body waits before returning; the caller closes the connection).
 fn send_ranged(
     conn: &mut TcpStream,
     ctype: &str,
     body: &[u8],
     range: Option<&str>,
     no_range: bool,
-    cut: Option<(usize, Duration)>,
+    delivery: Delivery,
     method: &str,
 ) -> std::io::Result<()> {
     let start = match range.filter(|_| !no_range) {
@@ -353,15 +396,24 @@ fn send_ranged(
         ),
         None => (200, body, vec![format!("ETag: {}", etag(body))]),
     };
-    match cut {
-        Some((n, wait)) => {
+    match delivery {
+        Delivery::Cut(n, wait) => {
             write_head(conn, code, ctype, slice.len(), &extra)?;
             conn.write_all(&slice[..n.min(slice.len())])?;
             conn.flush()?;
             thread::sleep(wait);
             Ok(())
         }
-        None => respond(conn, code, ctype, &extra, slice, method),
+        Delivery::Trickle(n, pause) if method != "HEAD" => {
+            write_head(conn, code, ctype, slice.len(), &extra)?;
+            for piece in slice.chunks(n.max(1)) {
+                conn.write_all(piece)?;
+                conn.flush()?;
+                thread::sleep(pause);
+            }
+            Ok(())
+        }
+        _ => respond(conn, code, ctype, &extra, slice, method),
     }
 }
 
