@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+use crate::deps::UnmappedPolicy;
 use crate::error::{Error, IoContext, Result};
 use crate::package::{DebCompression, Format, IpkOuter, RpmCompression};
 
@@ -24,6 +25,8 @@ pub struct Config {
     pub deb_compression: Option<DebCompression>,
     pub rpm_compression: Option<RpmCompression>,
     pub ipk_outer: Option<IpkOuter>,
+    /// Sonames no distro map knows: `error` (default) or `warn`.
+    pub unmapped: Option<UnmappedPolicy>,
     /// zstd level (1-19) for deb and rpm.
     pub zstd_level: Option<i32>,
     /// gzip level (1-9) for the ipk and for gzip deb/rpm.

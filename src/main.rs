@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use korgpkg::config::Config;
+use korgpkg::deps::UnmappedPolicy;
 use korgpkg::fetch::{Cache, FetchOptions, Fetcher};
 use korgpkg::package::{self, BuildOptions, DebCompression, Format, IpkOuter, RpmCompression};
 use korgpkg::pipeline::{self, BuildRequest};
@@ -96,16 +97,22 @@ Examples:
 
 The tarball is staged as `build` stages it but not verified: nothing is packaged.
 rpm: what rpm's elfdeps -R prints; deb and ipk: sonames mapped to packages by
-specs/distros/<distro>.toml (default debian-12 for deb, openembedded for ipk).")]
+specs/distros/<distro>.toml (default debian-12 for deb, openembedded for ipk).
+Every soname no map knows is named in one error (exit 4), or a warning with
+--unmapped warn.")]
     Deps {
         /// An upstream tarball or a directory of files.
         source: PathBuf,
         /// The package whose spec applies (its [deps] table) [default: from the tarball name].
         #[arg(long)]
         package: Option<String>,
-        /// Distro map for deb or ipk dependencies (`debian-12`, `ubuntu-24.04`, `openembedded`).
+        /// Distro map for deb or ipk dependencies (`debian-12`, `ubuntu-24.04`,
+        /// `openembedded`, `openwrt`).
         #[arg(long, value_name = "DISTRO")]
         target_distro: Option<String>,
+        /// Sonames no distro map knows: an error, or a warning [default: error].
+        #[arg(long, value_enum, value_name = "POLICY")]
+        unmapped: Option<UnmappedPolicy>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -358,10 +365,14 @@ struct BuildArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9))]
     gzip_level: Option<u32>,
     /// Distro map for dependencies derived from the ELF files, for the formats it is
-    /// for (`debian-12`, `ubuntu-24.04`: deb; `openembedded`: ipk)
-    /// [default: debian-12 for deb, openembedded for ipk].
+    /// for (`debian-12`, `ubuntu-24.04`: deb; `openembedded`, `openwrt`: ipk)
+    /// [default: debian-12 for deb; openwrt for --ipk-outer tar, else openembedded].
     #[arg(long, value_name = "DISTRO")]
     target_distro: Option<String>,
+    /// Sonames no distro map knows: fail naming all of them, or warn and leave them
+    /// out [default: error].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    unmapped: Option<UnmappedPolicy>,
     /// Show what would be built, write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -642,6 +653,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             source,
             package,
             target_distro,
+            unmapped,
             json,
         } => {
             let report = pipeline::deps(
@@ -651,11 +663,12 @@ fn run(cli: Cli) -> Result<(), Error> {
                 package.as_deref(),
                 target_distro.as_deref(),
             )?;
-            let first_error = |report: pipeline::DepsReport| match report
-                .formats
-                .into_iter()
-                .find_map(|f| f.failure)
-            {
+            let warn = unmapped.or(config.unmapped).unwrap_or_default() == UnmappedPolicy::Warn;
+            let first_error = |report: pipeline::DepsReport| match report.unmapped_error() {
+                Some(e) if warn => {
+                    eprintln!("warning: {e}");
+                    Ok(())
+                }
                 Some(e) => Err(e),
                 None => Ok(()),
             };
@@ -687,9 +700,13 @@ fn run(cli: Cli) -> Result<(), Error> {
                     .as_ref()
                     .map(|d| format!(" ({d})"))
                     .unwrap_or_default();
-                if let Some(e) = &fd.error {
-                    println!("{}{distro}: error: {e}", fd.format);
-                } else if fd.relations.is_empty() {
+                for u in &fd.unmapped {
+                    println!(
+                        "{}{distro}: unmapped: {} (needed by {})",
+                        fd.format, u.soname, u.needed_by
+                    );
+                }
+                if fd.relations.is_empty() {
                     println!("{}{distro}: no dependencies", fd.format);
                 }
                 for (field, list) in &fd.relations {
@@ -969,6 +986,7 @@ fn build(
         source_date_epoch: source_date_epoch()?,
         progress: terminal && !args.json,
         target_distro: args.target_distro.clone(),
+        unmapped: args.unmapped.or(config.unmapped).unwrap_or_default(),
     };
     let sources = net.sources(templates);
     let (requests, releases) = match &args.source.from {
@@ -1048,6 +1066,13 @@ fn build(
                 return Err(e);
             }
         }
+    }
+    for report in reports.iter().filter(|r| !r.unmapped.is_empty()) {
+        eprintln!(
+            "warning: {}: {}",
+            report.package,
+            korgpkg::deps::unmapped_message(&report.unmapped)
+        );
     }
     if args.json {
         return if reports.len() == 1 {
@@ -1348,6 +1373,7 @@ fn obs_prepare(
         zstd_level: None,
         gzip_level: None,
         target_distro: r.target_distro.clone(),
+        unmapped: None,
         dry_run: false,
         json: true,
     };
@@ -1363,6 +1389,7 @@ fn obs_prepare(
         source_date_epoch: source_date_epoch()?,
         progress: false,
         target_distro: r.target_distro.clone(),
+        unmapped: UnmappedPolicy::Error,
     };
     let sources = net.sources(templates);
     let (req, urls) = match &r.source.from {
