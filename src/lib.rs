@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod deps;
+pub mod distromap;
 pub mod error;
 pub mod fetch;
 pub mod kernel;

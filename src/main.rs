@@ -180,6 +180,9 @@ Examples:
     /// Hand packages to Open Build Service: package sources, push, build results.
     #[command(subcommand, after_help = OBS_EXAMPLES)]
     Obs(ObsCommand),
+    /// Generate a soname → package map from a distribution's Contents index.
+    #[command(subcommand)]
+    DistroMap(DistroMapCommand),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  korgpkg completions bash > /etc/bash_completion.d/korgpkg\n  korgpkg completions zsh > \"${fpath[1]}/_korgpkg\""
@@ -187,6 +190,38 @@ Examples:
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DistroMapCommand {
+    /// Write specs/distros/<name>.toml from a Contents-<arch> index, dpkg
+    /// symbols/shlibs files and a hand-kept base map.
+    #[command(after_help = "\
+Examples:
+  korgpkg distro-map generate --contents http://deb.debian.org/debian/dists/bookworm/main/Contents-amd64.gz \\
+      --shlibs /var/lib/dpkg/info --base specs/distros/base/debian-12.toml --out specs/distros/debian-12.toml
+  korgpkg distro-map generate --contents Contents-amd64.gz --summary 'My distro' --out my.toml")]
+    Generate {
+        /// The Contents-<arch> index: a path or an http(s)/file URL (gzip, xz or plain).
+        #[arg(long, value_name = "FILE|URL")]
+        contents: String,
+        /// Multiarch triplet whose lib/ and usr/lib/ directories count (repeatable).
+        #[arg(long, value_name = "TRIPLET", default_value = "x86_64-linux-gnu")]
+        triplet: Vec<String>,
+        /// dpkg control files for minimum versions: a directory of *.symbols and
+        /// *.shlibs (`/var/lib/dpkg/info`) or one file (repeatable).
+        #[arg(long, value_name = "PATH")]
+        shlibs: Vec<PathBuf>,
+        /// A map whose interpreters and soname rules win over the generated ones.
+        #[arg(long, value_name = "FILE")]
+        base: Option<PathBuf>,
+        /// The map's summary [default: the base map's].
+        #[arg(long)]
+        summary: Option<String>,
+        /// Where to write the map.
+        #[arg(long, short, value_name = "FILE")]
+        out: PathBuf,
     },
 }
 
@@ -727,6 +762,34 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Publish(args) => publish_command(args, &templates),
         Command::Repo(cmd) => repo_command(cmd, &templates),
         Command::Serve { dir, listen } => korgpkg::publish::serve::serve(dir, listen),
+        Command::DistroMap(DistroMapCommand::Generate {
+            contents,
+            triplet,
+            shlibs,
+            base,
+            summary,
+            out,
+        }) => {
+            let opts = korgpkg::distromap::GenerateOptions {
+                contents: contents.clone(),
+                triplets: triplet.clone(),
+                shlibs: shlibs.clone(),
+                base: base.clone(),
+                summary: summary.clone(),
+                command: std::iter::once("korgpkg".to_string())
+                    .chain(std::env::args().skip(1).map(|a| {
+                        let a = a.replace('\n', " ");
+                        if a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                            format!("'{}'", a.replace('\'', "'\\''"))
+                        } else {
+                            a
+                        }
+                    }))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            korgpkg::distromap::write(out, &korgpkg::distromap::generate(&opts)?)
+        }
     }
 }
 
