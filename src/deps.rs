@@ -411,6 +411,8 @@ struct RawDistroMap {
     format: Format,
     #[serde(default)]
     interpreters: BTreeMap<String, String>,
+    #[serde(default)]
+    debian_renaming: bool,
     sonames: BTreeMap<String, RawRule>,
 }
 
@@ -425,11 +427,50 @@ pub struct DistroMap {
     /// Interpreter path (`/lib64/ld-linux-x86-64.so.2`) → package.
     pub interpreters: BTreeMap<String, String>,
     pub sonames: BTreeMap<String, SonameRule>,
+    /// Sonames not in `sonames` get the package name OpenEmbedded's `debian.bbclass`
+    /// gives a library package (`libz3.so.4` → `libz3-4`, `libedit.so.2` → `libedit2`).
+    pub debian_renaming: bool,
     #[serde(skip)]
     pub path: PathBuf,
 }
 
+/// The package OpenEmbedded's `debian.bbclass` names after a library's soname
+/// (`socrunch`): lowercase, `_` → `-`, the `.so.` dropped, and a `-` kept between a
+/// digit and the version: `libz3.so.4` → `libz3-4`, `libstdc++.so.6` → `libstdc++6`.
+pub fn debian_renamed(soname: &str) -> Option<String> {
+    let s = soname.to_ascii_lowercase().replace('_', "-");
+    let (name, version) = s.split_once(".so.")?;
+    let last = name.chars().last()?;
+    let package = if last.is_ascii_digit() {
+        format!("{name}-{version}")
+    } else {
+        format!("{name}{version}")
+    };
+    Relation::parse_deb(&package)
+        .ok()
+        .filter(|r| r.alternatives.len() == 1 && r.alternatives[0].op.is_none())
+        .map(|_| package)
+}
+
 impl DistroMap {
+    /// The rule for `soname`: listed, or derived by [`debian_renamed`] when the map
+    /// uses OpenEmbedded's renaming.
+    pub fn rule(&self, soname: &str) -> Option<std::borrow::Cow<'_, SonameRule>> {
+        if let Some(r) = self.sonames.get(soname) {
+            return Some(std::borrow::Cow::Borrowed(r));
+        }
+        if !self.debian_renaming {
+            return None;
+        }
+        debian_renamed(soname).map(|package| {
+            std::borrow::Cow::Owned(SonameRule {
+                package,
+                min_version: None,
+                version_prefix: None,
+            })
+        })
+    }
+
     /// Parse and validate one map file.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
         let raw: RawDistroMap = toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
@@ -477,6 +518,7 @@ impl DistroMap {
             format: raw.format,
             interpreters: raw.interpreters,
             sonames,
+            debian_renaming: raw.debian_renaming,
             path: path.to_path_buf(),
         })
     }
@@ -731,7 +773,7 @@ pub fn derive(
                         merge_relation(&mut found, rel.clone());
                         continue;
                     }
-                    let Some(rule) = map.sonames.get(soname) else {
+                    let Some(rule) = map.rule(soname) else {
                         miss(soname, &f.path);
                         continue;
                     };
@@ -859,13 +901,14 @@ mod tests {
         let maps = DistroMaps::load(None).expect("maps");
         let mut report = ElfReport::default();
         report.files.push(file(
-            &["libc.so.6", "libstdc++.so.6"],
+            &["libc.so.6", "libstdc++.so.6", "libz3.so.4", "libedit.so.2"],
             &[("libc.so.6", &["GLIBC_2.34"])],
         ));
         let none = DepsOverrides::default();
         let ipk = derive(&report, maps.get("openwrt").ok(), Format::Ipk, None, &none)
             .expect("derives");
         assert_eq!(shown(&ipk.relations, Format::Ipk), ["libc", "libstdcpp6"]);
+        assert_eq!(ipk.unmapped.len(), 2);
         let oe = derive(
             &report,
             maps.get("openembedded").ok(),
@@ -876,8 +919,11 @@ mod tests {
         .expect("derives");
         assert_eq!(
             shown(&oe.relations, Format::Ipk),
-            ["libc6 (>= 2.34)", "libstdc++6"]
+            ["libc6 (>= 2.34)", "libedit2", "libstdc++6", "libz3-4"]
         );
+        assert!(oe.unmapped.is_empty());
+        assert_eq!(debian_renamed("libFoo_bar.so.1.2").as_deref(), Some("libfoo-bar1.2"));
+        assert_eq!(debian_renamed("libx.so"), None);
     }
 
     #[test]
@@ -973,10 +1019,11 @@ mod tests {
             &o,
         )
         .expect("derives");
-        assert!(!shown(&oe.relations, Format::Ipk)
-            .iter()
-            .any(|r| r.contains("libfoo3")));
-        assert_eq!(oe.unmapped.len(), 1);
+        let oe = shown(&oe.relations, Format::Ipk);
+        assert!(
+            oe.contains(&"libfoo3".to_string()) && !oe.iter().any(|r| r.contains("3.1")),
+            "{oe:?}"
+        );
     }
 
     #[test]
