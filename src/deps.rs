@@ -905,8 +905,8 @@ mod tests {
             &[("libc.so.6", &["GLIBC_2.34"])],
         ));
         let none = DepsOverrides::default();
-        let ipk = derive(&report, maps.get("openwrt").ok(), Format::Ipk, None, &none)
-            .expect("derives");
+        let ipk =
+            derive(&report, maps.get("openwrt").ok(), Format::Ipk, None, &none).expect("derives");
         assert_eq!(shown(&ipk.relations, Format::Ipk), ["libc", "libstdcpp6"]);
         assert_eq!(ipk.unmapped.len(), 2);
         let oe = derive(
@@ -922,7 +922,10 @@ mod tests {
             ["libc6 (>= 2.34)", "libedit2", "libstdc++6", "libz3-4"]
         );
         assert!(oe.unmapped.is_empty());
-        assert_eq!(debian_renamed("libFoo_bar.so.1.2").as_deref(), Some("libfoo-bar1.2"));
+        assert_eq!(
+            debian_renamed("libFoo_bar.so.1.2").as_deref(),
+            Some("libfoo-bar1.2")
+        );
         assert_eq!(debian_renamed("libx.so"), None);
     }
 

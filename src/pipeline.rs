@@ -272,7 +272,10 @@ fn derive_all(
         unmapped.extend(derived.unmapped);
     }
     if !unmapped.is_empty() && req.unmapped == UnmappedPolicy::Error {
-        return Err(Error::input(&req.tarball, deps::unmapped_message(&unmapped)));
+        return Err(Error::input(
+            &req.tarball,
+            deps::unmapped_message(&unmapped),
+        ));
     }
     Ok((foreign, unmapped))
 }
@@ -351,8 +354,7 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
     // The deps stage: dependencies derived from the ELF files, merged into the spec's.
     let mut meta = plan.meta.clone();
     let report = deps::scan(&payload)?;
-    let (foreign_arch, unmapped) =
-        derive_all(specs, spec, req, &plan.outputs, &report, &mut meta)?;
+    let (foreign_arch, unmapped) = derive_all(specs, spec, req, &plan.outputs, &report, &mut meta)?;
     meta.build_time = req.source_date_epoch.unwrap_or(payload.stats().max_mtime);
     meta.installed_size = payload.stats().file_bytes;
     meta.provenance = Some(Provenance {

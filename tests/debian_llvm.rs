@@ -124,15 +124,24 @@ fn fixture() -> Option<(PathBuf, PathBuf)> {
     let _ = std::fs::remove_dir_all(&ex);
     std::fs::create_dir_all(&ex).expect("mkdir");
     for d in dir_listing(&debs) {
-        ok(Command::new("dpkg-deb").arg("-x").arg(debs.join(d)).arg(&ex));
+        ok(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(debs.join(d))
+            .arg(&ex));
     }
     // kernel.org's layout: the tools in bin/, every library and clang's resource
     // directory in lib/ (Debian keeps the shared libraries in the multiarch directory).
     let top = tree.join(TOP);
     std::fs::create_dir_all(&top).expect("mkdir");
     let llvm = ex.join("usr/lib/llvm-14");
-    ok(Command::new("cp").arg("-a").arg(llvm.join("bin")).arg(top.join("bin")));
-    ok(Command::new("cp").arg("-a").arg(llvm.join("lib")).arg(top.join("lib")));
+    ok(Command::new("cp")
+        .arg("-a")
+        .arg(llvm.join("bin"))
+        .arg(top.join("bin")));
+    ok(Command::new("cp")
+        .arg("-a")
+        .arg(llvm.join("lib"))
+        .arg(top.join("lib")));
     let multiarch = ex.join("usr/lib/x86_64-linux-gnu");
     for name in dir_listing(&multiarch) {
         let from = multiarch.join(&name);
@@ -314,7 +323,11 @@ fn debian_llvm_as_a_kernel_org_tarball_installs_from_debian_and_links_a_program(
         .difference(&provided)
         .cloned()
         .collect();
-    for lib in ["libxml2.so.2()(64bit)", "libffi.so.8()(64bit)", "libedit.so.2()(64bit)"] {
+    for lib in [
+        "libxml2.so.2()(64bit)",
+        "libffi.so.8()(64bit)",
+        "libedit.so.2()(64bit)",
+    ] {
         assert!(want.contains(lib), "rpmdeps lacks {lib}: {want:?}");
     }
     let rpm = output_path(&report, "rpm");
@@ -335,7 +348,10 @@ fn debian_llvm_as_a_kernel_org_tarball_installs_from_debian_and_links_a_program(
     let deb = output_path(&report, "deb");
     std::fs::copy(&deb, root.join("tmp/korg-clang-14.deb")).expect("copy deb");
     for pkg in ["libz3-4", "libxml2", "libedit2"] {
-        assert!(!installed(&root, pkg), "{pkg} is already in the minbase root");
+        assert!(
+            !installed(&root, pkg),
+            "{pkg} is already in the minbase root"
+        );
     }
     let mut o = in_root(&root, "apt-get install -y -q ./tmp/korg-clang-14.deb");
     if !o.status.success() {
@@ -363,5 +379,8 @@ fn debian_llvm_as_a_kernel_org_tarball_installs_from_debian_and_links_a_program(
     );
     let t = text(&o);
     assert!(o.status.success(), "clang in the root: {t}");
-    assert!(t.contains("hello from korg-clang-14") && t.contains("LLD 14"), "{t}");
+    assert!(
+        t.contains("hello from korg-clang-14") && t.contains("LLD 14"),
+        "{t}"
+    );
 }
