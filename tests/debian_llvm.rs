@@ -105,9 +105,9 @@ fn fixture() -> Option<(PathBuf, PathBuf)> {
         return Some((tree.join(TOP), tarball));
     }
     need_tool("patchelf");
-    let _ = std::fs::remove_dir_all(&dir.join("debs"));
-    let _ = std::fs::remove_dir_all(&tree);
     let debs = dir.join("debs");
+    let _ = std::fs::remove_dir_all(&debs);
+    let _ = std::fs::remove_dir_all(&tree);
     std::fs::create_dir_all(&debs).expect("mkdir");
     let out = run(Command::new("apt-get")
         .arg("download")
