@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use crate::deps::UnmappedPolicy;
 use crate::error::{Error, IoContext, Result};
-use crate::package::{DebCompression, Format, IpkOuter, RpmCompression};
+use crate::model::Format;
+use crate::package::{BuildOptions, DebCompression, IpkOuter, RpmCompression};
+use crate::pipeline::BuildSettings;
+use crate::source::NetworkOptions;
 
 /// Settings a config file may give. Unknown keys are an error naming the key.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -77,5 +80,130 @@ impl Config {
             }
         }
         Ok((config, Some(path)))
+    }
+}
+
+/// Per-format settings given on the command line; `None` falls back to the config file,
+/// then to [`BuildOptions::default`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuildOptionFlags {
+    pub deb_compression: Option<DebCompression>,
+    pub rpm_compression: Option<RpmCompression>,
+    pub ipk_outer: Option<IpkOuter>,
+    pub zstd_level: Option<i32>,
+    pub gzip_level: Option<u32>,
+}
+
+impl Config {
+    /// The formats to write: the flag's, else the config file's, else all.
+    pub fn formats(&self, flag: &[Format]) -> Vec<Format> {
+        if flag.is_empty() {
+            self.formats.clone().unwrap_or_else(|| Format::ALL.to_vec())
+        } else {
+            flag.to_vec()
+        }
+    }
+
+    /// The output directory: the flag's, else the config file's, else `dist`.
+    pub fn out_dir(&self, flag: Option<&Path>) -> PathBuf {
+        flag.or(self.out.as_deref())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("dist"))
+    }
+
+    /// What sonames no distro map knows mean: the flag's, else the config file's, else
+    /// an error.
+    pub fn unmapped(&self, flag: Option<UnmappedPolicy>) -> UnmappedPolicy {
+        flag.or(self.unmapped).unwrap_or_default()
+    }
+
+    /// The package revision: the flag's, else the config file's, else 1.
+    pub fn revision(&self, flag: Option<u32>) -> u32 {
+        flag.or(self.revision).unwrap_or(1)
+    }
+
+    /// Per-format settings: each flag, else the config file, else the default.
+    pub fn build_options(&self, flags: &BuildOptionFlags) -> BuildOptions {
+        let defaults = BuildOptions::default();
+        BuildOptions {
+            deb_compression: flags
+                .deb_compression
+                .or(self.deb_compression)
+                .unwrap_or(defaults.deb_compression),
+            rpm_compression: flags
+                .rpm_compression
+                .or(self.rpm_compression)
+                .unwrap_or(defaults.rpm_compression),
+            ipk_outer: flags
+                .ipk_outer
+                .or(self.ipk_outer)
+                .unwrap_or(defaults.ipk_outer),
+            zstd_level: flags
+                .zstd_level
+                .or(self.zstd_level)
+                .unwrap_or(defaults.zstd_level),
+            gzip_level: flags
+                .gzip_level
+                .or(self.gzip_level)
+                .unwrap_or(defaults.gzip_level),
+        }
+    }
+
+    /// Formats, output directory, revision and per-format settings (each the flag's,
+    /// else the config file's, else the default) and `SOURCE_DATE_EPOCH`.
+    pub fn build_settings(
+        &self,
+        formats: &[Format],
+        out_dir: Option<&Path>,
+        revision: Option<u32>,
+        flags: &BuildOptionFlags,
+    ) -> Result<BuildSettings> {
+        Ok(BuildSettings {
+            formats: self.formats(formats),
+            out_dir: self.out_dir(out_dir),
+            revision: self.revision(revision),
+            options: self.build_options(flags),
+            source_date_epoch: source_date_epoch()?,
+        })
+    }
+
+    /// The specs directory: the flag's, else the config file's.
+    pub fn specs_dir(&self, flag: Option<&Path>) -> Option<PathBuf> {
+        flag.map(Path::to_path_buf).or(self.specs_dir.clone())
+    }
+
+    /// The templates directory: the flag's, else the config file's.
+    pub fn templates_dir(&self, flag: Option<&Path>) -> Option<PathBuf> {
+        flag.map(Path::to_path_buf).or(self.templates_dir.clone())
+    }
+
+    /// Network settings: each flag, else the config file's; keyrings from the config
+    /// file come before those given as flags.
+    pub fn network(&self, flags: &NetworkOptions) -> NetworkOptions {
+        NetworkOptions {
+            mirror: flags.mirror.clone().or(self.mirror.clone()),
+            cache_dir: flags.cache_dir.clone().or(self.cache_dir.clone()),
+            keyrings: self
+                .keyrings
+                .iter()
+                .flatten()
+                .chain(&flags.keyrings)
+                .cloned()
+                .collect(),
+            keys_url: flags.keys_url.clone().or(self.keys_url.clone()),
+            progress: flags.progress,
+        }
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, if set (clamps mtimes, sets build times).
+pub fn source_date_epoch() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Ok(Some(v.trim().parse::<u64>().map_err(|_| {
+            Error::Usage(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
+        })?)),
+        _ => Ok(None),
     }
 }

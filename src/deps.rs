@@ -26,9 +26,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::package::{Format, IpkOuter, Relations};
+use crate::model::relation::{at_least, compare_versions, merge_relation, Relation, RelationKind};
+use crate::model::{Format, Relations};
+use crate::package::IpkOuter;
 use crate::payload::{DataSource, EntryKind, FileData, Payload};
-use crate::relation::{at_least, compare_versions, merge_relation, Relation, RelationKind};
 
 static BUILTIN_DISTROS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/specs/distros");
 

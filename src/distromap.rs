@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use crate::deps::{DistroMap, SonameRule};
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::{Cache, FetchOptions, Fetcher};
-use crate::package::Format;
-use crate::relation::{compare_versions, Op, Relation};
+use crate::model::relation::{compare_versions, Op, Relation};
+use crate::model::Format;
 
 /// Longest Contents line read; longer lines (none in Debian's indexes) are skipped.
 const MAX_LINE: usize = 16 * 1024;
@@ -130,6 +130,22 @@ pub fn generate(opts: &GenerateOptions) -> Result<String> {
         &interpreters,
         &sonames,
     ))
+}
+
+/// `args` (program name first) as one shell-quoted line for the header, the program
+/// named `korgpkg`.
+pub fn command_line(args: impl Iterator<Item = String>) -> String {
+    std::iter::once("korgpkg".to_string())
+        .chain(args.skip(1).map(|a| {
+            let a = a.replace('\n', " ");
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a
+            }
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Write `text` to `out` through a temporary file and a rename.

@@ -4,6 +4,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// Collapse a multi-line error message into one line.
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Result alias used throughout the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -74,7 +79,7 @@ impl Error {
         let line = e
             .span()
             .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        let msg = crate::templates::one_line(e.message());
+        let msg = one_line(e.message());
         match line {
             Some(l) => Error::spec(path, format!("line {l}: {msg}")),
             None => Error::spec(path, msg),

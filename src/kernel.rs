@@ -19,13 +19,13 @@ use std::process::Command;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::Fetcher;
-use crate::package::{
-    packager, BuildOptions, Format, FormatRelations, FormatScripts, Output, PackageMeta, Scripts,
+use crate::model::relation::{Relation, RelationKind};
+use crate::model::{
+    ArchNames, Format, FormatRelations, FormatScripts, PackageMeta, Relations, Scripts,
 };
+use crate::package::{packager, BuildOptions, Output};
 use crate::payload::{self, Entry, EntryKind, Payload, PayloadBuilder, StageOptions};
 use crate::pipeline::{self, PlannedOutput};
-use crate::relation::{Relation, RelationKind};
-use crate::spec::ArchNames;
 use crate::templates::Templates;
 
 /// Where the built kernel comes from.
@@ -44,6 +44,18 @@ pub enum KernelInput {
         location: String,
         sums: Option<String>,
     },
+}
+
+impl KernelInput {
+    /// Whether building needs the network (artifacts or sums given as a URL).
+    pub fn is_remote(&self) -> bool {
+        match self {
+            KernelInput::BuildTree { .. } => false,
+            KernelInput::Artifacts { location, sums } => {
+                location.contains("://") || sums.as_deref().is_some_and(|s| s.contains("://"))
+            }
+        }
+    }
 }
 
 /// What to build.
@@ -314,7 +326,7 @@ fn srcarch(arch: &str) -> &str {
 
 fn relations(rel: &str) -> Result<FormatRelations> {
     let mut r = FormatRelations::default();
-    let add = |rels: &mut crate::package::Relations, kind, format, text: &str| -> Result<()> {
+    let add = |rels: &mut Relations, kind, format, text: &str| -> Result<()> {
         let parsed = Relation::parse(format, text)
             .map_err(|e| Error::Usage(format!("built-in kernel relation {text:?}: {e}")))?;
         rels.0.entry(kind).or_default().push(parsed);

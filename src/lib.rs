@@ -1,12 +1,24 @@
-//! korgpkg turns kernel.org compiler toolchains into verified distribution packages.
+//! korgpkg turns kernel.org compiler toolchains (and built Linux kernels) into verified
+//! distribution packages and signed repositories.
 //!
-//! The pipeline has one module per stage: **source** (where the tarball comes from) →
-//! **verify** (hashes and signatures, later) → [`payload`] (stream, validate, stage) →
-//! [`deps`] (dependencies derived from the ELF files) →
-//! [`package`] (one module per format behind [`package::Packager`]) → [`publish`]
-//! (repositories). [`pipeline`] wires the stages together for the CLI.
-//! Declarative data lives outside the code: [`spec`] reads `specs/*.toml`, and
-//! [`templates`] renders `templates/**/*.hbs`.
+//! The pipeline has one module per stage, each using only the stages before it:
+//! [`source`] (which releases the mirror offers, from verified sums files; downloads into
+//! the cache through [`fetch`], or a tarball on disk) → [`verify`] (OpenPGP: the signed
+//! sums file, the detached `.tar.sign` checked while the payload is staged) →
+//! [`payload`] (stream, validate, stage; [`xz`] decodes in parallel) → [`deps`]
+//! (dependencies derived from the ELF files, mapped to distro packages) → [`package`]
+//! (one module per format behind [`package::Packager`]) → [`publish`] (signed apt, dnf
+//! and opkg repositories, with [`signing`]).
+//! [`pipeline`] runs the stages for one build: it selects releases
+//! ([`pipeline::select`]), verifies and stages them ([`pipeline::prepare`]) and writes
+//! every format ([`pipeline::build`]). [`kernel`] packages a built kernel and [`obs`]
+//! hands a prepared release to Open Build Service; both reuse the pipeline.
+//! Every stage speaks the vocabulary of [`model`] (formats, [`model::PackageMeta`],
+//! relations), which uses no stage. Declarative data lives outside the code: [`spec`]
+//! reads `specs/*.toml`, [`templates`] renders `templates/**/*.hbs` and `OBS/*.hbs`, and
+//! [`config`] reads the optional config file and resolves options against it;
+//! [`distromap`] generates the Debian/Ubuntu soname maps the deps stage reads from a
+//! release's own Contents index.
 
 pub mod config;
 pub mod deps;
@@ -14,12 +26,12 @@ pub mod distromap;
 pub mod error;
 pub mod fetch;
 pub mod kernel;
+pub mod model;
 pub mod obs;
 pub mod package;
 pub mod payload;
 pub mod pipeline;
 pub mod publish;
-pub mod relation;
 pub mod signing;
 pub mod source;
 pub mod spec;

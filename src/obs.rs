@@ -13,9 +13,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::package::{rfc2822, Format, PackageMeta, SYSTEM_DIRS};
-use crate::pipeline::Prepared;
-use crate::relation::RelationKind;
+use crate::model::relation::RelationKind;
+use crate::model::{Format, PackageMeta};
+use crate::package::{rfc2822, BuildOptions, SYSTEM_DIRS};
+use crate::pipeline::{self, BuildRequest, BuildSettings, Prepared, ReleaseSelection};
+use crate::source::Sources;
 use crate::spec::SpecSet;
 use crate::templates::Templates;
 
@@ -53,6 +55,96 @@ impl Upstream {
             signature_sha256: signature.map(|s| hex::encode(Sha256::digest(s))),
         }
     }
+}
+
+/// The release an OBS package is made from, picked as `korgpkg build` picks it.
+#[derive(Debug, Clone, Default)]
+pub struct ObsRelease {
+    /// The release of exactly one package (with `from`, the OBS sources still name the
+    /// upstream URL).
+    pub selection: ReleaseSelection,
+    /// Package revision (rpm Release, Debian `-N`).
+    pub revision: u32,
+    /// Distro map for the Debian Depends; `None`: debian-12.
+    pub target_distro: Option<String>,
+    /// `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<u64>,
+}
+
+/// Verify, stage and scan the release `release` selects (downloading it unless it is a
+/// file on disk), in `work`; returns the prepared build and where OBS gets the release
+/// from. A downloaded tarball that fails verification is removed from the cache.
+pub fn prepare_release(
+    release: &ObsRelease,
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+    work: &Path,
+) -> Result<(Prepared, Upstream)> {
+    let selection = &release.selection;
+    let package = selection.packages.first().cloned().unwrap_or_default();
+    let settings = BuildSettings {
+        formats: vec![Format::Deb, Format::Rpm],
+        out_dir: work.to_path_buf(),
+        revision: release.revision,
+        options: BuildOptions::default(),
+        source_date_epoch: release.source_date_epoch,
+    };
+    let template = BuildRequest {
+        package: package.clone(),
+        ..BuildRequest::template(settings, false, release.target_distro.clone())
+    };
+    let templates = sources.templates;
+    let (req, urls) = match &selection.from {
+        Some(from) => {
+            let req = pipeline::local_request(selection, from, specs, sources, &template)?;
+            let (spec, _) = specs.find_package(&package)?;
+            let file_name = from
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::input(from, "not a file name"))?;
+            let vars = spec.match_tarball(file_name).unwrap_or_default();
+            let dir = spec.upstream_name("directory", &vars, templates)?;
+            let sig = spec.upstream_name("signature", &vars, templates)?;
+            let urls = (
+                sources.mirror.url(&format!("{dir}/{file_name}")),
+                sources.mirror.url(&format!("{dir}/{sig}")),
+            );
+            (req, urls)
+        }
+        None => {
+            let releases = pipeline::pick_releases(selection, specs, sources)?;
+            let mut requests =
+                pipeline::release_requests(&releases, specs, sources, &template, true)?;
+            let (Some(req), Some(rel)) = (requests.pop(), releases.first()) else {
+                return Err(Error::Usage(format!("no release of {package}")));
+            };
+            (req, (rel.url.clone(), rel.signature_url.clone()))
+        }
+    };
+    let prepared = match pipeline::prepare(specs, templates, &req) {
+        Ok(p) => p,
+        Err(e) => {
+            if matches!(e, Error::Verify { .. }) && selection.from.is_none() {
+                pipeline::forget_download(&req);
+            }
+            return Err(e);
+        }
+    };
+    let signature = req.verification.as_ref().map(|v| v.signature.as_slice());
+    let upstream = Upstream::new(&prepared, urls.0, urls.1, signature);
+    Ok((prepared, upstream))
+}
+
+/// The commit message of a push: package, version, upstream file and its sha256.
+pub fn commit_message(prepared: &Prepared, upstream: &Upstream) -> String {
+    format!(
+        "korgpkg: {} {}-{} from kernel.org {} (sha256 {})",
+        prepared.meta.name,
+        prepared.meta.version,
+        prepared.meta.revision,
+        upstream.tarball_url.rsplit('/').next().unwrap_or_default(),
+        upstream.sha256
+    )
 }
 
 /// One generated file of an OBS package or project.
@@ -566,6 +658,19 @@ pub struct BuildResult {
     pub packages: BTreeMap<String, String>,
 }
 
+/// A client for `api` (else oscrc's `[general] apiurl`, else api.opensuse.org) with the
+/// credentials for it. Plain http is refused before any credentials are looked up.
+pub fn connect(api: Option<&str>, oscrc: Option<&Path>) -> Result<Client> {
+    let api = api
+        .map(str::to_string)
+        .or_else(|| default_api(oscrc))
+        .unwrap_or_else(|| "https://api.opensuse.org".to_string());
+    let api = api.trim_end_matches('/').to_string();
+    check_api(&api)?;
+    let credentials = credentials(&api, oscrc)?;
+    Client::new(&api, credentials)
+}
+
 /// Parse an API URL and refuse to send credentials in the clear: `https://` only, plain
 /// `http://` only to 127.0.0.1, ::1 or localhost (tests, local instances).
 pub fn check_api(api: &str) -> Result<reqwest::Url> {
@@ -649,7 +754,7 @@ impl Client {
             return Ok(Some(text));
         }
         let summary = xml_text(&text, "summary")
-            .map(|s| format!(": {}", crate::templates::one_line(&s)))
+            .map(|s| format!(": {}", crate::error::one_line(&s)))
             .unwrap_or_default();
         let message = match status.as_u16() {
             404 if missing_ok => return Ok(None),

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -494,11 +494,7 @@ pub fn open_tarball_hashed(
     hasher: std::sync::Arc<std::sync::Mutex<Sha256>>,
 ) -> Result<Box<dyn Read + Send>> {
     let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
-    decompress(
-        path,
-        Box::new(crate::pipeline::HashingReader::new(file, hasher)),
-        progress,
-    )
+    decompress(path, Box::new(HashingReader::new(file, hasher)), progress)
 }
 
 /// Detect the compression of `raw` and return a reader of the uncompressed stream.
@@ -1028,4 +1024,28 @@ fn unreachable_group(name: &Path, orig: &str) -> Result<FileData> {
         name,
         format!("entry {orig:?}: hard-link group without a regular file"),
     ))
+}
+
+/// A reader that feeds a shared SHA-256 with everything read through it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Arc<Mutex<Sha256>>,
+}
+
+impl<R> HashingReader<R> {
+    /// Wrap `inner`.
+    pub fn new(inner: R, hasher: Arc<Mutex<Sha256>>) -> Self {
+        HashingReader { inner, hasher }
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher
+            .lock()
+            .map_err(|_| io::Error::other("hash state poisoned"))?
+            .update(&buf[..n]);
+        Ok(n)
+    }
 }

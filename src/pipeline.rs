@@ -1,26 +1,28 @@
-//! Wires the stages together: **source** (a tarball on disk or in the download cache) →
-//! **verify** (the `.tar.sign` over the uncompressed tar, checked in the same pass that
-//! stages the payload; the tarball's sha256 against the verified sums file) → **payload**
-//! (stream, validate, stage) → **package** (every requested format in parallel, each into
-//! a temporary file) → rename into the output directory only when all succeeded.
+//! Wires the stages together for one build: **select** (which releases to build: picked
+//! from the mirror's verified sums files and downloaded into the cache, or a tarball on
+//! disk with its signature; [`select`]) → **verify** (the `.tar.sign` over the
+//! uncompressed tar, checked in the same pass that stages the payload; the tarball's
+//! sha256 against the verified sums file) → **payload** (stream, validate, stage) →
+//! **deps** → **package** (every requested format in parallel, each into a temporary
+//! file) → rename into the output directory only when all succeeded.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::deps::{self, ElfFile, ElfReport, Unmapped, UnmappedPolicy};
 use crate::error::{Error, IoContext, Result};
-use crate::package::{
-    packager, BuildContext, BuildOptions, Format, IpkOuter, Output, PackageMeta, Provenance,
-};
+use crate::model::{Format, PackageMeta, Provenance};
+use crate::package::{packager, BuildContext, BuildOptions, IpkOuter, Output};
 use crate::payload::{self, PayloadStats, StageOptions};
+use crate::source::{self, Release, Sources, Verification};
 use crate::spec::{Spec, SpecSet, Vars};
 use crate::templates::Templates;
-use crate::verify::{DetachedVerifier, PinnedKey};
+use crate::verify::DetachedVerifier;
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -53,21 +55,47 @@ pub struct BuildRequest {
     pub unmapped: UnmappedPolicy,
 }
 
-/// How a tarball is proven to be what kernel.org's signers published.
+/// Where and how a build writes its packages: everything in a [`BuildRequest`] but the
+/// release (`Config::build_settings` resolves it from flags and the config file).
 #[derive(Debug, Clone)]
-pub struct Verification {
-    /// Upstream URL (or local file name) recorded as provenance.
-    pub url: String,
-    /// SHA-256 from a verified `sha256sums.asc`, if one covers the tarball.
-    pub sha256: Option<String>,
-    /// Primary fingerprint of the key that signed that sums file.
-    pub sums_signer: Option<String>,
-    /// The detached `.tar.sign` over the uncompressed tar (armored or binary).
-    pub signature: Vec<u8>,
-    /// Where the signature came from, for error messages.
-    pub signature_origin: String,
-    /// The pinned developer key the signature must be made by (or by its subkey).
-    pub key: PinnedKey,
+pub struct BuildSettings {
+    pub formats: Vec<Format>,
+    pub out_dir: PathBuf,
+    pub revision: u32,
+    pub options: BuildOptions,
+    pub source_date_epoch: Option<u64>,
+}
+
+impl BuildRequest {
+    /// A request without a release yet (see [`select`]): no package, tarball or
+    /// verification.
+    pub fn template(
+        settings: BuildSettings,
+        progress: bool,
+        target_distro: Option<String>,
+    ) -> Self {
+        let BuildSettings {
+            formats,
+            out_dir,
+            revision,
+            options,
+            source_date_epoch,
+        } = settings;
+        BuildRequest {
+            package: String::new(),
+            tarball: PathBuf::new(),
+            tarball_name: None,
+            verification: None,
+            formats,
+            out_dir,
+            revision,
+            options,
+            source_date_epoch,
+            progress,
+            target_distro,
+            unmapped: UnmappedPolicy::Error,
+        }
+    }
 }
 
 /// What a build will produce, known before any work starts.
@@ -606,19 +634,18 @@ pub fn deps(
                     }
                 }
             };
-        let req = BuildRequest {
-            package,
-            tarball: source.to_path_buf(),
-            tarball_name: None,
-            verification: None,
+        let settings = BuildSettings {
             formats: Format::ALL.to_vec(),
             out_dir: std::env::temp_dir(),
             revision: 1,
             options: Default::default(),
             source_date_epoch: None,
-            progress: false,
-            target_distro: None,
+        };
+        let req = BuildRequest {
+            package,
+            tarball: source.to_path_buf(),
             unmapped: UnmappedPolicy::Warn,
+            ..BuildRequest::template(settings, false, None)
         };
         let plan = plan(specs, templates, &req)?;
         let spec = specs
@@ -697,26 +724,220 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
     Ok((size, hex::encode(sha.finalize())))
 }
 
-/// A reader that feeds a shared SHA-256 with everything read through it.
-pub struct HashingReader<R> {
-    inner: R,
-    hasher: Arc<Mutex<Sha256>>,
+/// Which upstream releases to build: downloaded from the mirror (the newest, or
+/// `version`, for `arch` or this machine's), or one tarball on disk (`from`), verified by
+/// its detached signature (`signature`, else the spec's `.tar.sign` name beside it) and,
+/// if there is one, a signed sums file (`sums`, else `sha256sums.asc` beside it).
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseSelection {
+    /// Package names, as the specs make them (`korg-clang-18`); exactly one with `from`.
+    pub packages: Vec<String>,
+    /// Exact upstream version to download (`18.1.0-rc3`); `None`: the newest.
+    pub version: Option<String>,
+    /// Upstream arch to download; `None`: this machine's.
+    pub arch: Option<String>,
+    /// A tarball on disk instead of a download.
+    pub from: Option<PathBuf>,
+    /// Detached signature of the `from` tarball.
+    pub signature: Option<PathBuf>,
+    /// Signed sums file listing the `from` tarball.
+    pub sums: Option<PathBuf>,
+    /// Accept a `from` tarball without a signature (its build is then unverified).
+    pub allow_unverified: bool,
 }
 
-impl<R> HashingReader<R> {
-    /// Wrap `inner`.
-    pub fn new(inner: R, hasher: Arc<Mutex<Sha256>>) -> Self {
-        HashingReader { inner, hasher }
+/// The builds a [`ReleaseSelection`] makes, with the mirror releases they come from.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// One request per package, from `template` with package, tarball and verification.
+    pub requests: Vec<BuildRequest>,
+    /// The release each request was picked from (same order); empty for a `from` tarball.
+    pub releases: Vec<Release>,
+}
+
+/// Turn `selection` into build requests (every other field from `template`).
+///
+/// From the mirror: each package's releases are discovered from verified sums files and
+/// one is picked; with `download` the tarballs and signatures are then fetched into the
+/// cache in parallel and each request carries its [`Verification`]; without it
+/// (`--dry-run`) nothing is downloaded and the requests name the upstream files.
+/// From disk: names, arch and version are checked first ([`plan`]), then the signature
+/// and sums file; a tarball without a signature is refused unless `allow_unverified`.
+pub fn select(
+    selection: &ReleaseSelection,
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+    template: &BuildRequest,
+    download: bool,
+) -> Result<Selected> {
+    match &selection.from {
+        Some(from) => Ok(Selected {
+            requests: vec![local_request(selection, from, specs, sources, template)?],
+            releases: Vec::new(),
+        }),
+        None => {
+            let releases = pick_releases(selection, specs, sources)?;
+            let requests = release_requests(&releases, specs, sources, template, download)?;
+            Ok(Selected { requests, releases })
+        }
     }
 }
 
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher
-            .lock()
-            .map_err(|_| io::Error::other("hash state poisoned"))?
-            .update(&buf[..n]);
-        Ok(n)
+/// The release of each of `selection.packages` on the mirror: discovered from the
+/// verified sums files, filtered to `selection.arch` (default: this machine's) and
+/// picked by `selection.version` (default: the newest). Nothing is downloaded but sums.
+pub fn pick_releases(
+    selection: &ReleaseSelection,
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+) -> Result<Vec<Release>> {
+    let mut picked: Vec<Release> = Vec::new();
+    for package in &selection.packages {
+        let (spec, mut known) = specs.find_package(package)?;
+        let arch = match &selection.arch {
+            Some(a) => a.clone(),
+            None => source::host_arch(spec).ok_or_else(|| {
+                Error::Usage(format!(
+                    "spec {} has no build for this machine's arch; pass --arch ({})",
+                    spec.name,
+                    spec.arches.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?,
+        };
+        known.insert("arch".into(), arch.clone());
+        let releases = source::discover(
+            spec,
+            &known,
+            &sources.mirror,
+            sources.fetcher,
+            &sources.keys,
+            sources.templates,
+        )?;
+        let releases: Vec<Release> = releases
+            .into_iter()
+            .filter(|r| &r.package == package)
+            .collect();
+        let release = source::pick(&releases, selection.version.as_deref()).ok_or_else(|| {
+            Error::Usage(format!(
+                "no release of {package}{} for arch {arch} on {} (`korgpkg list {package}` shows what there is)",
+                selection
+                    .version
+                    .as_deref()
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_default(),
+                sources.mirror.base()
+            ))
+        })?;
+        picked.push(release.clone());
     }
+    Ok(picked)
+}
+
+/// Build requests for mirror releases: with `download`, fetched into the cache (keys and
+/// signatures first, then the tarballs in parallel) and carrying their verification;
+/// without, planned against the file names the verified sums files list.
+pub fn release_requests(
+    releases: &[Release],
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+    template: &BuildRequest,
+    download: bool,
+) -> Result<Vec<BuildRequest>> {
+    if !download {
+        return Ok(releases
+            .iter()
+            .map(|r| BuildRequest {
+                package: r.package.clone(),
+                tarball: PathBuf::from(&r.file_name),
+                tarball_name: Some(r.file_name.clone()),
+                ..template.clone()
+            })
+            .collect());
+    }
+    let fetched = sources.fetch(specs, releases)?;
+    Ok(releases
+        .iter()
+        .zip(fetched)
+        .map(|(release, (path, verification))| BuildRequest {
+            package: release.package.clone(),
+            tarball: path,
+            tarball_name: Some(release.file_name.clone()),
+            verification: Some(verification),
+            ..template.clone()
+        })
+        .collect())
+}
+
+/// A build of the tarball `from` on disk (the one package `selection` names), verified
+/// by its `.tar.sign` (and sums file, if any).
+pub fn local_request(
+    selection: &ReleaseSelection,
+    from: &Path,
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+    template: &BuildRequest,
+) -> Result<BuildRequest> {
+    let [package] = selection.packages.as_slice() else {
+        return Err(Error::Usage(
+            "--from packages one tarball: name exactly one package".into(),
+        ));
+    };
+    if !from.is_file() {
+        return Err(Error::input(from, "no such file"));
+    }
+    let (spec, _) = specs.find_package(package)?;
+    let file_name = from
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::input(from, "not a file name"))?;
+    let mut req = template.clone();
+    req.package = package.clone();
+    req.tarball = from.to_path_buf();
+    // Name, arch and version mistakes are reported before signature problems.
+    plan(specs, sources.templates, &req)?;
+    let vars = spec.match_tarball(file_name).unwrap_or_default();
+    if !selection.allow_unverified || selection.signature.is_some() {
+        req.verification = sources.local(
+            spec,
+            &vars,
+            from,
+            selection.signature.as_deref(),
+            selection.sums.as_deref(),
+        )?;
+        if req.verification.is_none() && !selection.allow_unverified {
+            return Err(Error::verify(
+                from.display().to_string(),
+                "no detached signature (.tar.sign) beside it: give --signature FILE, \
+                 or --allow-unverified to package unverified bytes",
+            ));
+        }
+    }
+    Ok(req)
+}
+
+/// Build every request of `selected` in turn, stopping at the first error. A downloaded
+/// tarball that fails verification is removed from the cache, so it is not reused.
+pub fn build_selected(
+    specs: &SpecSet,
+    templates: &Templates,
+    selected: &Selected,
+) -> Result<Vec<BuildReport>> {
+    let mut reports = Vec::new();
+    for (i, req) in selected.requests.iter().enumerate() {
+        match build(specs, templates, req) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                if matches!(e, Error::Verify { .. }) && selected.releases.get(i).is_some() {
+                    forget_download(req);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// Remove a downloaded tarball from the cache after it failed verification.
+pub fn forget_download(req: &BuildRequest) {
+    let _ = std::fs::remove_file(&req.tarball);
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fetch::Fetcher;
+use crate::fetch::{Cache, FetchOptions, Fetcher};
 use crate::spec::{Spec, Vars};
 use crate::templates::Templates;
 use crate::verify::{self, Keyring, PinnedKey, SumsFile};
@@ -323,6 +323,89 @@ pub fn by_package(releases: &[Release]) -> BTreeMap<String, BTreeMap<String, Vec
     out
 }
 
+/// The network side of a run: the mirror, the download cache and the keys that pinned
+/// fingerprints are looked up in (keyrings first, then `keys_url`).
+pub struct Network {
+    pub mirror: Mirror,
+    pub fetcher: Fetcher,
+    pub keyring: Keyring,
+    /// Where missing pinned keys are fetched from (`<keys_url>/<KEYID>.asc`); `None`:
+    /// never.
+    pub keys_url: Option<String>,
+}
+
+/// What a [`Network`] is made from; `None` fields take the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkOptions {
+    /// Mirror base URL [default: [`DEFAULT_MIRROR`]].
+    pub mirror: Option<String>,
+    /// Download cache directory [default: [`Cache::default_dir`]].
+    pub cache_dir: Option<PathBuf>,
+    /// Keyring files (armored or binary) with the pinned signers' keys.
+    pub keyrings: Vec<PathBuf>,
+    /// Where to fetch pinned keys not in a keyring; `""` = never [default:
+    /// [`DEFAULT_KEYS_URL`]].
+    pub keys_url: Option<String>,
+    /// Show download progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Network {
+    /// Check the mirror URL, open the cache and read every keyring.
+    pub fn new(options: &NetworkOptions) -> Result<Self> {
+        let mirror = Mirror::new(options.mirror.as_deref().unwrap_or(DEFAULT_MIRROR))?;
+        let cache_dir = options.cache_dir.clone().unwrap_or_else(Cache::default_dir);
+        let fetcher = Fetcher::new(
+            Cache::new(cache_dir),
+            FetchOptions {
+                progress: options.progress,
+                ..FetchOptions::default()
+            },
+        )?;
+        let mut keyring = Keyring::new();
+        for file in &options.keyrings {
+            keyring.extend(Keyring::from_file(file)?);
+        }
+        let keys_url = options
+            .keys_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KEYS_URL.to_string());
+        Ok(Network {
+            mirror,
+            fetcher,
+            keyring,
+            keys_url: (!keys_url.is_empty()).then_some(keys_url),
+        })
+    }
+
+    /// The source stage over this network, rendering names with `templates`.
+    pub fn sources<'a>(&'a self, templates: &'a Templates) -> Sources<'a> {
+        Sources {
+            mirror: self.mirror.clone(),
+            fetcher: &self.fetcher,
+            keys: KeySource::new(self.keyring.clone(), self.keys_url.clone(), &self.fetcher),
+            templates,
+        }
+    }
+}
+
+/// How a tarball is proven to be what kernel.org's signers published.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    /// Upstream URL (or local file name) recorded as provenance.
+    pub url: String,
+    /// SHA-256 from a verified `sha256sums.asc`, if one covers the tarball.
+    pub sha256: Option<String>,
+    /// Primary fingerprint of the key that signed that sums file.
+    pub sums_signer: Option<String>,
+    /// The detached `.tar.sign` over the uncompressed tar (armored or binary).
+    pub signature: Vec<u8>,
+    /// Where the signature came from, for error messages.
+    pub signature_origin: String,
+    /// The pinned developer key the signature must be made by (or by its subkey).
+    pub key: PinnedKey,
+}
+
 /// Everything the source stage needs for one run.
 pub struct Sources<'a> {
     pub mirror: Mirror,
@@ -332,13 +415,46 @@ pub struct Sources<'a> {
 }
 
 impl Sources<'_> {
+    /// Every release the specs `name` selects (a spec name, a package name, or all
+    /// specs when `None`) offer on the mirror, for upstream `arch` or all arches,
+    /// from the verified sums files.
+    pub fn list(
+        &self,
+        specs: &crate::spec::SpecSet,
+        name: Option<&str>,
+        arch: Option<&str>,
+    ) -> Result<Vec<Release>> {
+        let mut all: Vec<Release> = Vec::new();
+        for (spec, mut known) in specs.select(name)? {
+            if let Some(a) = arch {
+                if !spec.arches.contains_key(a) {
+                    return Err(Error::Usage(format!(
+                        "spec {} has no arch {a} (it has {})",
+                        spec.name,
+                        spec.arches.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                known.insert("arch".into(), a.to_string());
+            }
+            all.extend(discover(
+                spec,
+                &known,
+                &self.mirror,
+                self.fetcher,
+                &self.keys,
+                self.templates,
+            )?);
+        }
+        Ok(all)
+    }
+
     /// Download (or take from the cache) every release and its signature, in parallel,
     /// returning the cached tarball and what it must be verified against.
     pub fn fetch(
         &self,
         specs: &crate::spec::SpecSet,
         releases: &[Release],
-    ) -> Result<Vec<(PathBuf, crate::pipeline::Verification)>> {
+    ) -> Result<Vec<(PathBuf, Verification)>> {
         // Keys and signatures first: they are small, and a release whose signature or
         // key is missing is not worth downloading.
         let mut checks = Vec::new();
@@ -359,7 +475,7 @@ impl Sources<'_> {
         for ((release, path), (key, signature)) in releases.iter().zip(paths).zip(checks) {
             out.push((
                 path?,
-                crate::pipeline::Verification {
+                Verification {
                     url: release.url.clone(),
                     sha256: Some(release.sha256.clone()),
                     sums_signer: Some(release.sums_signer.clone()),
@@ -382,7 +498,7 @@ impl Sources<'_> {
         tarball: &Path,
         signature: Option<&Path>,
         sums: Option<&Path>,
-    ) -> Result<Option<crate::pipeline::Verification>> {
+    ) -> Result<Option<Verification>> {
         let dir = tarball.parent().unwrap_or(Path::new("."));
         let sig_path = match signature {
             Some(p) => p.to_path_buf(),
@@ -424,7 +540,7 @@ impl Sources<'_> {
                 (Some(sha), Some(sums.signer().to_string()))
             }
         };
-        Ok(Some(crate::pipeline::Verification {
+        Ok(Some(Verification {
             url: file_name,
             sha256,
             sums_signer,

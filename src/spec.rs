@@ -15,42 +15,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::deps::{DepsOverrides, DistroMaps, ForeignArch};
-use crate::error::{Error, IoContext, Result};
-use crate::package::{Format, FormatRelations, PackageMeta, Provenance, Relations};
-use crate::relation::{Relation, RelationKind};
-use crate::templates::{one_line, Templates};
+use crate::error::{one_line, Error, IoContext, Result};
+use crate::model::relation::{Relation, RelationKind};
+use crate::model::{ArchNames, Format, FormatRelations, PackageMeta, Provenance, Relations};
+use crate::templates::Templates;
 use crate::version::UpstreamVersion;
 
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/specs");
 
 /// Variables extracted from or used to render names (`version`, `arch`, `major`, ...).
 pub type Vars = BTreeMap<String, String>;
-
-/// The per-format names of one upstream arch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArchNames {
-    /// The arch as upstream spells it (the `[arches.<name>]` key).
-    #[serde(default, skip_deserializing)]
-    pub upstream: String,
-    /// Debian architecture (`amd64`, `arm64`).
-    pub deb: String,
-    /// RPM architecture (`x86_64`, `aarch64`).
-    pub rpm: String,
-    /// opkg architecture (`x86_64`, `aarch64`).
-    pub ipk: String,
-}
-
-impl ArchNames {
-    /// The arch name in `format`.
-    pub fn for_format(&self, format: Format) -> &str {
-        match format {
-            Format::Deb => &self.deb,
-            Format::Rpm => &self.rpm,
-            Format::Ipk => &self.ipk,
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -320,6 +294,18 @@ impl SpecSet {
     /// The spec with this name (`llvm`).
     pub fn get(&self, name: &str) -> Option<&Spec> {
         self.specs.iter().find(|s| s.name == name)
+    }
+
+    /// The specs (with the variables a package name fixes) that `name` selects: a spec
+    /// name, a package name, or every spec when `None`.
+    pub fn select(&self, name: Option<&str>) -> Result<Vec<(&Spec, Vars)>> {
+        match name {
+            None => Ok(self.specs.iter().map(|s| (s, Vars::new())).collect()),
+            Some(n) => match self.get(n) {
+                Some(spec) => Ok(vec![(spec, Vars::new())]),
+                None => Ok(vec![self.find_package(n)?]),
+            },
+        }
     }
 
     /// The spec whose package-name pattern matches `package`, with the variables read

@@ -1,13 +1,14 @@
-//! Handlebars templates: control files, changelogs, copyright files and (later) spec files,
-//! Containerfiles and scripts. The defaults are built into the binary from `templates/`;
-//! a directory given with `--templates-dir` overrides any of them by relative name.
+//! Handlebars templates: control files, changelogs, copyright files, kernel maintainer
+//! scripts and repository snippets (`templates/`), and Open Build Service package and
+//! project files (`OBS/`, named `obs/<name>`). The defaults are built into the binary; a
+//! directory given with `--templates-dir` overrides any of them by relative name.
 
 use handlebars::{handlebars_helper, no_escape, Handlebars};
 use include_dir::{include_dir, Dir};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{one_line, Error, IoContext, Result};
 
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates");
 /// Open Build Service templates, addressed as `obs/<name>` (`obs/_service`).
@@ -174,11 +175,6 @@ fn collect_hbs(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Res
         }
     }
     Ok(())
-}
-
-/// Collapse a multi-line error message into one line.
-pub(crate) fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

@@ -7,11 +7,9 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::tarball::{self, ArWriter};
-use super::{
-    BuildContext, Compressed, ControlData, DebCompression, Format, Inspection, PackageMeta,
-    Packager,
-};
+use super::{BuildContext, Compressed, ControlData, DebCompression, Inspection, Packager};
 use crate::error::{Error, IoContext, Result};
+use crate::model::{Format, PackageMeta};
 use crate::payload::{EntryKind, Payload, COPY_BUFFER};
 
 /// The .deb packager.

@@ -7,10 +7,9 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use super::tarball::{self, ArWriter};
-use super::{
-    BuildContext, Compressed, ControlData, Format, Inspection, IpkOuter, PackageMeta, Packager,
-};
+use super::{BuildContext, Compressed, ControlData, Inspection, IpkOuter, Packager};
 use crate::error::{Error, IoContext, Result};
+use crate::model::{Format, PackageMeta};
 use crate::payload::{EntryKind, Payload, COPY_BUFFER};
 
 /// The .ipk packager.

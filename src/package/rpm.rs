@@ -21,13 +21,11 @@ use rpm::{
     SignatureHeaderBuilder,
 };
 
-use super::{
-    cpio, BuildContext, FileKind, Format, InspectedFile, Inspection, PackageMeta, Packager,
-    RpmCompression,
-};
+use super::{cpio, BuildContext, FileKind, InspectedFile, Inspection, Packager, RpmCompression};
 use crate::error::{Error, IoContext, Result};
+use crate::model::relation::{Relation, RelationKind};
+use crate::model::{Format, PackageMeta};
 use crate::payload::{Entry, EntryKind, FileData, Payload, COPY_BUFFER};
-use crate::relation::{Relation, RelationKind};
 
 /// The .rpm packager.
 pub struct Rpm;

@@ -9,7 +9,8 @@ use std::path::Path;
 
 use super::{sha256_hex, sha512_hex, write_file, xzchunks, Context, IndexData, Listed, Repository};
 use crate::error::{IoContext, Result};
-use crate::package::{self, Format};
+use crate::model::Format;
+use crate::package;
 
 /// The apt repository format.
 pub struct Apt;

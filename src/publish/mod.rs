@@ -41,8 +41,9 @@ use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
-use crate::package::{self, Format};
+use crate::error::{one_line, Error, IoContext, Result};
+use crate::model::Format;
+use crate::package;
 use crate::signing::Signer;
 use crate::templates::Templates;
 
@@ -187,10 +188,6 @@ impl RepoConfig {
     fn keys_dir(&self, dir: &Path) -> PathBuf {
         dir.join(&self.keys)
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The format-specific index data of a package, computed once when it is added.

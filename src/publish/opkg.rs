@@ -9,7 +9,8 @@ use std::path::Path;
 
 use super::{write_file, Context, IndexData, Listed, Repository};
 use crate::error::{IoContext, Result};
-use crate::package::{self, Format};
+use crate::model::Format;
+use crate::package;
 
 /// The opkg feed format.
 pub struct Opkg;

@@ -12,7 +12,8 @@ use super::{
     MetadataCompression, Repository,
 };
 use crate::error::{Error, IoContext, Result};
-use crate::package::{self, Format};
+use crate::model::Format;
+use crate::package;
 
 /// The rpm-md repository format.
 pub struct RpmMd;

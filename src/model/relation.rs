@@ -4,7 +4,7 @@
 use serde::Serialize;
 use std::fmt;
 
-use crate::package::Format;
+use super::Format;
 
 /// The kind of a relation. Each format has its own field name for a kind
 /// (see [`RelationKind::field_name`]).
