@@ -21,7 +21,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::fetch::Fetcher;
 use crate::model::relation::{Relation, RelationKind};
 use crate::model::{
-    ArchNames, Format, FormatRelations, FormatScripts, PackageMeta, Relations, Scripts,
+    ArchNames, Copyright, Format, FormatRelations, FormatScripts, LicenseText, PackageMeta,
+    Relations, Scripts,
 };
 use crate::package::{packager, BuildOptions, Output};
 use crate::payload::{self, Entry, EntryKind, Payload, PayloadBuilder, StageOptions};
@@ -151,7 +152,15 @@ pub fn build(
 
     let rel = &located.release;
     let mut builder = PayloadBuilder::new(&req.out_dir, req.source_date_epoch)?;
-    let image_data = builder.file(&format!("/boot/vmlinuz-{rel}"), &located.image, 0o644)?;
+    // A gzip'd arm64/riscv `Image.gz` is installed decompressed, as Debian's own arm64
+    // and riscv64 kernel packages install `Image`: EFI loaders and Debian's GRUB boot
+    // only the uncompressed image.
+    let vmlinuz = format!("/boot/vmlinuz-{rel}");
+    let image_data = if is_gzip(&located.image)? {
+        builder.file_gunzipped(&vmlinuz, &located.image, 0o644, MAX_IMAGE_BYTES)?
+    } else {
+        builder.file(&vmlinuz, &located.image, 0o644)?
+    };
     if let Some(c) = &located.config {
         builder.file(&format!("/boot/config-{rel}"), c, 0o644)?;
     }
@@ -438,6 +447,21 @@ fn headers_meta(
     meta
 }
 
+/// The kernel's notice and license (its `COPYING`: GPL-2.0).
+fn kernel_copyright() -> Copyright {
+    Copyright {
+        notice: "1991-2024 Linus Torvalds and many others".into(),
+        dep5_license: "GPL-2".into(),
+        licenses: vec![LicenseText {
+            name: "GPL-2".into(),
+            debian_common: Some("GPL-2".into()),
+            text: crate::spec::builtin_license("GPL-2.txt")
+                .unwrap_or("GNU General Public License, version 2")
+                .to_string(),
+        }],
+    }
+}
+
 fn base_meta(
     name: String,
     rel: &str,
@@ -466,6 +490,8 @@ fn base_meta(
         build_time: req.source_date_epoch.unwrap_or(payload.stats().max_mtime),
         relations: FormatRelations::default(),
         provenance: None,
+        verified: false,
+        copyright: kernel_copyright(),
         installed_size: payload.stats().file_bytes,
         scripts: FormatScripts::default(),
     }
@@ -803,6 +829,17 @@ fn modules_below(dir: &Path, rel: &str) -> Result<PathBuf> {
 
 // ---------------------------------------------------------------------------------------
 // Release checks
+
+/// The largest decompressed kernel image accepted (arm64 `Image`s are 30-70 MiB).
+const MAX_IMAGE_BYTES: u64 = 512 << 20;
+
+/// Whether the file starts with the gzip magic.
+fn is_gzip(path: &Path) -> Result<bool> {
+    let mut f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    let mut head = [0u8; 2];
+    let n = read_full(&mut f, &mut head).ctx(|| format!("reading {}", path.display()))?;
+    Ok(n == 2 && head == [0x1f, 0x8b])
+}
 
 /// The release an image names: the x86 boot header's `kernel_version`, else the
 /// `Linux version <rel> ` banner (in a gzip'd image, after decompressing), streamed.

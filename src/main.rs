@@ -41,6 +41,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // End like other Unix tools when the reader goes away (`korgpkg list | head -1`):
+    // Rust ignores SIGPIPE, which would turn the next print into a panic.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

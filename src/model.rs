@@ -130,8 +130,13 @@ impl FormatRelations {
 /// Where the packaged bytes came from and who vouched for them.
 #[derive(Debug, Clone, Serialize)]
 pub struct Provenance {
-    /// Upstream URL (or local path) of the tarball.
+    /// Upstream URL of the tarball: where it was downloaded from, or for a local file
+    /// (`--from`) the kernel.org URL the spec publishes that file name at.
     pub url: String,
+    /// The local file a `--from` build read. Only in the build report, never in a
+    /// package: a path on the build machine would make packages differ by directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_path: Option<String>,
     /// SHA-256 of the tarball as downloaded.
     pub sha256: String,
     /// Primary fingerprint of the developer key whose `.tar.sign` was verified.
@@ -140,6 +145,45 @@ pub struct Provenance {
     /// Primary fingerprint of the key that signed the checksum list, if one was used.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sums_signer: Option<String>,
+}
+
+/// The upstream's copyright notice and license, from the spec's `[copyright]` table:
+/// the deb's DEP-5 `copyright` file and the rpm's `%license` file are made from it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Copyright {
+    /// The copyright notice (DEP-5 `Copyright:`).
+    pub notice: String,
+    /// The license as a DEP-5 `License:` short name (`Apache-2.0 with LLVM exception`).
+    pub dep5_license: String,
+    /// The texts the license is made of, in order.
+    pub licenses: Vec<LicenseText>,
+}
+
+/// One license text (`Apache-2.0`, `LLVM-exception`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LicenseText {
+    pub name: String,
+    /// The file in Debian's `/usr/share/common-licenses/` with this text, if Debian
+    /// ships it (the deb's copyright file then refers to it instead of repeating it).
+    pub debian_common: Option<String>,
+    /// The full text.
+    pub text: String,
+}
+
+impl Copyright {
+    /// The notice and every license text in full: the rpm's `%license` file.
+    pub fn full_text(&self) -> String {
+        let mut out = format!(
+            "Copyright: {}\nLicense: {}\n",
+            self.notice, self.dep5_license
+        );
+        for l in &self.licenses {
+            out.push_str(&format!("\n==== {} ====\n\n", l.name));
+            out.push_str(l.text.trim_end());
+            out.push('\n');
+        }
+        out
+    }
 }
 
 /// Format-neutral description of one binary package.
@@ -172,6 +216,11 @@ pub struct PackageMeta {
     pub relations: FormatRelations,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+    /// Whether the upstream tarball's signature was checked (`false` only for
+    /// `--allow-unverified` builds and for kernels); texts say which.
+    pub verified: bool,
+    /// Copyright notice and license texts.
+    pub copyright: Copyright,
     /// Sum of file sizes in bytes (filled in once the payload is known).
     pub installed_size: u64,
     /// Maintainer scripts per format (none for toolchains).

@@ -204,6 +204,10 @@ struct PackageData<'a> {
     /// Summary and description with `%` doubled (rpm would expand macros).
     rpm_summary: String,
     rpm_description: String,
+    /// The `%license` file's text (`%` escaped), as korgpkg's own rpm carries it.
+    rpm_license: Option<String>,
+    /// The `%doc` README's text (`%` escaped), as korgpkg's own rpm carries it.
+    rpm_readme: String,
     rpm_relations: Vec<RpmLine>,
     deb_relations: BTreeMap<String, String>,
 }
@@ -351,6 +355,9 @@ fn package_data<'a>(
         rpm_date: rpm_date(meta.build_time),
         rpm_summary: meta.summary.replace('%', "%%"),
         rpm_description: meta.description.trim_end().replace('%', "%%"),
+        rpm_license: (!meta.copyright.licenses.is_empty())
+            .then(|| meta.copyright.full_text().replace('%', "%%")),
+        rpm_readme: crate::package::rpm::readme(meta).replace('%', "%%"),
         rpm_relations,
         deb_relations,
     }

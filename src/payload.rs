@@ -232,13 +232,43 @@ impl PayloadBuilder {
 
     /// Stage the regular file `source` as `path` with permission bits `mode`.
     pub fn file(&mut self, path: &str, source: &Path, mode: u32) -> Result<FileData> {
-        let mut input = File::open(source).ctx(|| format!("opening {}", source.display()))?;
-        let meta = input
+        self.file_with(path, source, mode, None)
+    }
+
+    /// Stage the gzip'd regular file `source` decompressed as `path`; more than `max`
+    /// decompressed bytes is an error naming `source` (a gzip bomb is not staged).
+    pub fn file_gunzipped(
+        &mut self,
+        path: &str,
+        source: &Path,
+        mode: u32,
+        max: u64,
+    ) -> Result<FileData> {
+        self.file_with(path, source, mode, Some(max))
+    }
+
+    fn file_with(
+        &mut self,
+        path: &str,
+        source: &Path,
+        mode: u32,
+        gunzip_max: Option<u64>,
+    ) -> Result<FileData> {
+        let file = File::open(source).ctx(|| format!("opening {}", source.display()))?;
+        let meta = file
             .metadata()
             .ctx(|| format!("reading {}", source.display()))?;
         if !meta.is_file() {
             return Err(Error::input(source, "not a regular file"));
         }
+        let mut input: Box<dyn Read> = match gunzip_max {
+            // One byte past the bound tells "too large" from "exactly the bound".
+            Some(max) => Box::new(
+                flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file))
+                    .take(max.saturating_add(1)),
+            ),
+            None => Box::new(file),
+        };
         let mtime = self.clamp(mtime_of(&meta));
         let inode = self.next_inode;
         self.next_inode += 1;
@@ -250,9 +280,18 @@ impl PayloadBuilder {
         let mut buf = vec![0u8; COPY_BUFFER];
         let mut size = 0u64;
         loop {
-            let n = input
-                .read(&mut buf)
-                .ctx(|| format!("reading {}", source.display()))?;
+            let n = match input.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if gunzip_max.is_some() => {
+                    return Err(Error::input(source, format!("not a valid gzip file: {e}")))
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        context: format!("reading {}", source.display()),
+                        source: e,
+                    })
+                }
+            };
             if n == 0 {
                 break;
             }
@@ -261,6 +300,12 @@ impl PayloadBuilder {
             out.write_all(&buf[..n])
                 .ctx(|| format!("writing staged file {}", staged.display()))?;
             size += n as u64;
+            if let Some(max) = gunzip_max.filter(|&m| size > m) {
+                return Err(Error::input(
+                    source,
+                    format!("decompresses to more than {max} bytes"),
+                ));
+            }
         }
         let data = FileData {
             size,
@@ -1047,5 +1092,41 @@ impl<R: Read> Read for HashingReader<R> {
             .map_err(|_| io::Error::other("hash state poisoned"))?
             .update(&buf[..n]);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).expect("gzip");
+        e.finish().expect("gzip")
+    }
+
+    #[test]
+    fn gunzipped_files_are_staged_decompressed_within_their_bound() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let image = vec![7u8; 100_000];
+        let src = tmp.path().join("Image.gz");
+        std::fs::write(&src, gzip(&image)).expect("write");
+        let mut b = PayloadBuilder::new(tmp.path(), None).expect("builder");
+        let data = b
+            .file_gunzipped("/boot/vmlinuz", &src, 0o644, 100_000)
+            .expect("exactly the bound is accepted");
+        assert_eq!(data.size, 100_000);
+        let e = b
+            .file_gunzipped("/boot/other", &src, 0o644, 99_999)
+            .expect_err("one byte more than the bound");
+        assert!(
+            e.to_string().contains("Image.gz") && e.to_string().contains("more than 99999"),
+            "{e}"
+        );
+        std::fs::write(&src, b"\x1f\x8bnot gzip at all").expect("write");
+        let e = b
+            .file_gunzipped("/boot/third", &src, 0o644, 100)
+            .expect_err("corrupt gzip");
+        assert!(e.to_string().contains("not a valid gzip"), "{e}");
     }
 }

@@ -107,6 +107,9 @@ pub struct BuildPlan {
     pub upstream_version: String,
     pub tarball: PathBuf,
     pub top_dir: String,
+    /// Where kernel.org publishes this file name: the spec's directory below the
+    /// canonical kernel.org base (recorded as provenance for a `--from` tarball).
+    pub upstream_url: String,
     pub prefix: String,
     pub outputs: Vec<PlannedOutput>,
     /// Whether the tarball will be verified (`false` only with `--allow-unverified`).
@@ -164,7 +167,13 @@ pub fn plan(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resul
         )
     })?;
     check_consistent(spec, &req.package, &pkg_vars, &vars, &req.tarball)?;
-    let meta = spec.resolve(&vars, req.revision, None, 0, templates)?;
+    let meta = spec.resolve(
+        &vars,
+        req.revision,
+        req.verification.is_some(),
+        0,
+        templates,
+    )?;
     if meta.name != req.package {
         return Err(Error::Usage(format!(
             "tarball {} makes package {}, not {}",
@@ -178,6 +187,12 @@ pub fn plan(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resul
         specs.distros().get(d)?;
     }
     let top_dir = spec.top_dir(&vars, templates)?;
+    let directory = spec.upstream_name("directory", &vars, templates)?;
+    let upstream_url = format!(
+        "{}/{}/{file_name}",
+        crate::source::DEFAULT_MIRROR,
+        directory.trim_matches('/')
+    );
     let outputs = dedup(&req.formats)
         .into_iter()
         .map(|f| PlannedOutput {
@@ -193,6 +208,7 @@ pub fn plan(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resul
         upstream_version: meta.upstream_version.clone(),
         tarball: req.tarball.clone(),
         top_dir,
+        upstream_url,
         prefix: meta.prefix.clone(),
         outputs,
         verified: req.verification.is_some(),
@@ -385,16 +401,20 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
     let (foreign_arch, unmapped) = derive_all(specs, spec, req, &plan.outputs, &report, &mut meta)?;
     meta.build_time = req.source_date_epoch.unwrap_or(payload.stats().max_mtime);
     meta.installed_size = payload.stats().file_bytes;
+    // A downloaded tarball records the URL it came from; a local one (no upstream name
+    // given) the kernel.org URL its name is published at, and its path for the report.
+    let local = req.tarball_name.is_none();
     meta.provenance = Some(Provenance {
         url: match &req.verification {
-            Some(v) => v.url.clone(),
-            None => req.tarball_name.clone().unwrap_or_else(|| {
-                plan.tarball
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            }),
+            Some(v) if !local => v.url.clone(),
+            _ => plan.upstream_url.clone(),
         },
+        local_path: local.then(|| {
+            std::path::absolute(&req.tarball)
+                .unwrap_or_else(|_| req.tarball.clone())
+                .display()
+                .to_string()
+        }),
         sha256: tarball_sha256,
         signer,
         sums_signer: req
@@ -416,7 +436,9 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
 
 /// Run the whole pipeline for `req`: stage the payload once, write every format in
 /// parallel into temporary files in the output directory, and rename them into place
-/// only if all succeeded. On error nothing new is left in the output directory.
+/// only if all succeeded. On error nothing new is left in the output directory. A
+/// successful build without verification (`--allow-unverified`) says so in one warning
+/// line on stderr (a failed one prints only its error).
 pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildReport> {
     let Prepared {
         plan,
@@ -447,6 +469,12 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
         pb.finish_and_clear();
     }
     let outputs = outputs?;
+    if req.verification.is_none() {
+        eprintln!(
+            "korgpkg: warning: {}: packaged UNVERIFIED bytes (--allow-unverified): no signature was checked, and the packages say so",
+            req.tarball.display()
+        );
+    }
     Ok(BuildReport {
         package: meta.name.clone(),
         foreign_arch,

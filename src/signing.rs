@@ -347,12 +347,14 @@ impl Signer {
             time,
         };
         // Fail early (and clearly) on a wrong passphrase.
-        signer.signature(SignatureType::Binary, b"").map_err(|_| {
-            Error::verify(
-                origin,
-                "cannot unlock the secret key (wrong or missing passphrase?)",
-            )
-        })?;
+        signer
+            .signature(SignatureType::Binary, &b""[..])
+            .map_err(|_| {
+                Error::verify(
+                    origin,
+                    "cannot unlock the secret key (wrong or missing passphrase?)",
+                )
+            })?;
         Ok(signer)
     }
 
@@ -379,7 +381,7 @@ impl Signer {
     fn signature(
         &self,
         typ: SignatureType,
-        data: &[u8],
+        data: impl std::io::Read,
     ) -> pgp::errors::Result<pgp::packet::Signature> {
         let key = &self.secret.primary_key;
         let mut c = SignatureConfig::v4(typ, key.algorithm(), HashAlgorithm::Sha512);
@@ -409,6 +411,12 @@ impl Signer {
 
     /// A detached binary-document signature over `data`, armored or binary.
     pub fn detached(&self, data: &[u8], armored: bool) -> Result<Vec<u8>> {
+        self.detached_stream(data, armored)
+    }
+
+    /// A detached binary-document signature over everything `data` yields, read in
+    /// pieces (a package of any size), armored or binary.
+    pub fn detached_stream(&self, data: impl std::io::Read, armored: bool) -> Result<Vec<u8>> {
         use pgp::ser::Serialize;
         let sig = DetachedSignature::new(
             self.signature(SignatureType::Binary, data)

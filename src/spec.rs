@@ -17,11 +17,15 @@ use std::path::{Path, PathBuf};
 use crate::deps::{DepsOverrides, DistroMaps, ForeignArch};
 use crate::error::{one_line, Error, IoContext, Result};
 use crate::model::relation::{Relation, RelationKind};
-use crate::model::{ArchNames, Format, FormatRelations, PackageMeta, Provenance, Relations};
+use crate::model::{
+    ArchNames, Copyright, Format, FormatRelations, LicenseText, PackageMeta, Relations,
+};
 use crate::templates::Templates;
 use crate::version::UpstreamVersion;
 
 static BUILTIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/specs");
+/// License texts a spec's `[copyright]` table can name with `file`.
+static LICENSES: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/specs/licenses");
 
 /// Variables extracted from or used to render names (`version`, `arch`, `major`, ...).
 pub type Vars = BTreeMap<String, String>;
@@ -40,6 +44,34 @@ struct RawSpec {
     exclude: Vec<String>,
     #[serde(default)]
     deps: RawDeps,
+    copyright: RawCopyright,
+}
+
+/// `[copyright]`: the upstream's notice and license, for the deb's DEP-5 copyright file
+/// and the rpm's `%license` file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCopyright {
+    /// The upstream's copyright notice (one line).
+    notice: String,
+    /// The license as a DEP-5 short name (`Apache-2.0 with LLVM exception`).
+    dep5_license: String,
+    /// The texts the license is made of.
+    licenses: Vec<RawLicense>,
+}
+
+/// One license text: `file` (a built-in text in `specs/licenses/`) or `text` (inline).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLicense {
+    name: String,
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    /// The file in Debian's `/usr/share/common-licenses/` holding the same text.
+    #[serde(default)]
+    debian_common: Option<String>,
 }
 
 /// `[deps]`: exceptions to the distro maps for derived dependencies.
@@ -195,6 +227,7 @@ pub struct Spec {
     exclude_patterns: Vec<String>,
     /// `[deps]` exceptions to the distro maps.
     pub deps: DepsOverrides,
+    copyright: Copyright,
 }
 
 /// A short description of one spec, for `korgpkg specs`.
@@ -621,7 +654,10 @@ impl Spec {
             deps.map.insert(distro.clone(), map);
         }
 
+        let copyright = parse_copyright(&raw.copyright).map_err(bad)?;
+
         let spec = Spec {
+            copyright,
             name,
             path: path.to_path_buf(),
             summary: raw.summary,
@@ -656,7 +692,9 @@ impl Spec {
 
     fn check_templates(&self, templates: &Templates) -> Result<()> {
         let vars = self.sample_vars();
-        let meta = self.resolve(&vars, 1, None, 0, templates)?;
+        // Both verification states, so neither branch of a `{{#if verified}}` is unchecked.
+        self.resolve(&vars, 1, false, 0, templates)?;
+        let meta = self.resolve(&vars, 1, true, 0, templates)?;
         let prefix_ok = ALLOWED_PREFIX_ROOTS
             .iter()
             .any(|r| meta.prefix.starts_with(r))
@@ -777,7 +815,7 @@ impl Spec {
         &self,
         vars: &Vars,
         revision: u32,
-        provenance: Option<Provenance>,
+        verified: bool,
         build_time: u64,
         templates: &Templates,
     ) -> Result<PackageMeta> {
@@ -799,6 +837,11 @@ impl Spec {
         let mut ctx = vars.clone();
         ctx.insert("major".into(), version.major().to_string());
         ctx.insert("package_version".into(), version.package_version());
+        // For `{{#if verified}}`: a non-empty string is true, the empty one false.
+        ctx.insert(
+            "verified".into(),
+            if verified { "true" } else { "" }.to_string(),
+        );
         let name = self.render(templates, "package.name", &self.package.name, &ctx)?;
         let prefix = self.render(templates, "package.prefix", &self.package.prefix, &ctx)?;
         let prefix = prefix.trim_end_matches('/').to_string();
@@ -837,11 +880,81 @@ impl Spec {
             prefix,
             build_time,
             relations,
-            provenance,
+            provenance: None,
+            verified,
+            copyright: self.copyright.clone(),
             installed_size: 0,
             scripts: Default::default(),
         })
     }
+}
+
+/// A built-in license text of `specs/licenses/` (`GPL-2.txt`).
+pub fn builtin_license(file: &str) -> Option<&'static str> {
+    LICENSES.get_file(file).and_then(|f| f.contents_utf8())
+}
+
+/// Validate `[copyright]` and read the license texts it names.
+fn parse_copyright(raw: &RawCopyright) -> std::result::Result<Copyright, String> {
+    let one_line_field = |field: &str, v: &str| {
+        if v.trim().is_empty() || v.contains('\n') || v.chars().any(char::is_control) {
+            Err(format!(
+                "field copyright.{field}: must be one non-empty line"
+            ))
+        } else {
+            Ok(v.trim().to_string())
+        }
+    };
+    let notice = one_line_field("notice", &raw.notice)?;
+    let dep5_license = one_line_field("dep5_license", &raw.dep5_license)?;
+    if raw.licenses.is_empty() {
+        return Err("field copyright.licenses: at least one license text is needed".into());
+    }
+    let mut licenses = Vec::new();
+    for (i, l) in raw.licenses.iter().enumerate() {
+        let field = format!("copyright.licenses[{i}]");
+        let name = one_line_field(&format!("licenses[{i}].name"), &l.name)?;
+        let text = match (&l.file, &l.text) {
+            (Some(file), None) => LICENSES
+                .get_file(file)
+                .filter(|_| !file.contains('/'))
+                .and_then(|f| f.contents_utf8())
+                .ok_or_else(|| {
+                    format!(
+                        "field {field}.file: no built-in license text {file:?} (known: {})",
+                        LICENSES
+                            .files()
+                            .map(|f| f.path().display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?
+                .to_string(),
+            (None, Some(text)) if !text.trim().is_empty() => text.clone(),
+            _ => return Err(format!("field {field}: give either `file` or `text`")),
+        };
+        if let Some(c) = &l.debian_common {
+            if c.is_empty()
+                || !c
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
+            {
+                return Err(format!(
+                    "field {field}.debian_common: {c:?} is not a file name in /usr/share/common-licenses"
+                ));
+            }
+        }
+        licenses.push(LicenseText {
+            name,
+            debian_common: l.debian_common.clone(),
+            text,
+        });
+    }
+    Ok(Copyright {
+        notice,
+        dep5_license,
+        licenses,
+    })
 }
 
 impl Relations {
@@ -876,7 +989,7 @@ mod tests {
         assert_eq!(tv["version"], "18.1.0-rc3");
         assert_eq!(tv["arch"], "aarch64");
         assert_eq!(tv["major"], "18");
-        let meta = spec.resolve(&tv, 1, None, 0, &t).expect("resolves");
+        let meta = spec.resolve(&tv, 1, true, 0, &t).expect("resolves");
         assert_eq!(meta.version, "18.1.0~rc3");
         assert_eq!(meta.arch.deb, "arm64");
         assert_eq!(meta.prefix, "/usr/lib/korg/llvm-18");
@@ -894,7 +1007,7 @@ mod tests {
             spec.top_dir(&tv, &t).expect("top dir"),
             "gcc-14.2.0-nolibc/aarch64-linux"
         );
-        let meta = spec.resolve(&tv, 2, None, 0, &t).expect("resolves");
+        let meta = spec.resolve(&tv, 2, true, 0, &t).expect("resolves");
         assert_eq!(meta.arch.rpm, "aarch64");
         assert_eq!(meta.name, "korg-gcc-14-aarch64-linux");
         assert_eq!(meta.prefix, "/usr/lib/korg/gcc-14/aarch64-linux");
@@ -928,6 +1041,10 @@ maintainer = "m <m@example.org>"
 section = "devel"
 priority = "optional"
 rpm_group = "Development/Tools"
+[copyright]
+notice = "2024 x authors"
+dep5_license = "MIT"
+licenses = [{ name = "MIT", text = "Permission is hereby granted." }]
 "#;
 
     fn parse_err(text: &str) -> String {
@@ -1003,6 +1120,20 @@ rpm_group = "Development/Tools"
             ok.deps.map["openembedded"]["libfoo.so.1"].to_string(),
             "libfoo"
         );
+        let e = parse_err(&MINIMAL.replace("notice = \"2024 x authors\"", "notice = \"\""));
+        assert!(e.contains("copyright.notice"), "{e}");
+        let e = parse_err(&MINIMAL.replace("text = \"Permission", "file = \"MIT.txt\", x = \""));
+        assert!(e.contains("line ") && e.contains('x'), "{e}");
+        let e = parse_err(&MINIMAL.replace(
+            "text = \"Permission is hereby granted.\"",
+            "file = \"../MIT.txt\"",
+        ));
+        assert!(e.contains("copyright.licenses[0].file"), "{e}");
+        let e = parse_err(&MINIMAL.replace(
+            "name = \"MIT\",",
+            "name = \"MIT\", debian_common = \"../x\",",
+        ));
+        assert!(e.contains("debian_common"), "{e}");
         let e = parse_err(&MINIMAL.replace("arch = 'x86_64'", "arch = 'x86_64('"));
         assert!(e.contains("vars.arch"), "{e}");
     }

@@ -265,3 +265,75 @@ fn config_file_sets_defaults_and_bad_keys_are_named() {
         "revison",
     );
 }
+
+#[test]
+fn commands_end_quietly_when_their_reader_goes_away() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = llvm_tarball(tmp.path());
+    let out = tmp.path().join("out");
+    let report = build_json("korg-clang-18", &tarball, &out, &["--format", "deb"]);
+    let deb = output_path(&report, "deb");
+    ends_quietly_into_closed_pipe(korgpkg().arg("specs"));
+    ends_quietly_into_closed_pipe(korgpkg().args(["specs", "--json"]));
+    ends_quietly_into_closed_pipe(korgpkg().arg("inspect").arg(&deb));
+    ends_quietly_into_closed_pipe(korgpkg().arg("deps").arg(&tarball));
+    // The same through a real `| head -1`.
+    let piped = ok(std::process::Command::new("bash")
+        .arg("-c")
+        .arg("set -o pipefail; \"$0\" inspect \"$1\" | head -1; s=$?; [ $s = 0 ] || [ $s = 141 ]")
+        .arg(env!("CARGO_BIN_EXE_korgpkg"))
+        .arg(&deb));
+    assert_eq!(piped.lines().count(), 1, "{piped}");
+}
+
+#[test]
+fn unverified_builds_warn_once_and_say_so_in_every_text() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = llvm_tarball(tmp.path());
+    let out = tmp.path().join("out");
+    let o = build("korg-clang-18", &tarball, &out, &["--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("UNVERIFIED"),
+        "one warning line expected:\n{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    for o in report["outputs"].as_array().expect("outputs") {
+        // The kernel.org URL the file name implies, the local path apart (report only).
+        assert_eq!(
+            o["provenance"]["url"],
+            "https://mirrors.edge.kernel.org/pub/tools/llvm/files/llvm-18.1.8-x86_64.tar.xz"
+        );
+        assert_eq!(
+            o["provenance"]["local_path"],
+            tarball.to_str().expect("utf-8 path")
+        );
+    }
+    for format in ["deb", "rpm", "ipk"] {
+        let info: serde_json::Value = serde_json::from_str(&ok(korgpkg()
+            .arg("inspect")
+            .arg("--json")
+            .arg(output_path(&report, format))))
+        .expect("json");
+        let text = info["fields"]
+            .get("Description")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            text.contains("NOT verified")
+                && text.contains("UNVERIFIED")
+                && !text.contains("signed by kernel.org")
+                && !text.contains("from the verified"),
+            "{format}: {text}"
+        );
+        assert!(
+            !info
+                .to_string()
+                .contains(tmp.path().to_str().expect("utf-8")),
+            "{format}: no local path in a package"
+        );
+    }
+}

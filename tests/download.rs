@@ -223,6 +223,13 @@ fn list_shows_versions_from_the_verified_sums_file() {
 }
 
 #[test]
+fn list_ends_quietly_when_its_reader_goes_away() {
+    let m = Mirror::new();
+    ends_quietly_into_closed_pipe(m.korgpkg().args(["list", "llvm"]));
+    ends_quietly_into_closed_pipe(m.korgpkg().args(["list", "llvm", "--json"]));
+}
+
+#[test]
 fn build_downloads_the_newest_release_verifies_it_and_records_provenance() {
     need_tool("dpkg-deb");
     need_tool("rpm");
@@ -252,6 +259,13 @@ fn build_downloads_the_newest_release_verifies_it_and_records_provenance() {
         .args(["-qp", "--qf", "%{DESCRIPTION}"])
         .arg(&rpm));
     assert!(desc.contains(&m.dev.fingerprint()), "{desc}");
+    // A verified build says so, and only so.
+    assert!(
+        desc.contains("as built and signed by\nkernel.org")
+            && desc.contains("from the verified kernel.org release tarball")
+            && !desc.contains("NOT verified"),
+        "{desc}"
+    );
     let ipk = json(&run(korgpkg()
         .arg("inspect")
         .arg(output_path(&report, "ipk"))

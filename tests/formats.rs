@@ -123,6 +123,16 @@ fn deb_is_accepted_by_dpkg_deb_lintian_and_dpkg() {
         !text.lines().any(|l| l.starts_with("E:")),
         "lintian errors:\n{text}"
     );
+    // The DEP-5 copyright file carries LLVM's notice and license, referring to
+    // common-licenses for Apache-2.0 and including the LLVM exception.
+    for tag in [
+        "copyright-without-copyright-notice",
+        "missing-license-text-in-dep5-copyright",
+        "copyright-not-using-common-license",
+        "copyright-file-contains-full-apache-2-license",
+    ] {
+        assert!(!text.contains(tag), "lintian reports {tag}:\n{text}");
+    }
     // The default zstd build: Debian 12's lintian (2.116) predates zstd members and
     // reports exactly those two as malformed; nothing else may be an error.
     let text = lint(&deb);
@@ -140,10 +150,25 @@ fn deb_is_accepted_by_dpkg_deb_lintian_and_dpkg() {
         .args(["--force-depends", "--log=/dev/null", "-i"])
         .arg(&deb));
     check_installed_tree(root.path());
-    assert!(root
-        .path()
-        .join("usr/share/doc/korg-clang-18/copyright")
-        .is_file());
+    let copyright =
+        std::fs::read_to_string(root.path().join("usr/share/doc/korg-clang-18/copyright"))
+            .expect("copyright file");
+    for want in [
+        "Copyright: 2003-2019 University of Illinois at Urbana-Champaign",
+        "License: Apache-2.0 with LLVM exception",
+        " /usr/share/common-licenses/Apache-2.0.",
+        " ---- LLVM Exceptions to the Apache 2.0 License ----",
+        " Software.\n",
+        // A --from build records the kernel.org URL of its file name.
+        " https://mirrors.edge.kernel.org/pub/tools/llvm/files/llvm-18.1.8-x86_64.tar.xz\n",
+        " Its signature was NOT verified",
+    ] {
+        assert!(
+            copyright.contains(want),
+            "copyright lacks {want:?}:\n{copyright}"
+        );
+    }
+    assert!(!copyright.contains("license texts are in"), "{copyright}");
 }
 
 #[test]
@@ -203,6 +228,39 @@ fn crosstool_deb_installs_at_its_prefix() {
         .arg(&deb));
     let p = root.path().join("usr/lib/korg/gcc-14/aarch64-linux");
     assert!(p.join("bin/aarch64-linux-gcc").is_file());
+    // GCC's notice and license: GPL-3+ from common-licenses, the runtime library
+    // exception (not in common-licenses) in full; lintian finds nothing to say.
+    let copyright = std::fs::read_to_string(
+        root.path()
+            .join("usr/share/doc/korg-gcc-14-aarch64-linux/copyright"),
+    )
+    .expect("copyright");
+    for want in [
+        "Copyright: 1986-2024 Free Software Foundation, Inc.",
+        "License: GPL-3+ with GCC-exception-3.1 exception",
+        " /usr/share/common-licenses/GPL-3.",
+        " GCC RUNTIME LIBRARY EXCEPTION",
+    ] {
+        assert!(
+            copyright.contains(want),
+            "copyright lacks {want:?}:\n{copyright}"
+        );
+    }
+    need_tool("lintian");
+    let xz = build_json(
+        "korg-gcc-14-aarch64-linux",
+        &tarball,
+        &tmp.path().join("xz"),
+        &["--format", "deb", "--deb-compression", "xz"],
+    );
+    let lint = run(Command::new("lintian").arg(output_path(&xz, "deb")));
+    let text = String::from_utf8_lossy(&lint.stdout);
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("E:") || l.contains("copyright")),
+        "lintian:\n{text}"
+    );
     assert_eq!(
         std::fs::metadata(p.join("bin/aarch64-linux-gcc"))
             .expect("gcc")
@@ -294,6 +352,28 @@ fn rpm_is_accepted_by_rpm_and_rpmlint_and_installs() {
             text.contains(" 0 errors"),
             "{comp}: rpmlint errors:\n{text}"
         );
+        // A %doc README and a %license file; DistURL is the kernel.org URL.
+        for tag in ["no-documentation", "invalid-url"] {
+            assert!(
+                !text.contains(tag),
+                "{comp}: rpmlint reports {tag}:\n{text}"
+            );
+        }
+        let licenses = ok(Command::new("rpm").arg("-qpL").arg(&rpm));
+        assert_eq!(
+            licenses.trim(),
+            "/usr/share/licenses/korg-clang-18/LICENSE",
+            "{comp}"
+        );
+        let docs = ok(Command::new("rpm").arg("-qpd").arg(&rpm));
+        assert_eq!(docs.trim(), "/usr/share/doc/korg-clang-18/README", "{comp}");
+        let disturl = ok(Command::new("rpm")
+            .args(["-qp", "--qf", "%{DISTURL}"])
+            .arg(&rpm));
+        assert_eq!(
+            disturl,
+            "https://mirrors.edge.kernel.org/pub/tools/llvm/files/llvm-18.1.8-x86_64.tar.xz"
+        );
 
         let root = tempfile::tempdir().expect("root");
         ok(Command::new("rpm").arg("--root").arg(root.path()).args([
@@ -307,6 +387,15 @@ fn rpm_is_accepted_by_rpm_and_rpmlint_and_installs() {
             .args(["--dbpath", "/var/lib/rpm", "-i", "--nodeps", "--noscripts"])
             .arg(&rpm));
         check_installed_tree(root.path());
+        let license =
+            std::fs::read_to_string(root.path().join("usr/share/licenses/korg-clang-18/LICENSE"))
+                .expect("license file installed");
+        assert!(
+            license.contains("University of Illinois")
+                && license.contains("Apache License")
+                && license.contains("LLVM Exceptions"),
+            "{license}"
+        );
     }
 }
 

@@ -157,10 +157,15 @@ fn control_member(pkg: &Path, member: &str, name: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // Debian's real kernel as CI artifacts
 
-/// Debian's cloud kernel image package, downloaded once per machine; `None` (with a
-/// message) when the Debian mirror cannot be reached.
-fn debian_kernel_deb() -> Option<PathBuf> {
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-kernel");
+/// Debian's cloud kernel image package for `arch` (`amd64`, `arm64`), downloaded once
+/// per machine into `target/tmp` (a foreign arch through a private apt state there);
+/// `None` (with a message) when the Debian mirror cannot be reached.
+fn debian_kernel_deb(arch: &str) -> Option<PathBuf> {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let cache = tmp.join(match arch {
+        "amd64" => "debian-kernel".to_string(),
+        a => format!("debian-kernel-{a}"),
+    });
     std::fs::create_dir_all(&cache).expect("cache dir");
     let found = |dir: &Path| {
         dir_listing(dir)
@@ -171,11 +176,42 @@ fn debian_kernel_deb() -> Option<PathBuf> {
     if let Some(p) = found(&cache) {
         return Some(p);
     }
-    let deps = run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]));
+    let apt = |tool: &str| {
+        let mut c = Command::new(tool);
+        if arch != "amd64" {
+            let state = tmp.join(format!("debian-apt-{arch}"));
+            for d in ["lists/partial", "cache/archives/partial"] {
+                std::fs::create_dir_all(state.join(d)).expect("apt state dir");
+            }
+            for o in [
+                format!("APT::Architecture={arch}"),
+                format!("APT::Architectures={arch}"),
+                format!("Dir::State::Lists={}", state.join("lists").display()),
+                format!("Dir::Cache={}", state.join("cache").display()),
+                "Dir::State::status=/dev/null".into(),
+                "Debug::NoLocking=1".into(),
+            ] {
+                c.arg("-o").arg(o);
+            }
+        }
+        c
+    };
+    if arch != "amd64" {
+        let o = run(apt("apt-get").args(["-q", "update"]));
+        if !o.status.success() {
+            eprintln!(
+                "SKIPPED: apt-get update for {arch} failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+    }
+    let meta = format!("linux-image-cloud-{arch}");
+    let deps = run(apt("apt-cache").args(["depends", &meta]));
     let name = String::from_utf8_lossy(&deps.stdout)
         .lines()
         .find_map(|l| l.trim().strip_prefix("Depends: ").map(str::to_string))?;
-    let o = run(Command::new("apt-get")
+    let o = run(apt("apt-get")
         .args(["download", "-q", &name])
         .current_dir(&cache));
     if !o.status.success() {
@@ -188,16 +224,29 @@ fn debian_kernel_deb() -> Option<PathBuf> {
     found(&cache)
 }
 
-/// Lay Debian's kernel package out as a TuxMake artifacts directory; returns it and the release.
-fn debian_artifacts(dir: &Path) -> Option<(PathBuf, String)> {
-    let deb = debian_kernel_deb()?;
+/// Lay Debian's kernel package for `arch` out as a TuxMake artifacts directory (amd64:
+/// `bzImage`; arm64: `Image.gz`, as TuxMake and `make` build it); returns it, the
+/// release and the unpacked Debian package.
+fn debian_artifacts(dir: &Path, arch: &str) -> Option<(PathBuf, String, PathBuf)> {
+    let deb = debian_kernel_deb(arch)?;
     let x = dir.join("x");
     ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x));
     let rel = dir_listing(&x.join("lib/modules")).into_iter().next()?;
     let a = dir.join("artifacts");
     std::fs::create_dir_all(&a).expect("mkdir");
     let boot = x.join("boot");
-    std::fs::copy(boot.join(format!("vmlinuz-{rel}")), a.join("bzImage")).expect("image");
+    let vmlinuz = boot.join(format!("vmlinuz-{rel}"));
+    let (image, target_arch) = match arch {
+        "amd64" => {
+            std::fs::copy(&vmlinuz, a.join("bzImage")).expect("image");
+            ("bzImage", "x86_64")
+        }
+        _ => {
+            let image = std::fs::read(&vmlinuz).expect("image");
+            write(&a, "Image.gz", &gz(&image));
+            ("Image.gz", "arm64")
+        }
+    };
     std::fs::copy(boot.join(format!("config-{rel}")), a.join("config")).expect("config");
     std::fs::copy(boot.join(format!("System.map-{rel}")), a.join("System.map")).expect("map");
     // 50 modules and the modules.* files keep the test fast.
@@ -225,9 +274,61 @@ fn debian_artifacts(dir: &Path) -> Option<(PathBuf, String)> {
     write(
         &a,
         "metadata.json",
-        metadata(&rel, "x86_64", "bzImage").as_bytes(),
+        metadata(&rel, target_arch, image).as_bytes(),
     );
-    Some((a, rel))
+    Some((a, rel, x))
+}
+
+#[test]
+fn debian_arm64_kernel_from_image_gz_installs_the_uncompressed_image_as_debian_does() {
+    for t in ["dpkg-deb", "rpm2cpio", "cpio", "file"] {
+        need_tool(t);
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some((art, rel, debian)) = debian_artifacts(tmp.path(), "arm64") else {
+        return;
+    };
+    let out = tmp.path().join("out");
+    let report = kernel_json(&[
+        "--artifacts",
+        art.to_str().expect("utf8"),
+        "--format",
+        "deb,rpm",
+        "--out",
+        out.to_str().expect("utf8"),
+    ]);
+    let name = format!("korg-linux-image-{rel}");
+    let theirs = std::fs::read(debian.join(format!("boot/vmlinuz-{rel}"))).expect("debian's");
+    // The deb installs exactly Debian's own /boot/vmlinuz: the uncompressed Image.
+    let deb = output(&report, &name, "deb");
+    let x = tmp.path().join("ours");
+    ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x));
+    let ours = x.join(format!("boot/vmlinuz-{rel}"));
+    assert!(
+        std::fs::read(&ours).expect("ours") == theirs,
+        "not Debian's Image"
+    );
+    let kind = ok(Command::new("file").arg("-b").arg(&ours));
+    assert!(
+        kind.starts_with("Linux kernel ARM64 boot executable Image"),
+        "{kind}"
+    );
+    // The rpm's kernel-install copy too.
+    let rpm = output(&report, &name, "rpm");
+    let r = tmp.path().join("rpm");
+    std::fs::create_dir_all(&r).expect("mkdir");
+    ok(Command::new("sh")
+        .arg("-c")
+        .arg("rpm2cpio \"$1\" | cpio -idm --quiet")
+        .arg("sh")
+        .arg(&rpm)
+        .current_dir(&r));
+    for p in [
+        format!("boot/vmlinuz-{rel}"),
+        format!("lib/modules/{rel}/vmlinuz"),
+    ] {
+        assert!(std::fs::read(r.join(&p)).expect(&p) == theirs, "{p}");
+    }
 }
 
 #[test]
@@ -236,7 +337,7 @@ fn debian_kernel_as_ci_artifacts_in_every_format() {
         need_tool(t);
     }
     let tmp = tempfile::tempdir().expect("tmp");
-    let Some((art, rel)) = debian_artifacts(tmp.path()) else {
+    let Some((art, rel, _)) = debian_artifacts(tmp.path(), "amd64") else {
         return;
     };
     let out = tmp.path().join("out");

@@ -285,9 +285,9 @@ fn same_inputs_and_source_date_epoch_give_identical_indexes() {
         "rpm/repodata/repomd.xml",
         "rpm/repodata/repomd.xml.asc",
         "rpm/Packages/korg-clang-18-18.1.8-1.x86_64.rpm",
-        "opkg/Packages",
-        "opkg/Packages.sig",
-        "opkg/Packages.asc",
+        "opkg/openembedded/Packages",
+        "opkg/openembedded/Packages.asc",
+        "opkg-pool/openembedded/korg-clang-18_18.1.8-1_x86_64.ipk.asc",
     ] {
         let (x, y) = (
             std::fs::read(a.join(f)).unwrap(),

@@ -39,7 +39,10 @@ impl Packager for Deb {
         let mtime = meta.build_time;
         let doc = format!("/usr/share/doc/{}", meta.name);
         let probe = ControlData::new(meta, Format::Deb, 0);
-        let copyright = ctx.templates.render("deb/copyright", &probe)?;
+        let mut copyright = ctx.templates.render("deb/copyright", &probe)?;
+        if !copyright.ends_with('\n') {
+            copyright.push('\n');
+        }
         let changelog = ctx.templates.render("deb/changelog", &probe)?;
         let changelog_gz = super::gzip_reproducible(changelog.as_bytes())?;
         let next_inode = payload.entries().len() as u32 + 1;

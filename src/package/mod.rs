@@ -195,6 +195,7 @@ pub const SYSTEM_DIRS: &[&str] = &[
     "/usr/lib",
     "/usr/share",
     "/usr/share/doc",
+    "/usr/share/licenses",
     "/opt",
     "/boot",
     "/lib",

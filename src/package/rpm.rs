@@ -48,6 +48,11 @@ const SENSE_SCRIPT_POST: u32 = 1 << 10;
 const SENSE_SCRIPT_PREUN: u32 = 1 << 11;
 const SENSE_SCRIPT_POSTUN: u32 = 1 << 12;
 
+/// RPMFILE_DOC: the file is `%doc`.
+const RPMFILE_DOC: u32 = 1 << 1;
+/// RPMFILE_LICENSE: the file is the package's `%license`.
+const RPMFILE_LICENSE: u32 = 1 << 7;
+
 /// PGPHASHALGO_SHA256, for file and payload digests.
 const DIGEST_SHA256: u32 = 8;
 
@@ -70,12 +75,40 @@ impl Packager for Rpm {
         ctx: &BuildContext<'_>,
         out: &mut File,
     ) -> Result<()> {
-        let entries = super::layout(payload, Vec::new(), meta.build_time, false);
+        // The license file, marked `%license` (rpm installs it even with
+        // `--excludedocs`), and a README with the description and provenance, marked
+        // `%doc`, as rpmbuild packages name them.
+        let mut flagged = Vec::new();
+        let mut extra = Vec::new();
+        let mut next_inode = payload.entries().len() as u32 + 1;
+        let mut add = |path: String, text: String, flag: u32| {
+            extra.push(super::generated_file(
+                path.clone(),
+                text.into_bytes(),
+                meta.build_time,
+                next_inode,
+            ));
+            next_inode += 1;
+            flagged.push((path, flag));
+        };
+        if !meta.copyright.licenses.is_empty() {
+            add(
+                format!("/usr/share/licenses/{}/LICENSE", meta.name),
+                meta.copyright.full_text(),
+                RPMFILE_LICENSE,
+            );
+        }
+        add(
+            format!("/usr/share/doc/{}/README", meta.name),
+            readme(meta),
+            RPMFILE_DOC,
+        );
+        let entries = super::layout(payload, extra, meta.build_time, false);
         let compression = match ctx.options.rpm_compression {
             RpmCompression::Zstd => Compressor::Zstd(ctx.options.zstd_level),
             RpmCompression::Gzip => Compressor::Gzip(ctx.options.gzip_level),
         };
-        write_rpm(meta, &entries, compression, false, out)
+        write_rpm(meta, &entries, compression, false, &flagged, out)
     }
 
     fn detect(&self, head: &[u8], _path: &Path) -> bool {
@@ -500,6 +533,32 @@ fn rpm_error(what: &str, e: rpm::Error) -> Error {
     }
 }
 
+/// The rpm's `%doc` README: summary, description and provenance.
+pub fn readme(meta: &PackageMeta) -> String {
+    format!("{}\n\n{}\n", meta.summary.trim(), description(meta))
+}
+
+/// The spec's description plus the provenance. The URL is the `DISTURL` tag; the text
+/// names only the file, so no line exceeds what rpmlint accepts.
+fn description(meta: &PackageMeta) -> String {
+    let mut description = meta.description.trim_end().to_string();
+    if let Some(p) = &meta.provenance {
+        let file = p.url.rsplit('/').next().unwrap_or(&p.url);
+        description.push_str("\n\nRepackaged from (URL in the DistURL tag):\n  ");
+        description.push_str(file);
+        description.push_str("\nSHA-256 of that tarball:\n  ");
+        description.push_str(&p.sha256);
+        match &p.signer {
+            Some(signer) => {
+                description.push_str("\nSignature verified with OpenPGP key:\n  ");
+                description.push_str(signer);
+            }
+            None => description.push_str("\nIts signature was NOT verified."),
+        }
+    }
+    description
+}
+
 /// Everything but the file list and payload digests, from `meta`.
 fn meta_entries(
     meta: &PackageMeta,
@@ -510,17 +569,7 @@ fn meta_entries(
         .map_err(|_| Error::Usage("build time does not fit an rpm header".into()))?;
     let release = meta.revision.to_string();
     let evr = format!("{}-{}", meta.version, release);
-    let mut description = meta.description.trim_end().to_string();
-    if let Some(p) = &meta.provenance {
-        description.push_str("\n\nRepackaged from:\n  ");
-        description.push_str(&p.url);
-        description.push_str("\nSHA-256 of that tarball:\n  ");
-        description.push_str(&p.sha256);
-        if let Some(signer) = &p.signer {
-            description.push_str("\nSignature verified with OpenPGP key:\n  ");
-            description.push_str(signer);
-        }
-    }
+    let description = description(meta);
     let (compressor_name, compressor_flags) = compressor.tags();
     let mut h = vec![
         entry(
@@ -575,8 +624,13 @@ fn meta_entries(
         entry(
             IndexTag::RPMTAG_CHANGELOGTEXT,
             IndexData::StringArray(vec![format!(
-                "- Repackaged upstream {} from kernel.org with korgpkg",
-                meta.upstream_version
+                "- Repackaged upstream {} from kernel.org with korgpkg{}",
+                meta.upstream_version,
+                if meta.provenance.is_some() && !meta.verified {
+                    " (signature NOT verified)"
+                } else {
+                    ""
+                }
             )]),
         ),
     ];
@@ -725,8 +779,8 @@ fn meta_entries(
     Ok(h)
 }
 
-/// The file tags of `plan`.
-fn file_entries(plan: &Plan<'_>) -> Vec<HeaderEntry> {
+/// The file tags of `plan`; the paths of `flagged` get their `RPMFILE_*` flags.
+fn file_entries(plan: &Plan<'_>, flagged: &[(String, u32)]) -> Vec<HeaderEntry> {
     let rows = &plan.rows;
     if rows.is_empty() {
         return Vec::new();
@@ -777,7 +831,19 @@ fn file_entries(plan: &Plan<'_>) -> Vec<HeaderEntry> {
             IndexTag::RPMTAG_FILELINKTOS,
             IndexData::StringArray(rows.iter().map(|r| r.linkto.clone()).collect()),
         ),
-        entry(IndexTag::RPMTAG_FILEFLAGS, IndexData::Int32(vec![0; n])),
+        entry(
+            IndexTag::RPMTAG_FILEFLAGS,
+            IndexData::Int32(
+                rows.iter()
+                    .map(|r| {
+                        flagged
+                            .iter()
+                            .find(|(p, _)| *p == r.entry.path)
+                            .map_or(0, |(_, f)| *f)
+                    })
+                    .collect(),
+            ),
+        ),
         entry(
             IndexTag::RPMTAG_FILEUSERNAME,
             IndexData::StringArray(vec!["root".into(); n]),
@@ -814,13 +880,14 @@ fn write_rpm(
     entries: &[Entry],
     compressor: Compressor,
     force_large: bool,
+    flagged: &[(String, u32)],
     out: &mut File,
 ) -> Result<()> {
     let plan = plan(entries, force_large)?;
     let payload = write_payload(&plan, compressor)?;
 
     let mut tags = meta_entries(meta, &plan, compressor)?;
-    tags.extend(file_entries(&plan));
+    tags.extend(file_entries(&plan, flagged));
     tags.push(entry(
         IndexTag::RPMTAG_PAYLOADSHA256,
         IndexData::StringArray(vec![payload.sha256.clone()]),

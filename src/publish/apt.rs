@@ -34,7 +34,7 @@ impl Repository for Apt {
         Format::Deb
     }
 
-    fn pool_path(&self, info: &package::Inspection) -> String {
+    fn pool_path(&self, info: &package::Inspection, _feed: Option<&str>) -> String {
         let version = info
             .version
             .split_once(':')

@@ -8,7 +8,7 @@
 //! DIR/korgpkg-repo.toml
 //! DIR/apt/pool/main/k/korg-clang-18/*.deb      DIR/apt/dists -> ../.korgpkg/gen/N/apt/dists
 //! DIR/rpm/Packages/*.rpm                       DIR/rpm/repodata -> ../.korgpkg/gen/N/rpm/repodata
-//! DIR/opkg-pool/*.ipk                          DIR/opkg -> .korgpkg/gen/N/opkg  (pool -> opkg-pool)
+//! DIR/opkg-pool/<flavour>/*.ipk               DIR/opkg -> .korgpkg/gen/N/opkg  (<flavour>/pool -> opkg-pool/<flavour>)
 //! DIR/.korgpkg/{lock,state.json,gen/N/}
 //! ```
 //!
@@ -143,12 +143,52 @@ pub enum MetadataCompression {
 #[serde(deny_unknown_fields)]
 pub struct OpkgConfig {
     pub architectures: Vec<String>,
+    /// The feeds served, one per client family, each at `opkg/<flavour>/` with its own
+    /// pool: an ipk goes to the feed of its outer form and is refused if that feed is
+    /// not listed.
+    #[serde(default = "default_flavours")]
+    pub flavours: Vec<OpkgFlavour>,
+}
+
+fn default_flavours() -> Vec<OpkgFlavour> {
+    vec![OpkgFlavour::Openembedded]
 }
 
 impl Default for OpkgConfig {
     fn default() -> Self {
         OpkgConfig {
             architectures: vec!["x86_64".into(), "aarch64".into(), "all".into()],
+            flavours: default_flavours(),
+        }
+    }
+}
+
+/// An opkg client family and the feed it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpkgFlavour {
+    /// Yocto/OpenEmbedded opkg: `ar`-form ipk, OpenPGP-signed `Packages.asc` and
+    /// per-package `.ipk.asc` signatures.
+    Openembedded,
+    /// OpenWrt's opkg: gzip'd-tar-form ipk (it unpacks an `ar` one to nothing),
+    /// usign-signed `Packages.sig`.
+    Openwrt,
+}
+
+impl OpkgFlavour {
+    /// The name in the definition and in feed paths (`openembedded`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpkgFlavour::Openembedded => "openembedded",
+            OpkgFlavour::Openwrt => "openwrt",
+        }
+    }
+
+    /// The flavour whose clients read an ipk of this outer form.
+    pub fn of_outer(outer: package::IpkOuter) -> Self {
+        match outer {
+            package::IpkOuter::Ar => OpkgFlavour::Openembedded,
+            package::IpkOuter::Tar => OpkgFlavour::Openwrt,
         }
     }
 }
@@ -177,6 +217,18 @@ impl RepoConfig {
             return Err(Error::spec(
                 &path,
                 "apt: suites and components must not be empty",
+            ));
+        }
+        let flavours = &config.opkg.flavours;
+        if flavours.is_empty()
+            || flavours
+                .iter()
+                .enumerate()
+                .any(|(i, f)| flavours[..i].contains(f))
+        {
+            return Err(Error::spec(
+                &path,
+                "opkg.flavours: list openembedded and/or openwrt, each once",
             ));
         }
         if config.keep_generations < 2 {
@@ -208,7 +260,7 @@ pub enum IndexData {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PublishedPackage {
     pub format: Format,
-    /// apt suite (deb only).
+    /// apt suite (deb), opkg feed flavour (ipk).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suite: Option<String>,
     pub name: String,
@@ -319,8 +371,9 @@ pub(crate) fn place_in_pool(
 /// a complete signed index generation from stored entries alone.
 pub trait Repository {
     fn format(&self) -> Format;
-    /// Pool path (relative to the repository) a package of this format goes to.
-    fn pool_path(&self, info: &package::Inspection) -> String;
+    /// Pool path (relative to the repository) a package of this format goes to; `feed`
+    /// is the opkg feed flavour (ipk only).
+    fn pool_path(&self, info: &package::Inspection, feed: Option<&str>) -> String;
     /// Copy `file` (whose sums are `sums`) into the pool at `pool` (atomically, made
     /// durable as `ctx.durability` says) and describe it. Called from several threads
     /// at once for different packages. By default (apt, opkg) the file is copied as it
@@ -861,6 +914,10 @@ pub fn publish(
             ));
         }
         check_arch(&config, file, info.format, &info.arch)?;
+        let feed = match info.format {
+            Format::Ipk => Some(opkg::feed_of(&config, file)?.as_str().to_string()),
+            _ => None,
+        };
         // An rpm's MD5 is the re-signed pool file's, computed when it is written.
         let (sha256, md5, size) = if info.format == Format::Rpm {
             let (sha256, size) = file_sha256(file)?;
@@ -868,7 +925,7 @@ pub fn publish(
         } else {
             file_sums(file)?
         };
-        Ok((file.clone(), info, FileSums { sha256, md5, size }))
+        Ok((file.clone(), info, FileSums { sha256, md5, size }, feed))
     })
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
@@ -880,22 +937,38 @@ pub fn publish(
         added: Vec::new(),
         unchanged: Vec::new(),
     };
-    // Conflicts first: nothing is written if any input clashes.
-    type Id = (Format, String, String, String);
-    let id_of =
-        |p: &PublishedPackage| (p.format, p.name.clone(), p.version.clone(), p.arch.clone());
+    // Conflicts first: nothing is written if any input clashes. An ipk is identified
+    // within its feed (the two outer forms of one package live side by side).
+    type Id = (Format, Option<String>, String, String, String);
+    let feed_of = |format: Format, suite: &Option<String>| {
+        (format == Format::Ipk).then(|| suite.clone()).flatten()
+    };
+    let id_of = |p: &PublishedPackage| {
+        (
+            p.format,
+            feed_of(p.format, &p.suite),
+            p.name.clone(),
+            p.version.clone(),
+            p.arch.clone(),
+        )
+    };
     let mut known: HashMap<Id, Vec<usize>> = HashMap::new();
     for (i, s) in state.packages.iter().enumerate() {
         known.entry(id_of(&s.package)).or_default().push(i);
     }
     let mut planned: HashMap<Id, Vec<usize>> = HashMap::new();
     let mut plans: Vec<(PathBuf, package::Inspection, FileSums, PublishedPackage)> = Vec::new();
-    for (file, info, sums) in checked {
+    for (file, info, sums, feed) in checked {
         let repo = repository(info.format);
-        let pool = repo.pool_path(&info);
-        let pkg_suite = (info.format == Format::Deb).then(|| suite.clone());
+        let pool = repo.pool_path(&info, feed.as_deref());
+        // The apt suite of a deb, the opkg feed of an ipk.
+        let pkg_suite = match info.format {
+            Format::Deb => Some(suite.clone()),
+            _ => feed,
+        };
         let id: Id = (
             info.format,
+            feed_of(info.format, &pkg_suite),
             info.name.clone(),
             info.version.clone(),
             info.arch.clone(),
@@ -1153,7 +1226,9 @@ pub fn remove(
     let mut state = load_state(root)?;
     let matches = |p: &PublishedPackage| {
         format.is_none_or(|f| f == p.format)
-            && suite.is_none_or(|s| p.suite.as_deref().is_none_or(|ps| ps == s))
+            // `--suite` is apt's: ipk's `suite` field is its feed.
+            && (p.format != Format::Deb
+                || suite.is_none_or(|s| p.suite.as_deref().is_none_or(|ps| ps == s)))
             && specs.iter().any(|spec| match spec.split_once('=') {
                 Some((n, v)) => p.name == n && p.version == v,
                 None => p.name == *spec,
@@ -1191,6 +1266,10 @@ pub fn remove(
     for s in removed {
         if !referenced.contains(s.package.path.as_str()) {
             let _ = fs::remove_file(root.join(&s.package.path));
+            if s.package.format == Format::Ipk {
+                // The package's detached signature (OpenEmbedded feeds).
+                let _ = fs::remove_file(root.join(format!("{}.asc", s.package.path)));
+            }
         }
         out.push(s.package);
     }

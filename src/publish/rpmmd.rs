@@ -256,7 +256,7 @@ impl Repository for RpmMd {
         Format::Rpm
     }
 
-    fn pool_path(&self, info: &package::Inspection) -> String {
+    fn pool_path(&self, info: &package::Inspection, _feed: Option<&str>) -> String {
         format!(
             "rpm/Packages/{}-{}.{}.rpm",
             info.name, info.version, info.arch

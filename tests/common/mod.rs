@@ -308,3 +308,27 @@ pub fn output_path(report: &serde_json::Value, format: &str) -> PathBuf {
         .map(|o| PathBuf::from(o["path"].as_str().expect("path")))
         .unwrap_or_else(|| panic!("no {format} output in {report}"))
 }
+
+/// Run `cmd` with its stdout a pipe whose reader is already gone (as `| head -1` leaves
+/// it once `head` exits) and require that it ends quietly: exit 0 or death by SIGPIPE,
+/// no panic and no error message.
+pub fn ends_quietly_into_closed_pipe(cmd: &mut Command) {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = cmd
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{cmd:?} into a closed pipe ended with {}: {stderr}",
+        out.status
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("error"),
+        "{cmd:?} into a closed pipe: {stderr}"
+    );
+}
