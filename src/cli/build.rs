@@ -108,7 +108,7 @@ pub fn run(args: &Args, ctx: &Context) -> Result<()> {
     let reports = pipeline::build_selected(&ctx.specs, &ctx.templates, &selected)?;
     for report in reports.iter().filter(|r| !r.unmapped.is_empty()) {
         eprintln!(
-            "warning: {}: {}",
+            "korgpkg: warning: {}: {}",
             report.package,
             korgpkg::deps::unmapped_message(&report.unmapped)
         );

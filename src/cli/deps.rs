@@ -56,7 +56,7 @@ pub fn run(args: &Args, ctx: &Context) -> Result<()> {
     }
     match report.unmapped_error() {
         Some(e) if ctx.config.unmapped(args.unmapped) == UnmappedPolicy::Warn => {
-            eprintln!("warning: {e}");
+            eprintln!("korgpkg: warning: {e}");
             Ok(())
         }
         Some(e) => Err(e),
