@@ -16,31 +16,31 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A spec, config or template file is malformed (names the file and the field).
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {}", escape(&path.display().to_string()), escape(message))]
     Spec { path: PathBuf, message: String },
 
     /// The command line asked for something that cannot be done.
-    #[error("{0}")]
+    #[error("{}", escape(.0))]
     Usage(String),
 
     /// An input (tarball, package file, build tree) is malformed or hostile.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {}", escape(&path.display().to_string()), escape(message))]
     Input { path: PathBuf, message: String },
 
     /// A hash or signature check failed, or a key is unusable (names the file or URL).
-    #[error("{origin}: {message}")]
+    #[error("{}: {}", escape(origin), escape(message))]
     Verify { origin: String, message: String },
 
     /// A download failed (names the URL).
-    #[error("{url}: {message}")]
+    #[error("{}: {}", escape(url), escape(message))]
     Network { url: String, message: String },
 
     /// A template failed to render.
-    #[error("template {name}: {message}")]
+    #[error("template {}: {}", escape(name), escape(message))]
     Template { name: String, message: String },
 
     /// An I/O operation failed; `context` says what was being done to which file.
-    #[error("{context}: {source}")]
+    #[error("{}: {}", escape(context), escape(&source.to_string()))]
     Io {
         context: String,
         #[source]
@@ -107,6 +107,41 @@ impl Error {
     }
 }
 
+/// `text` with every character that could move the cursor, recolour or rewrite a
+/// terminal, or break the one-line error format, written as an escape: control
+/// characters (C0, DEL, C1: `\n`, `\r`, `\t`, `\x1b`, `\u{9b}`), the Unicode line and
+/// paragraph separators and the bidirectional overrides and isolates. Every error's
+/// `Display` passes the text it quotes (file names, fields, entries, URLs, messages
+/// that echo input) through it, so hostile input never reaches the terminal raw.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Adds a human-readable context to `io::Result`s.
 pub trait IoContext<T> {
     /// Wrap the error with a message computed only on failure.
@@ -119,5 +154,26 @@ impl<T> IoContext<T> for io::Result<T> {
             context: context(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_leaves_plain_text_and_escapes_terminal_controls() {
+        assert_eq!(
+            escape("korg-clang-18_18.1.8-1_amd64.deb"),
+            "korg-clang-18_18.1.8-1_amd64.deb"
+        );
+        assert_eq!(
+            escape("a\x1b[31mred\nb\rc\td\u{9b}e\u{202e}f\u{7f}"),
+            "a\\x1b[31mred\\nb\\rc\\td\\u{9b}e\\u{202e}f\\x7f"
+        );
+        let e = Error::input("evil\x1b]0;x\x07.deb", "Version: 1\n\x1b[2J");
+        let shown = e.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown, "evil\\x1b]0;x\\x07.deb: Version: 1\\n\\x1b[2J");
     }
 }

@@ -17,7 +17,10 @@ use std::time::Duration;
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::blocking::{Client, Response};
-use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER};
+use reqwest::header::{
+    CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RANGE,
+    RETRY_AFTER,
+};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
@@ -183,12 +186,21 @@ impl Fetcher {
     /// A small file (sums file, signature, key) into memory, at most `max_small` bytes,
     /// with retries. An HTML page is an error. `file://` URLs read the file.
     pub fn fetch_small(&self, url: &str) -> Result<Vec<u8>> {
-        self.small(url, false)
+        self.small(url, false, false)
     }
 
     /// Like [`Fetcher::fetch_small`], but HTML is allowed (directory listings).
     pub fn fetch_small_index(&self, url: &str) -> Result<Vec<u8>> {
-        self.small(url, true)
+        self.small(url, true, false)
+    }
+
+    /// Like [`Fetcher::fetch_small`] (or, with `allow_html`, `fetch_small_index`), but
+    /// revalidated: the last response is kept under `<cache>/http/` with its `ETag` and
+    /// `Last-Modified`, and the request carries `If-None-Match`/`If-Modified-Since`; a
+    /// `304 Not Modified` returns the kept copy. Callers verify the bytes as they would
+    /// fresh ones (a sums file's signature is checked either way).
+    pub fn fetch_small_revalidated(&self, url: &str, allow_html: bool) -> Result<Vec<u8>> {
+        self.small(url, allow_html, true)
     }
 
     /// A large file into the cache, verified against `sha256` (hex) while it streams in;
@@ -465,7 +477,7 @@ impl Fetcher {
         Ok(hex::encode(hasher.finalize()))
     }
 
-    fn small(&self, url: &str, allow_html: bool) -> Result<Vec<u8>> {
+    fn small(&self, url: &str, allow_html: bool, revalidate: bool) -> Result<Vec<u8>> {
         let max = self.options.max_small;
         let too_big = || {
             Error::network(
@@ -485,16 +497,33 @@ impl Fetcher {
             }
             body
         } else {
-            self.retrying(
+            let kept = if revalidate {
+                Revalidation::load(&self.cache, url, max)
+            } else {
+                None
+            };
+            let mut validators = None;
+            let body = self.retrying(
                 url,
                 || 0,
                 || {
-                    let response = self
-                        .client
-                        .get(url)
-                        .send()
-                        .map_err(|e| request_failure(url, &e))?;
+                    let mut request = self.client.get(url);
+                    if let Some(k) = &kept {
+                        if let Some(etag) = &k.meta.etag {
+                            request = request.header(IF_NONE_MATCH, etag.as_str());
+                        }
+                        if let Some(lm) = &k.meta.last_modified {
+                            request = request.header(IF_MODIFIED_SINCE, lm.as_str());
+                        }
+                    }
+                    let response = request.send().map_err(|e| request_failure(url, &e))?;
                     let status = response.status();
+                    if status == StatusCode::NOT_MODIFIED {
+                        if let Some(k) = &kept {
+                            return Ok(k.body.clone());
+                        }
+                    }
+                    validators = Some(RevalidationMeta::of(url, &response));
                     if !status.is_success() {
                         return Err(status_failure(url, status, &response));
                     }
@@ -525,13 +554,121 @@ impl Fetcher {
                     }
                     Ok(body)
                 },
-            )?
+            )?;
+            if revalidate {
+                if let Some(meta) = validators {
+                    if !allow_html && looks_like_html(&body) {
+                        return Err(Error::network(url, HTML_MESSAGE));
+                    }
+                    // Best effort: a cache that cannot be written only costs a download.
+                    let _ = Revalidation::store(&self.cache, &meta, &body);
+                }
+            }
+            body
         };
         if !allow_html && looks_like_html(&body) {
             return Err(Error::network(url, HTML_MESSAGE));
         }
         Ok(body)
     }
+}
+
+/// The validators of a kept response (`<cache>/http/<sha256 of URL>.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RevalidationMeta {
+    url: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+impl RevalidationMeta {
+    fn of(url: &str, response: &Response) -> Self {
+        // Only values that can be sent back as header values are kept, bounded in size.
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 256)
+                .map(str::to_string)
+        };
+        RevalidationMeta {
+            url: url.to_string(),
+            etag: header(ETAG),
+            last_modified: header(LAST_MODIFIED),
+        }
+    }
+}
+
+/// A kept response: its validators and body (`<cache>/http/<sha256 of URL>.body`).
+struct Revalidation {
+    meta: RevalidationMeta,
+    body: Vec<u8>,
+}
+
+impl Revalidation {
+    fn paths(cache: &Cache, url: &str) -> (PathBuf, PathBuf) {
+        let key = hex::encode(Sha256::digest(url.as_bytes()));
+        let dir = cache.dir().join("http");
+        (
+            dir.join(format!("{key}.json")),
+            dir.join(format!("{key}.body")),
+        )
+    }
+
+    /// The kept response for `url`, if it is complete, names `url`, has a validator and
+    /// fits in `max` bytes.
+    fn load(cache: &Cache, url: &str, max: u64) -> Option<Revalidation> {
+        let (meta_path, body_path) = Self::paths(cache, url);
+        let mut meta_bytes = Vec::new();
+        File::open(&meta_path)
+            .ok()?
+            .take(4096)
+            .read_to_end(&mut meta_bytes)
+            .ok()?;
+        let meta: RevalidationMeta = serde_json::from_slice(&meta_bytes).ok()?;
+        if meta.url != url || (meta.etag.is_none() && meta.last_modified.is_none()) {
+            return None;
+        }
+        let mut body = Vec::new();
+        File::open(&body_path)
+            .ok()?
+            .take(max.saturating_add(1))
+            .read_to_end(&mut body)
+            .ok()?;
+        if body.len() as u64 > max {
+            return None;
+        }
+        Some(Revalidation { meta, body })
+    }
+
+    /// Keep `body` with its validators (body first, so the validators never describe
+    /// a body that is not there). A response without validators is not kept.
+    fn store(cache: &Cache, meta: &RevalidationMeta, body: &[u8]) -> Result<()> {
+        let (meta_path, body_path) = Self::paths(cache, &meta.url);
+        let _ = fs::remove_file(&meta_path);
+        if meta.etag.is_none() && meta.last_modified.is_none() {
+            return Ok(());
+        }
+        let json = serde_json::to_vec(meta)
+            .map_err(|e| Error::Usage(format!("cannot encode cache metadata: {e}")))?;
+        write_file_atomic(&body_path, body)?;
+        write_file_atomic(&meta_path, &json)
+    }
+}
+
+/// Write `bytes` to `path` via a temp file in the same directory and a rename.
+fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).ctx(|| format!("writing {}", path.display()))?;
+    tmp.write_all(bytes)
+        .ctx(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .ctx(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// Marks a sha256 as being downloaded by this thread.

@@ -35,6 +35,7 @@ pub mod publish;
 pub mod signing;
 pub mod source;
 pub mod spec;
+pub mod sync;
 pub mod templates;
 pub mod verify;
 pub mod version;

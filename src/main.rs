@@ -28,6 +28,7 @@ enum Command {
     #[command(subcommand)]
     Key(cli::key::Command),
     Publish(cli::publish::Args),
+    Sync(cli::sync::Args),
     #[command(subcommand)]
     Repo(cli::repo::Command),
     Serve(cli::serve::Args),
@@ -67,6 +68,7 @@ fn run(cli: Cli) -> korgpkg::Result<()> {
         Command::Inspect(args) => cli::inspect::run(args, &ctx),
         Command::Key(command) => cli::key::run(command, &ctx),
         Command::Publish(args) => cli::publish::run(args, &ctx),
+        Command::Sync(args) => cli::sync::run(args, &ctx),
         Command::Repo(command) => cli::repo::run(command, &ctx),
         Command::Serve(args) => cli::serve::run(args, &ctx),
         Command::Kernel(command) => cli::kernel::run(command, &ctx),

@@ -371,6 +371,37 @@ fn directory_listing_is_served_for_fetch_small_index() {
 }
 
 #[test]
+fn revalidated_small_files_are_kept_and_revalidated_with_if_none_match() {
+    let srv = Server::start();
+    srv.file("/sums.asc", b"first\n".to_vec());
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fetcher(tmp.path());
+    let url = srv.url("/sums.asc");
+    assert_eq!(f.fetch_small_revalidated(&url, false).unwrap(), b"first\n");
+    // Unchanged: a conditional request, answered 304, gives the kept bytes.
+    assert_eq!(f.fetch_small_revalidated(&url, false).unwrap(), b"first\n");
+    let log = srv.requests_for("/sums.asc");
+    assert_eq!(log.len(), 2);
+    assert!(log[0].if_none_match.is_none() && log[1].if_none_match.is_some());
+    // Changed: the new bytes, kept in turn.
+    srv.file("/sums.asc", b"second\n".to_vec());
+    assert_eq!(f.fetch_small_revalidated(&url, false).unwrap(), b"second\n");
+    assert_eq!(f.fetch_small_revalidated(&url, false).unwrap(), b"second\n");
+    // A damaged kept copy is not trusted blindly: without its validators it is fetched.
+    for e in std::fs::read_dir(tmp.path().join("http")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            std::fs::write(&p, b"{not json").unwrap();
+        }
+    }
+    let n = srv.requests_for("/sums.asc").len();
+    assert_eq!(f.fetch_small_revalidated(&url, false).unwrap(), b"second\n");
+    let log = srv.requests_for("/sums.asc");
+    assert_eq!(log.len(), n + 1);
+    assert!(log[n].if_none_match.is_none());
+}
+
+#[test]
 fn small_files_over_the_limit_are_refused() {
     let srv = Server::start();
     srv.file("/big.asc", data(1024 * 1024 + 1, 14));

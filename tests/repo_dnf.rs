@@ -4,42 +4,10 @@
 
 mod common;
 
-use common::repo::{dnf, llvm_packages, TestRepo};
+use common::repo::{dnf, llvm_packages, provider_for, TestRepo};
 use common::{need_tool, ok, run};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// A noarch rpm (made with rpmbuild, unsigned) that provides everything `rpm` requires,
-/// so the korg package installs into an empty root.
-fn provider_for(rpm: &Path, dir: &Path) -> PathBuf {
-    let requires = ok(Command::new("rpm").args(["-qpR"]).arg(rpm));
-    let mut provides = String::new();
-    for r in requires.lines().map(str::trim) {
-        if r.is_empty() || r.starts_with("rpmlib(") || r.starts_with('/') {
-            continue;
-        }
-        let name = r.split_whitespace().next().unwrap();
-        provides.push_str(&format!("Provides: {name} = 99\n"));
-    }
-    let spec = dir.join("provider.spec");
-    std::fs::write(
-        &spec,
-        format!(
-            "Name: korg-test-provider\nVersion: 1\nRelease: 1\nSummary: Test stub\n\
-             License: MIT\nBuildArch: noarch\n{provides}\n%description\nTest stub.\n\n%files\n"
-        ),
-    )
-    .unwrap();
-    let top = dir.join("rpmbuild");
-    ok(Command::new("rpmbuild")
-        .arg("-bb")
-        .arg("--define")
-        .arg(format!("_topdir {}", top.display()))
-        .arg("--define")
-        .arg("_build_id_links none")
-        .arg(&spec));
-    top.join("RPMS/noarch/korg-test-provider-1-1.noarch.rpm")
-}
 
 fn text(o: &std::process::Output) -> String {
     format!(

@@ -25,21 +25,6 @@ fn stanzas(text: &str) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
-/// Serve both opkg feeds from the repository.
-fn both_flavours(repo: &TestRepo) {
-    let def = repo.root.join("korgpkg-repo.toml");
-    let text = std::fs::read_to_string(&def).unwrap();
-    assert!(text.contains("flavours = [\"openembedded\"]"), "{text}");
-    std::fs::write(
-        &def,
-        text.replace(
-            "flavours = [\"openembedded\"]",
-            "flavours = [\"openembedded\", \"openwrt\"]",
-        ),
-    )
-    .unwrap();
-}
-
 /// The usign public key file in a feed (named by its 16-hex-digit key number).
 fn usign_key_in(feed: &Path) -> PathBuf {
     std::fs::read_dir(feed)
@@ -176,7 +161,7 @@ fn opkg_feeds_for_openwrt_and_yocto_are_signed_and_parse_back() {
     need_tool("signify-openbsd");
     need_tool("gpgv");
     let repo = TestRepo::new(false, &[]);
-    both_flavours(&repo);
+    repo.serve_both_opkg_flavours();
     let (_, _, ipk_ar) = llvm_packages(repo.tmp.path());
     let tar = build_json(
         "korg-clang-18",

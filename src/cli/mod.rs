@@ -16,6 +16,7 @@ pub mod publish;
 pub mod repo;
 pub mod serve;
 pub mod specs;
+pub mod sync;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -40,6 +41,7 @@ Examples:
   korgpkg key generate --name 'korg <korg@example.org>' --out keys/
   korgpkg repo init /srv/korg --keys keys/
   korgpkg publish --repo /srv/korg dist/
+  korgpkg sync --repo /srv/korg --dry-run
   korgpkg serve /srv/korg --listen 127.0.0.1:8080
   korgpkg kernel package --artifacts ./tuxmake-artifacts --format deb
   korgpkg completions bash > /etc/bash_completion.d/korgpkg

@@ -3,9 +3,10 @@
 //! `copyright` file and `changelog.Debian.gz` so lintian finds no errors.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::path::Path;
 
+use super::arread::ArReader;
 use super::tarball::{self, ArWriter};
 use super::{BuildContext, Compressed, ControlData, DebCompression, Inspection, Packager};
 use crate::error::{Error, IoContext, Result};
@@ -130,25 +131,58 @@ fn compress<W: Write>(compression: DebCompression, level: i32, w: W) -> Result<C
     })
 }
 
-/// Read an `ar`-form .deb or .ipk.
+/// Read an `ar`-form .deb or .ipk: `debian-binary` first, then the control and data
+/// archives, read as bounded streams (see [`super::arread`]).
 pub fn inspect_ar(path: &Path, format: Format) -> Result<Inspection> {
-    let bad = |e: debpkg::Error| Error::input(path, format!("not a valid package: {e}"));
-    let mut pkg = debpkg::DebPkg::parse(tarball::open(path)?).map_err(bad)?;
-    let control_text = tarball::read_control(path, pkg.control().map_err(bad)?)?;
-    let files = tarball::list_data(path, pkg.data().map_err(bad)?)?;
-    Ok(inspection(format, &control_text, files))
+    let file = tarball::open(path)?;
+    let len = file
+        .metadata()
+        .ctx(|| format!("reading {}", path.display()))?
+        .len();
+    let mut ar = ArReader::new(path, BufReader::with_capacity(COPY_BUFFER, file), len)?;
+    let mut control = None;
+    let mut files = None;
+    let mut first = true;
+    while let Some((name, mut member)) = ar.next_member()? {
+        if first {
+            if name != "debian-binary" {
+                return Err(Error::input(
+                    path,
+                    format!("not a valid package: the first member is {name:?}, not debian-binary"),
+                ));
+            }
+            first = false;
+        } else if name.starts_with("control.tar") && control.is_none() {
+            let archive = tarball::decompressed(path, &name, &mut member)?;
+            control = Some(tarball::read_control(path, archive)?);
+        } else if name.starts_with("data.tar") && files.is_none() && control.is_some() {
+            let archive = tarball::decompressed(path, &name, &mut member)?;
+            files = Some(tarball::list_data(path, archive)?);
+        }
+        io::copy(&mut member, &mut io::sink()).ctx(|| format!("reading {}", path.display()))?;
+    }
+    match (control, files) {
+        (Some(c), Some(f)) => inspection(path, format, &c, f),
+        (None, _) => Err(Error::input(
+            path,
+            "not a valid package: no control archive",
+        )),
+        (_, None) => Err(Error::input(path, "not a valid package: no data archive")),
+    }
 }
 
-/// An [`Inspection`] from a control file's text and the data listing.
+/// An [`Inspection`] of the package `path` from its control file's text (parsed
+/// strictly, see [`super::control`]) and the data listing.
 pub fn inspection(
+    path: &Path,
     format: Format,
     control_text: &str,
     files: Vec<super::InspectedFile>,
-) -> Inspection {
-    let fields = tarball::parse_control(control_text);
+) -> Result<Inspection> {
+    let fields = super::control::parse(path, control_text)?;
     let (other, relations) = tarball::split_control(&fields, tarball::DEB_RELATION_FIELDS);
     let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
-    Inspection {
+    Ok(Inspection {
         format,
         name: get("Package"),
         version: get("Version"),
@@ -156,5 +190,5 @@ pub fn inspection(
         fields: other,
         relations,
         files,
-    }
+    })
 }

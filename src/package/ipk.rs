@@ -139,7 +139,7 @@ fn inspect_tar_outer(path: &Path) -> Result<Inspection> {
         }
     }
     match (control, files) {
-        (Some(c), Some(f)) => Ok(super::deb::inspection(Format::Ipk, &c, f)),
+        (Some(c), Some(f)) => super::deb::inspection(path, Format::Ipk, &c, f),
         (None, _) => Err(Error::input(path, "ipk has no control.tar.gz")),
         (_, None) => Err(Error::input(path, "ipk has no data.tar.gz")),
     }

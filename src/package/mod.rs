@@ -6,12 +6,17 @@
 //! templates under `templates/<format>/`, a [`Format`] variant (`src/model.rs`) and one
 //! line in [`packager`].
 
+pub mod arread;
+pub mod control;
 pub mod cpio;
 pub mod deb;
 pub mod gzip;
+pub mod identity;
 pub mod ipk;
 pub mod rpm;
+pub mod rpmheader;
 pub mod tarball;
+pub mod verify;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -121,7 +126,9 @@ pub fn packager(format: Format) -> Box<dyn Packager> {
     }
 }
 
-/// Read any .deb, .rpm or .ipk (detected from its contents and name).
+/// Read any .deb, .rpm or .ipk (detected from its contents and name). Its name, version
+/// and architecture are checked against the format's grammar ([`identity`]), so callers
+/// may build paths from them.
 pub fn inspect(path: &Path) -> Result<Inspection> {
     let mut head = vec![0u8; 512];
     let mut f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
@@ -139,7 +146,9 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     for format in Format::ALL {
         let p = packager(format);
         if p.detect(&head, path) {
-            return p.inspect(path);
+            let info = p.inspect(path)?;
+            identity::check(path, &info)?;
+            return Ok(info);
         }
     }
     Err(Error::input(path, "not a .deb, .rpm or .ipk package"))
@@ -340,6 +349,10 @@ pub struct ControlData<'a> {
     pub extra_fields: BTreeMap<String, String>,
     /// RFC 2822 build date, for changelogs.
     pub date: String,
+    /// File name of the upstream tarball the package was made from ("" if unknown),
+    /// and its sha256, for changelogs.
+    pub upstream_file: String,
+    pub upstream_sha256: String,
 }
 
 impl<'a> ControlData<'a> {
@@ -374,8 +387,23 @@ impl<'a> ControlData<'a> {
             relations,
             extra_fields,
             date: rfc2822(meta.build_time),
+            upstream_file: meta
+                .provenance
+                .as_ref()
+                .map(|p| upstream_file(&p.url))
+                .unwrap_or_default(),
+            upstream_sha256: meta
+                .provenance
+                .as_ref()
+                .map(|p| p.sha256.clone())
+                .unwrap_or_default(),
         }
     }
+}
+
+/// The file name at the end of an upstream URL or path.
+pub fn upstream_file(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or(url).to_string()
 }
 
 /// A compressing writer for a Debian-style archive member.

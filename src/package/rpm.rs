@@ -623,15 +623,25 @@ fn meta_entries(
         ),
         entry(
             IndexTag::RPMTAG_CHANGELOGTEXT,
-            IndexData::StringArray(vec![format!(
-                "- Repackaged upstream {} from kernel.org with korgpkg{}",
-                meta.upstream_version,
-                if meta.provenance.is_some() && !meta.verified {
-                    " (signature NOT verified)"
-                } else {
-                    ""
+            IndexData::StringArray(vec![{
+                let mut text = format!(
+                    "- Repackaged upstream {} from kernel.org with korgpkg{}",
+                    meta.upstream_version,
+                    if meta.provenance.is_some() && !meta.verified {
+                        " (signature NOT verified)"
+                    } else {
+                        ""
+                    }
+                );
+                if let Some(p) = &meta.provenance {
+                    text.push_str(&format!(
+                        "\n- Upstream release {}\n  sha256 {}",
+                        super::upstream_file(&p.url),
+                        p.sha256
+                    ));
                 }
-            )]),
+                text
+            }]),
         ),
     ];
     if let Some(p) = &meta.provenance {
@@ -986,7 +996,8 @@ fn dep_display(d: &rpm::Dependency) -> String {
 
 fn inspect_rpm(path: &Path) -> Result<Inspection> {
     let bad = |e: rpm::Error| Error::input(path, format!("not a valid rpm package: {e}"));
-    let md = PackageMetadata::open(path).map_err(bad)?;
+    // Bounds-checked before the crate parses it.
+    let md = super::rpmheader::open(path)?.0.metadata;
     let name = md.get_name().map_err(bad)?.to_string();
     let version = md.get_version().map_err(bad)?;
     let release = md.get_release().map_err(bad)?;

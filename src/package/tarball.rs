@@ -202,26 +202,6 @@ impl<'a> ArWriter<'a> {
     }
 }
 
-/// Parse a Debian-style control file into fields (continuation lines joined with `\n`).
-pub fn parse_control(text: &str) -> BTreeMap<String, String> {
-    let mut fields: BTreeMap<String, String> = BTreeMap::new();
-    let mut last: Option<String> = None;
-    for line in text.lines() {
-        if line.starts_with(' ') || line.starts_with('\t') {
-            if let Some(field) = &last {
-                if let Some(v) = fields.get_mut(field) {
-                    v.push('\n');
-                    v.push_str(line);
-                }
-            }
-        } else if let Some((k, v)) = line.split_once(':') {
-            fields.insert(k.trim().to_string(), v.trim().to_string());
-            last = Some(k.trim().to_string());
-        }
-    }
-    fields
-}
-
 /// Read the `control` file out of a control tar.
 pub fn read_control<R: Read>(path: &Path, mut archive: tar::Archive<R>) -> Result<String> {
     let bad = |e: io::Error| Error::input(path, format!("unreadable control archive: {e}"));

@@ -23,7 +23,7 @@ pub fn keyring_name(ctx: &Context<'_>) -> String {
 /// Debian's pool prefix for a source name: `libfoo` → `libf`, else the first letter.
 fn pool_prefix(name: &str) -> String {
     if name.starts_with("lib") && name.len() > 3 {
-        name[..4].to_string()
+        name.chars().take(4).collect()
     } else {
         name.chars().next().map(String::from).unwrap_or_default()
     }
@@ -34,18 +34,20 @@ impl Repository for Apt {
         Format::Deb
     }
 
-    fn pool_path(&self, info: &package::Inspection, _feed: Option<&str>) -> String {
+    fn pool_path(
+        &self,
+        file: &Path,
+        info: &package::Inspection,
+        _feed: Option<&str>,
+    ) -> Result<String> {
         let version = info
             .version
             .split_once(':')
             .map_or(info.version.as_str(), |(_, v)| v);
-        format!(
-            "apt/pool/main/{}/{}/{}_{}_{}.deb",
-            pool_prefix(&info.name),
-            info.name,
-            info.name,
-            version,
-            info.arch
+        super::pool_path(
+            file,
+            &["apt", "pool", "main", &pool_prefix(&info.name), &info.name],
+            &format!("{}_{}_{}.deb", info.name, version, info.arch),
         )
     }
 

@@ -49,7 +49,7 @@ use crate::templates::Templates;
 
 /// The repository definition's file name.
 pub const DEFINITION: &str = "korgpkg-repo.toml";
-pub(crate) const STATE_DIR: &str = ".korgpkg";
+pub const STATE_DIR: &str = ".korgpkg";
 
 /// A repository definition (`korgpkg-repo.toml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +75,9 @@ pub struct RepoConfig {
     /// Index generations kept (at least 2, so clients with the previous index work).
     #[serde(default = "default_generations")]
     pub keep_generations: u64,
+    /// The `korgpkg sync` policy, read and validated by `sync::Policy::load`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<toml::Table>,
 }
 
 fn default_name() -> String {
@@ -347,7 +350,7 @@ pub(crate) fn place_in_pool(
     sums: &FileSums,
     pool: &str,
 ) -> Result<FileSums> {
-    let dst = ctx.root.join(pool);
+    let dst = pool_file(ctx.root, file, pool)?;
     if dst.exists() {
         let (sha256, _, _) = file_sums(&dst)?;
         if sha256 == sums.sha256 {
@@ -364,6 +367,51 @@ pub(crate) fn place_in_pool(
     Ok(sums.clone())
 }
 
+/// A pool path (relative to the repository root) from `dirs` and a file `name`, each of
+/// which must be one plain path component: not empty, `.` or `..`, without `/` or NUL,
+/// at most 255 bytes. The values come from a package's metadata (already checked
+/// against its format's grammar); this is the second line of defence, so that no
+/// value can ever name a file outside the pool. Errors name `file`.
+pub fn pool_path(file: &Path, dirs: &[&str], name: &str) -> Result<String> {
+    let mut rel = String::new();
+    for part in dirs.iter().chain([&name]) {
+        let plain = !part.is_empty()
+            && *part != "."
+            && *part != ".."
+            && part.len() <= 255
+            && !part.contains(['/', '\0']);
+        if !plain {
+            return Err(Error::input(
+                file,
+                format!("{part:?} cannot be part of a pool path"),
+            ));
+        }
+        if !rel.is_empty() {
+            rel.push('/');
+        }
+        rel.push_str(part);
+    }
+    Ok(rel)
+}
+
+/// `root` joined with the pool path `rel`, refused unless the result is a file strictly
+/// inside `root` reached through plain components only.
+pub fn pool_file(root: &Path, file: &Path, rel: &str) -> Result<PathBuf> {
+    use std::path::Component;
+    let inside = !rel.is_empty()
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    let joined = root.join(rel);
+    if !inside || !joined.starts_with(root) || joined == root {
+        return Err(Error::input(
+            file,
+            format!("pool path {rel:?} leaves the repository"),
+        ));
+    }
+    Ok(joined)
+}
+
 /// One repository format.
 ///
 /// `import` is the only place a package file is read: it validates the package, puts it
@@ -371,9 +419,15 @@ pub(crate) fn place_in_pool(
 /// a complete signed index generation from stored entries alone.
 pub trait Repository {
     fn format(&self) -> Format;
-    /// Pool path (relative to the repository) a package of this format goes to; `feed`
-    /// is the opkg feed flavour (ipk only).
-    fn pool_path(&self, info: &package::Inspection, feed: Option<&str>) -> String;
+    /// Pool path (relative to the repository) the package `file` of this format goes
+    /// to, built with [`pool_path`] so that no value can leave the pool; `feed` is the
+    /// opkg feed flavour (ipk only).
+    fn pool_path(
+        &self,
+        file: &Path,
+        info: &package::Inspection,
+        feed: Option<&str>,
+    ) -> Result<String>;
     /// Copy `file` (whose sums are `sums`) into the pool at `pool` (atomically, made
     /// durable as `ctx.durability` says) and describe it. Called from several threads
     /// at once for different packages. By default (apt, opkg) the file is copied as it
@@ -386,11 +440,10 @@ pub trait Repository {
         sums: &FileSums,
         pool: &str,
     ) -> Result<Imported> {
+        let stanza = control_stanza(file, info)?;
         Ok(Imported {
             sums: place_in_pool(ctx, file, sums, pool)?,
-            index: IndexData::Control {
-                stanza: control_stanza(info),
-            },
+            index: IndexData::Control { stanza },
         })
     }
     /// Write every index file of this format for `packages` below `gen` (a fresh
@@ -425,6 +478,8 @@ pub struct Report {
     pub generation: u64,
     pub added: Vec<PublishedPackage>,
     pub unchanged: Vec<PublishedPackage>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<PublishedPackage>,
 }
 
 /// An exclusive `flock` on the repository, released on drop (and by the kernel if the
@@ -864,6 +919,7 @@ pub fn init(
         rpm: RpmConfig::default(),
         opkg: OpkgConfig::default(),
         keep_generations: default_generations(),
+        sync: None,
     };
     if !suites.is_empty() {
         config.apt.suites = suites.to_vec();
@@ -897,13 +953,106 @@ pub fn publish(
         }
     }
     let suite = suite.unwrap_or(&config.apt.suites[0]).to_string();
-    let files = expand_inputs(inputs)?;
+    let add = expand_inputs(inputs)?
+        .into_iter()
+        .map(|f| (f, suite.clone()))
+        .collect();
+    let changes = Changes {
+        add,
+        remove: Vec::new(),
+    };
+    apply_with(
+        root,
+        config,
+        &changes,
+        passphrase,
+        source_date_epoch,
+        templates,
+        true,
+    )
+}
+
+/// Identity of one package in a repository: what [`Changes::remove`] names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PackageId {
+    pub format: Format,
+    /// apt suite (deb) or opkg feed flavour (ipk).
+    pub suite: Option<String>,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
+impl PackageId {
+    /// The identity of a published package.
+    pub fn of(p: &PublishedPackage) -> Self {
+        PackageId {
+            format: p.format,
+            suite: p.suite.clone(),
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: p.arch.clone(),
+        }
+    }
+}
+
+/// Packages to add (file, apt suite for debs) and packages to remove, applied together
+/// by one generation switch.
+#[derive(Debug, Default, Clone)]
+pub struct Changes {
+    pub add: Vec<(PathBuf, String)>,
+    pub remove: Vec<PackageId>,
+}
+
+/// Add and remove packages with one new generation (none when nothing changes). Inputs
+/// are inspected before the repository is touched; a removal naming a package the
+/// repository does not hold is ignored. Pool files no package refers to any more are
+/// deleted after the switch.
+pub fn apply(
+    root: &Path,
+    changes: &Changes,
+    passphrase: Option<String>,
+    source_date_epoch: Option<u64>,
+    templates: &Templates,
+) -> Result<Report> {
+    let config = RepoConfig::load(root)?;
+    for (file, suite) in &changes.add {
+        if !config.apt.suites.iter().any(|x| x == suite) {
+            return Err(Error::spec(
+                root.join(DEFINITION),
+                format!(
+                    "apt.suites: has no suite {suite} (wanted for {})",
+                    file.display()
+                ),
+            ));
+        }
+    }
+    apply_with(
+        root,
+        config,
+        changes,
+        passphrase,
+        source_date_epoch,
+        templates,
+        false,
+    )
+}
+
+fn apply_with(
+    root: &Path,
+    config: RepoConfig,
+    changes: &Changes,
+    passphrase: Option<String>,
+    source_date_epoch: Option<u64>,
+    templates: &Templates,
+    always_commit: bool,
+) -> Result<Report> {
     let time = now_or(source_date_epoch);
     let signer = open_signer(root, &config, passphrase, time)?;
 
     // Read and validate every input before touching the repository (in parallel; the
     // first bad input in command-line order is the one reported).
-    let checked = par_map(&files, |file| -> Result<_> {
+    let checked = par_map(&changes.add, |(file, suite)| -> Result<_> {
         let mut info = package::inspect(file)?;
         // The file list is not indexed (rpm-md's comes from the signed header): drop it.
         info.files = Vec::new();
@@ -914,6 +1063,12 @@ pub fn publish(
             ));
         }
         check_arch(&config, file, info.format, &info.arch)?;
+        if info.format != Format::Rpm {
+            // The index stanza must be buildable before anything is written.
+            control_stanza(file, &info)?;
+        }
+        // Every byte checked before the repository key goes near it.
+        package::verify::verify(file, info.format)?;
         let feed = match info.format {
             Format::Ipk => Some(opkg::feed_of(&config, file)?.as_str().to_string()),
             _ => None,
@@ -925,7 +1080,13 @@ pub fn publish(
         } else {
             file_sums(file)?
         };
-        Ok((file.clone(), info, FileSums { sha256, md5, size }, feed))
+        Ok((
+            file.clone(),
+            suite.clone(),
+            info,
+            FileSums { sha256, md5, size },
+            feed,
+        ))
     })
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
@@ -933,10 +1094,22 @@ pub fn publish(
     let _lock = Lock::acquire(root)?;
     let mut state = load_state(root)?;
     let mut report = Report {
-        generation: 0,
+        generation: state.generation,
         added: Vec::new(),
         unchanged: Vec::new(),
+        removed: Vec::new(),
     };
+    // Removals first, so an add of the same identity (a rebuilt package) is not
+    // mistaken for a conflict with the package it replaces.
+    if !changes.remove.is_empty() {
+        let gone: HashSet<&PackageId> = changes.remove.iter().collect();
+        let (removed, kept): (Vec<_>, Vec<_>) = state
+            .packages
+            .drain(..)
+            .partition(|s| gone.contains(&PackageId::of(&s.package)));
+        state.packages = kept;
+        report.removed = removed.into_iter().map(|s| s.package).collect();
+    }
     // Conflicts first: nothing is written if any input clashes. An ipk is identified
     // within its feed (the two outer forms of one package live side by side).
     type Id = (Format, Option<String>, String, String, String);
@@ -958,9 +1131,10 @@ pub fn publish(
     }
     let mut planned: HashMap<Id, Vec<usize>> = HashMap::new();
     let mut plans: Vec<(PathBuf, package::Inspection, FileSums, PublishedPackage)> = Vec::new();
-    for (file, info, sums, feed) in checked {
+    for (file, suite, info, sums, feed) in checked {
         let repo = repository(info.format);
-        let pool = repo.pool_path(&info, feed.as_deref());
+        let pool = repo.pool_path(&file, &info, feed.as_deref())?;
+        pool_file(root, &file, &pool)?;
         // The apt suite of a deb, the opkg feed of an ipk.
         let pkg_suite = match info.format {
             Format::Deb => Some(suite.clone()),
@@ -1070,8 +1244,32 @@ pub fn publish(
             source_sha256: (info.format == Format::Rpm).then_some(sums.sha256),
         });
     }
+    if !always_commit && report.added.is_empty() && report.removed.is_empty() {
+        return Ok(report);
+    }
     report.generation = commit(&ctx, &mut state)?;
+    delete_unreferenced(root, &state, &report.removed);
     Ok(report)
+}
+
+/// Delete the pool files of `removed` packages that no package in `state` refers to
+/// (another suite may still list the same file). Done after the switch: the new
+/// generation no longer names them.
+fn delete_unreferenced(root: &Path, state: &State, removed: &[PublishedPackage]) {
+    let referenced: BTreeSet<&str> = state
+        .packages
+        .iter()
+        .map(|s| s.package.path.as_str())
+        .collect();
+    for p in removed {
+        if !referenced.contains(p.path.as_str()) {
+            let _ = fs::remove_file(root.join(&p.path));
+            if p.format == Format::Ipk {
+                // The package's detached signature (OpenEmbedded feeds).
+                let _ = fs::remove_file(root.join(format!("{}.asc", p.path)));
+            }
+        }
+    }
 }
 
 /// Above this many new packages a publish syncs the file system once instead of every
@@ -1254,26 +1452,9 @@ pub fn remove(
         referenced: HashSet::new(),
     };
     commit(&ctx, &mut state)?;
-    // Pool files still referenced (another suite) stay; the others are deleted only
-    // after the new generation is live, and the previous generation no longer needs
-    // them once it is pruned, so they are kept until then. Delete unreferenced files.
-    let referenced: BTreeSet<&str> = state
-        .packages
-        .iter()
-        .map(|s| s.package.path.as_str())
-        .collect();
-    let mut out = Vec::new();
-    for s in removed {
-        if !referenced.contains(s.package.path.as_str()) {
-            let _ = fs::remove_file(root.join(&s.package.path));
-            if s.package.format == Format::Ipk {
-                // The package's detached signature (OpenEmbedded feeds).
-                let _ = fs::remove_file(root.join(format!("{}.asc", s.package.path)));
-            }
-        }
-        out.push(s.package);
-    }
-    Ok(out)
+    let removed: Vec<PublishedPackage> = removed.into_iter().map(|s| s.package).collect();
+    delete_unreferenced(root, &state, &removed);
+    Ok(removed)
 }
 
 /// XML-escape text for rpm-md.
@@ -1303,24 +1484,77 @@ pub fn sha512_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha512::digest(bytes))
 }
 
-/// A Debian-style control stanza (without Filename/Size/sums) from an inspection.
-pub fn control_stanza(info: &package::Inspection) -> String {
+/// Fields a Packages index writes itself for every package (compared without case); a
+/// package that carries one of them in its control file is refused.
+const INDEX_FIELDS: &[&str] = &[
+    "Filename",
+    "Size",
+    "MD5sum",
+    "SHA1",
+    "SHA256",
+    "SHA512",
+    "SHA256sum",
+    "Package",
+    "Version",
+    "Architecture",
+];
+
+/// A Debian-style control stanza (without Filename/Size/sums) rebuilt from the parsed
+/// fields of the package `file`: the identity fields first, every other field on one
+/// line (continuation lines of folded fields joined with a space), relations normalized,
+/// and only `Description` keeping its continuation lines. A field the index writes
+/// itself is refused, as is any value that could end the stanza early.
+pub fn control_stanza(file: &Path, info: &package::Inspection) -> Result<String> {
+    let one_line = |v: &str| v.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut s = format!(
         "Package: {}\nVersion: {}\nArchitecture: {}\n",
         info.name, info.version, info.arch
     );
+    for k in info.fields.keys().chain(info.relations.keys()) {
+        if INDEX_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(k)) {
+            return Err(Error::input(
+                file,
+                format!("control field {k}: written by the repository index, a package must not carry it"),
+            ));
+        }
+    }
     for (k, v) in &info.fields {
         if k != "Description" {
-            s.push_str(&format!("{k}: {v}\n"));
+            s.push_str(&format!("{k}: {}\n", one_line(v)));
         }
     }
     for (k, v) in &info.relations {
-        s.push_str(&format!("{k}: {}\n", v.join(", ")));
+        let list: Vec<String> = v.iter().map(|r| one_line(r)).collect();
+        s.push_str(&format!("{k}: {}\n", list.join(", ")));
     }
     if let Some(d) = info.fields.get("Description") {
-        s.push_str(&format!("Description: {d}\n"));
+        let mut lines = d.split('\n');
+        s.push_str(&format!(
+            "Description: {}\n",
+            lines.next().unwrap_or("").trim()
+        ));
+        for line in lines {
+            // Continuation lines as the package has them (space or tab, then text).
+            if !line.starts_with([' ', '\t']) {
+                s.push(' ');
+            }
+            s.push_str(line);
+            s.push('\n');
+        }
     }
-    s
+    // Every line a field or a non-blank continuation line, nothing but tab below 0x20:
+    // nothing can end the stanza or start another one.
+    let safe = s
+        .lines()
+        .all(|l| !l.trim().is_empty() && !l.chars().any(|c| c.is_control() && c != '\t'))
+        && !s.contains("\n\n");
+    if !safe {
+        return Err(Error::input(
+            file,
+            "control fields would not make one index stanza",
+        ));
+    }
+    Ok(s)
 }
 
 #[cfg(test)]

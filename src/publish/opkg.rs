@@ -79,13 +79,19 @@ impl Repository for Opkg {
         Format::Ipk
     }
 
-    fn pool_path(&self, info: &package::Inspection, feed: Option<&str>) -> String {
-        format!(
-            "opkg-pool/{}/{}_{}_{}.ipk",
-            feed.unwrap_or(OpkgFlavour::Openembedded.as_str()),
-            info.name,
-            info.version,
-            info.arch
+    fn pool_path(
+        &self,
+        file: &Path,
+        info: &package::Inspection,
+        feed: Option<&str>,
+    ) -> Result<String> {
+        super::pool_path(
+            file,
+            &[
+                "opkg-pool",
+                feed.unwrap_or(OpkgFlavour::Openembedded.as_str()),
+            ],
+            &format!("{}_{}_{}.ipk", info.name, info.version, info.arch),
         )
     }
 
@@ -97,6 +103,7 @@ impl Repository for Opkg {
         sums: &FileSums,
         pool: &str,
     ) -> Result<Imported> {
+        let stanza = super::control_stanza(file, info)?;
         let sums = place_in_pool(ctx, file, sums, pool)?;
         if pool.starts_with("opkg-pool/openembedded/") {
             // Yocto's check_pkg_signature fetches `<file>.ipk.asc`. Signed from the pool
@@ -110,9 +117,7 @@ impl Repository for Opkg {
         }
         Ok(Imported {
             sums,
-            index: IndexData::Control {
-                stanza: super::control_stanza(info),
-            },
+            index: IndexData::Control { stanza },
         })
     }
 

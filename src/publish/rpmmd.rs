@@ -256,10 +256,16 @@ impl Repository for RpmMd {
         Format::Rpm
     }
 
-    fn pool_path(&self, info: &package::Inspection, _feed: Option<&str>) -> String {
-        format!(
-            "rpm/Packages/{}-{}.{}.rpm",
-            info.name, info.version, info.arch
+    fn pool_path(
+        &self,
+        file: &Path,
+        info: &package::Inspection,
+        _feed: Option<&str>,
+    ) -> Result<String> {
+        super::pool_path(
+            file,
+            &["rpm", "Packages"],
+            &format!("{}-{}.{}.rpm", info.name, info.version, info.arch),
         )
     }
 
@@ -271,7 +277,7 @@ impl Repository for RpmMd {
         _sums: &FileSums,
         pool: &str,
     ) -> Result<Imported> {
-        let dst = ctx.root.join(pool);
+        let dst = super::pool_file(ctx.root, file, pool)?;
         let mut out = super::PoolFile::create(&dst, ctx.durability)?;
         let mut w = SumsWriter::new(std::io::BufWriter::new(out.file()));
         let signed = rpmsign::sign(file, ctx.signer, &mut w)?;

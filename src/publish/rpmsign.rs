@@ -3,27 +3,14 @@
 //! `RPMSIGTAG_DSA` for EdDSA). The payload is streamed, never held in memory.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
-use rpm::{Header, HeaderEntry, IndexData, IndexSignatureTag, PackageMetadata};
+use rpm::{Header, HeaderEntry, IndexData, IndexSignatureTag, IndexTag, PackageMetadata};
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::error::{Error, IoContext, Result};
 use crate::signing::Signer;
-
-/// Counts the bytes read through it.
-struct Counting<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-}
 
 /// An opened rpm: its metadata, the byte range of its main header, and a reader
 /// positioned at the payload.
@@ -31,26 +18,17 @@ pub struct Opened {
     pub metadata: PackageMetadata,
     /// `(start, end)` of the main header in the file (rpm-md's `header-range`).
     pub header_range: (u64, u64),
-    reader: BufReader<Counting<File>>,
+    reader: BufReader<File>,
 }
 
-/// Parse the lead and headers of `path`.
+/// Parse the lead and headers of `path` (bounds-checked first, see
+/// [`crate::package::rpmheader`]).
 pub fn open(path: &Path) -> Result<Opened> {
-    let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
-    let mut reader = BufReader::new(Counting {
-        inner: file,
-        count: 0,
-    });
-    let metadata = PackageMetadata::parse(&mut reader)
-        .map_err(|e| Error::input(path, format!("not a valid rpm package: {e}")))?;
-    let end = reader.get_ref().count - reader.buffer().len() as u64;
-    let header_len = metadata
-        .header_bytes()
-        .map_err(|e| Error::input(path, format!("unreadable rpm header: {e}")))?
-        .len() as u64;
+    let (headers, reader) = crate::package::rpmheader::open(path)?;
+    let end = headers.payload_offset();
     Ok(Opened {
-        metadata,
-        header_range: (end - header_len, end),
+        header_range: (headers.main_start as u64, end),
+        metadata: headers.metadata,
         reader,
     })
 }
@@ -88,6 +66,36 @@ pub fn sign(src: &Path, signer: &Signer, out: &mut impl Write) -> Result<Signed>
     } = open(src)?;
     let bad = |e: rpm::Error| Error::input(src, format!("cannot re-sign rpm: {e}"));
     let header_bytes = metadata.header_bytes().map_err(bad)?;
+    // The file was verified before import; these checks make sure that the bytes signed
+    // and copied now are the ones verified (the header digest here, the payload digest
+    // while it is copied; on a mismatch the caller discards the output).
+    let tampered = |what: &str| {
+        Error::verify(
+            src.display().to_string(),
+            format!("{what} changed since it was verified; not signed"),
+        )
+    };
+    let header_sha256 = metadata
+        .signature
+        .get_entry_data_as_string(IndexSignatureTag::RPMSIGTAG_SHA256)
+        .map_err(|_| tampered("the header SHA256 digest"))?;
+    if !header_sha256.eq_ignore_ascii_case(&hex::encode(Sha256::digest(&header_bytes))) {
+        return Err(tampered("the header"));
+    }
+    let payload_digest = |tag: IndexTag| {
+        metadata
+            .header
+            .get_entry_data_as_string(tag)
+            .ok()
+            .map(str::to_ascii_lowercase)
+    };
+    let payload_sha256 = payload_digest(IndexTag::RPMTAG_PAYLOADSHA256);
+    let payload_sha512 = payload_digest(IndexTag::RPMTAG_PAYLOAD_SHA512);
+    if payload_sha256.is_none() && payload_sha512.is_none() {
+        return Err(tampered("the payload digest"));
+    }
+    let mut sha256 = Sha256::new();
+    let mut sha512 = Sha512::new();
     let signature = signer.detached(&header_bytes, false)?;
     let tag = if signer.is_rsa() {
         IndexSignatureTag::RPMSIGTAG_RSA
@@ -136,9 +144,21 @@ pub fn sign(src: &Path, signer: &Signer, out: &mut impl Write) -> Result<Signed>
             break;
         }
         let n = buf.len();
+        sha256.update(buf);
+        if payload_sha256.is_none() {
+            sha512.update(buf);
+        }
         out.write_all(buf)
             .ctx(|| "writing the signed rpm".to_string())?;
         reader.consume(n);
+    }
+    let payload_ok = match (&payload_sha256, &payload_sha512) {
+        (Some(d), _) => *d == hex::encode(sha256.finalize()),
+        (None, Some(d)) => *d == hex::encode(sha512.finalize()),
+        (None, None) => false,
+    };
+    if !payload_ok {
+        return Err(tampered("the payload"));
     }
     out.flush().ctx(|| "writing the signed rpm".to_string())?;
     Ok(Signed {

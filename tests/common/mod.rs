@@ -3,6 +3,7 @@
 //! from raw headers, and helpers to run korgpkg and the real distribution tools.
 #![allow(dead_code)]
 
+pub mod mirror;
 pub mod repo;
 pub mod server;
 

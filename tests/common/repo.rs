@@ -95,6 +95,21 @@ impl TestRepo {
         c.arg("publish").arg("--repo").arg(&self.root).args(args);
         ok(&mut c)
     }
+
+    /// Serve both opkg feeds (OpenEmbedded and OpenWrt) from the repository.
+    pub fn serve_both_opkg_flavours(&self) {
+        let def = self.root.join("korgpkg-repo.toml");
+        let text = std::fs::read_to_string(&def).unwrap();
+        assert!(text.contains("flavours = [\"openembedded\"]"), "{text}");
+        std::fs::write(
+            &def,
+            text.replace(
+                "flavours = [\"openembedded\"]",
+                "flavours = [\"openembedded\", \"openwrt\"]",
+            ),
+        )
+        .unwrap();
+    }
 }
 
 /// korg-clang-18 built from the standard LLVM fixture: (deb, rpm, ipk).
@@ -199,4 +214,63 @@ pub fn dnf(root: &Path, repos: &Path, cache: &str) -> Command {
             "--nodocs",
         ]);
     c
+}
+
+/// Every directory, file and symlink below `root` (symlinks are not followed): relative
+/// path → contents (`->target` for a symlink, `/` for a directory). Equal snapshots
+/// mean the repository is byte-identical, pools, state and generations included.
+pub fn snapshot(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            let ft = e.file_type().unwrap();
+            if ft.is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                out.insert(rel, format!("->{}", t.display()).into_bytes());
+            } else if ft.is_dir() {
+                out.insert(rel, b"/".to_vec());
+                walk(base, &p, out);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// A noarch rpm (made with rpmbuild, unsigned) that provides everything `rpm` requires,
+/// so the korg package installs into an empty root.
+pub fn provider_for(rpm: &Path, dir: &Path) -> PathBuf {
+    let requires = ok(Command::new("rpm").args(["-qpR"]).arg(rpm));
+    let mut provides = String::new();
+    for r in requires.lines().map(str::trim) {
+        if r.is_empty() || r.starts_with("rpmlib(") || r.starts_with('/') {
+            continue;
+        }
+        let name = r.split_whitespace().next().unwrap();
+        provides.push_str(&format!("Provides: {name} = 99\n"));
+    }
+    let spec = dir.join("provider.spec");
+    std::fs::write(
+        &spec,
+        format!(
+            "Name: korg-test-provider\nVersion: 1\nRelease: 1\nSummary: Test stub\n\
+             License: MIT\nBuildArch: noarch\n{provides}\n%description\nTest stub.\n\n%files\n"
+        ),
+    )
+    .unwrap();
+    let top = dir.join("rpmbuild");
+    ok(Command::new("rpmbuild")
+        .arg("-bb")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .arg("--define")
+        .arg("_build_id_links none")
+        .arg(&spec));
+    top.join("RPMS/noarch/korg-test-provider-1-1.noarch.rpm")
 }

@@ -33,6 +33,8 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub range: Option<String>,
+    /// The `If-None-Match` the client sent (a revalidation).
+    pub if_none_match: Option<String>,
 }
 
 #[derive(Default)]
@@ -144,6 +146,12 @@ pub fn autoindex(path: &str, names: &[String]) -> String {
     html
 }
 
+/// The ETag of a body: a quoted prefix of its sha256.
+fn etag(body: &[u8]) -> String {
+    use sha2::Digest;
+    format!("\"{}\"", &hex::encode(sha2::Sha256::digest(body))[..16])
+}
+
 /// How long a [`Fault::Stall`] holds the connection before closing it.
 const STALL: Duration = Duration::from_secs(3);
 
@@ -169,6 +177,7 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
     let mut range = None;
+    let mut if_none_match = None;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
@@ -177,6 +186,9 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
         if let Some((k, v)) = h.split_once(':') {
             if k.trim().eq_ignore_ascii_case("range") {
                 range = Some(v.trim().to_string());
+            }
+            if k.trim().eq_ignore_ascii_case("if-none-match") {
+                if_none_match = Some(v.trim().to_string());
             }
         }
     }
@@ -187,6 +199,7 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
             method: method.clone(),
             path: path.clone(),
             range: range.clone(),
+            if_none_match: if_none_match.clone(),
         });
         let faults = st.faults.entry(path.clone()).or_default();
         let no_range = faults.contains(&Fault::NoRange);
@@ -230,6 +243,12 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) {
 
     let _ = match reply {
         Reply::Status(code) => respond(&mut conn, code, "text/plain", &[], &[], &method),
+        // Every body has an ETag (its digest); a matching If-None-Match gets a 304.
+        Reply::Body(_, body, None)
+            if range.is_none() && if_none_match.as_deref() == Some(&etag(&body)) =>
+        {
+            respond(&mut conn, 304, "text/plain", &[], &[], &method)
+        }
         Reply::Body(ctype, body, cut) => send_ranged(
             &mut conn,
             ctype,
@@ -332,7 +351,7 @@ fn send_ranged(
                 body.len()
             )],
         ),
-        None => (200, body, vec![]),
+        None => (200, body, vec![format!("ETag: {}", etag(body))]),
     };
     match cut {
         Some((n, wait)) => {
@@ -371,6 +390,7 @@ fn write_head(
     let reason = match code {
         200 => "OK",
         206 => "Partial Content",
+        304 => "Not Modified",
         403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",
