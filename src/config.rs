@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+use crate::deps::UnmappedPolicy;
 use crate::error::{Error, IoContext, Result};
 use crate::fetch::{parse_size, FetchLimits};
 use crate::model::Format;
@@ -28,6 +29,8 @@ pub struct Config {
     pub deb_compression: Option<DebCompression>,
     pub rpm_compression: Option<RpmCompression>,
     pub ipk_outer: Option<IpkOuter>,
+    /// Sonames no distro map knows: `error` (default) or `warn`.
+    pub unmapped: Option<UnmappedPolicy>,
     /// zstd level (1-19) for deb and rpm.
     pub zstd_level: Option<i32>,
     /// gzip level (1-9) for the ipk and for gzip deb/rpm.
@@ -138,6 +141,12 @@ impl Config {
         flag.or(self.out.as_deref())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("dist"))
+    }
+
+    /// What sonames no distro map knows mean: the flag's, else the config file's, else
+    /// an error.
+    pub fn unmapped(&self, flag: Option<UnmappedPolicy>) -> UnmappedPolicy {
+        flag.or(self.unmapped).unwrap_or_default()
     }
 
     /// The package revision: the flag's, else the config file's, else 1.

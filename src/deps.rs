@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::model::relation::{at_least, compare_versions, merge_relation, Relation, RelationKind};
 use crate::model::{Format, Relations};
+use crate::package::IpkOuter;
 use crate::payload::{DataSource, EntryKind, FileData, Payload};
 
 static BUILTIN_DISTROS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/specs/distros");
@@ -43,8 +44,11 @@ pub struct ElfFile {
     pub machine: String,
     #[serde(skip)]
     pub e_machine: u16,
-    /// Any execute bit set (rpm's elfdeps only derives requires from these).
+    /// Any execute bit set.
     pub executable: bool,
+    /// `ET_DYN`: a shared object (or a position-independent executable).
+    #[serde(skip)]
+    pub dso: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soname: Option<String>,
     /// DT_NEEDED, in file order.
@@ -206,6 +210,7 @@ where
         machine: machine_name(e_machine),
         e_machine,
         executable: mode & 0o111 != 0,
+        dso: e_type == elf::ET_DYN,
         soname: None,
         needed: Vec::new(),
         version_needs: Vec::new(),
@@ -311,26 +316,58 @@ fn machine_name(m: u16) -> String {
     }
 }
 
-/// Fail if an ELF file is not of the package's arch (`arch` in rpm spelling,
-/// `x86_64`); unknown arches are not checked.
-pub fn check_arch(report: &ElfReport, arch: &str) -> Result<()> {
-    let Some((class, machine)) = arch_elf(arch) else {
-        return Ok(());
-    };
-    for f in &report.files {
-        if f.class != class || f.e_machine != machine {
+/// The ELF files that are not for the package's arch (`arch` in rpm spelling,
+/// `x86_64`): a toolchain's target-side objects (`libclang_rt.asan-i386.so` in an
+/// x86_64 LLVM). They get no derived dependencies. Unknown arches match everything.
+pub fn foreign_files<'r>(report: &'r ElfReport, arch: &str) -> Vec<&'r ElfFile> {
+    match arch_elf(arch) {
+        Some((class, machine)) => report
+            .files
+            .iter()
+            .filter(|f| f.class != class || f.e_machine != machine)
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// What a spec's `[deps] foreign_arch` makes of ELF files for another machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForeignArch {
+    /// Package them, derive nothing from them and list them in the report.
+    #[default]
+    Allow,
+    /// Refuse the build, naming the first such file.
+    Error,
+}
+
+/// Apply `policy` to the files [`foreign_files`] finds: with [`ForeignArch::Error`]
+/// the first one is an input error naming it; otherwise they are returned.
+pub fn check_foreign<'r>(
+    report: &'r ElfReport,
+    arch: &str,
+    policy: ForeignArch,
+) -> Result<Vec<&'r ElfFile>> {
+    let foreign = foreign_files(report, arch);
+    if policy == ForeignArch::Error {
+        if let (Some(f), Some((class, machine))) = (foreign.first(), arch_elf(arch)) {
             return Err(Error::input(
                 &f.path,
                 format!(
-                    "is a {}-bit {} ELF file, but the package is for {arch} ({class}-bit {})",
+                    "is a {}-bit {} ELF file, but the package is for {arch} ({class}-bit {}) \
+                     and the spec's [deps] foreign_arch is \"error\"{}",
                     f.class,
                     f.machine,
-                    machine_name(machine)
+                    machine_name(machine),
+                    match foreign.len() {
+                        1 => String::new(),
+                        n => format!(" ({} more such files)", n - 1),
+                    }
                 ),
             ));
         }
     }
-    Ok(())
+    Ok(foreign)
 }
 
 /// A spec's `[deps]` table: per-package exceptions to the distro maps.
@@ -338,8 +375,11 @@ pub fn check_arch(report: &ElfReport, arch: &str) -> Result<()> {
 pub struct DepsOverrides {
     /// Sonames that are never dependencies (in any format).
     pub ignore_sonames: BTreeSet<String>,
-    /// Soname → relation (deb syntax) used for deb and ipk instead of the distro map.
-    pub map: BTreeMap<String, Relation>,
+    /// Distro map name (`debian-12`, `openwrt`) → soname → relation in that
+    /// distribution's syntax, used instead of the map's own rule.
+    pub map: BTreeMap<String, BTreeMap<String, Relation>>,
+    /// What ELF files for another machine than the package's arch mean.
+    pub foreign_arch: ForeignArch,
 }
 
 /// How one soname maps to a package of a distribution.
@@ -349,12 +389,20 @@ pub struct SonameRule {
     /// Package that ships the soname (`libc6`).
     pub package: String,
     /// Minimum version always required (and the floor for derived ones).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_version: Option<String>,
     /// Symbol-version prefix whose number is a package version: with `GLIBC_`,
     /// a need for `GLIBC_2.28` requires the package at `>= 2.28`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_prefix: Option<String>,
+}
+
+/// A map entry: `"libz3.so.4" = "libz3-4"` (a package, no minimum) or a full rule.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawRule {
+    Package(String),
+    Rule(SonameRule),
 }
 
 #[derive(Debug, Deserialize)]
@@ -364,7 +412,9 @@ struct RawDistroMap {
     format: Format,
     #[serde(default)]
     interpreters: BTreeMap<String, String>,
-    sonames: BTreeMap<String, SonameRule>,
+    #[serde(default)]
+    debian_renaming: bool,
+    sonames: BTreeMap<String, RawRule>,
 }
 
 /// A soname → package map for one distribution release (`specs/distros/debian-12.toml`).
@@ -378,11 +428,50 @@ pub struct DistroMap {
     /// Interpreter path (`/lib64/ld-linux-x86-64.so.2`) → package.
     pub interpreters: BTreeMap<String, String>,
     pub sonames: BTreeMap<String, SonameRule>,
+    /// Sonames not in `sonames` get the package name OpenEmbedded's `debian.bbclass`
+    /// gives a library package (`libz3.so.4` → `libz3-4`, `libedit.so.2` → `libedit2`).
+    pub debian_renaming: bool,
     #[serde(skip)]
     pub path: PathBuf,
 }
 
+/// The package OpenEmbedded's `debian.bbclass` names after a library's soname
+/// (`socrunch`): lowercase, `_` → `-`, the `.so.` dropped, and a `-` kept between a
+/// digit and the version: `libz3.so.4` → `libz3-4`, `libstdc++.so.6` → `libstdc++6`.
+pub fn debian_renamed(soname: &str) -> Option<String> {
+    let s = soname.to_ascii_lowercase().replace('_', "-");
+    let (name, version) = s.split_once(".so.")?;
+    let last = name.chars().last()?;
+    let package = if last.is_ascii_digit() {
+        format!("{name}-{version}")
+    } else {
+        format!("{name}{version}")
+    };
+    Relation::parse_deb(&package)
+        .ok()
+        .filter(|r| r.alternatives.len() == 1 && r.alternatives[0].op.is_none())
+        .map(|_| package)
+}
+
 impl DistroMap {
+    /// The rule for `soname`: listed, or derived by [`debian_renamed`] when the map
+    /// uses OpenEmbedded's renaming.
+    pub fn rule(&self, soname: &str) -> Option<std::borrow::Cow<'_, SonameRule>> {
+        if let Some(r) = self.sonames.get(soname) {
+            return Some(std::borrow::Cow::Borrowed(r));
+        }
+        if !self.debian_renaming {
+            return None;
+        }
+        debian_renamed(soname).map(|package| {
+            std::borrow::Cow::Owned(SonameRule {
+                package,
+                min_version: None,
+                version_prefix: None,
+            })
+        })
+    }
+
     /// Parse and validate one map file.
     pub fn parse(path: &Path, text: &str) -> Result<Self> {
         let raw: RawDistroMap = toml::from_str(text).map_err(|e| Error::toml(path, text, &e))?;
@@ -392,13 +481,29 @@ impl DistroMap {
                 "field format: rpm needs no distro map (its requires are sonames)",
             ));
         }
-        for (soname, rule) in &raw.sonames {
+        let mut sonames = BTreeMap::new();
+        for (soname, rule) in raw.sonames {
+            let rule = match rule {
+                RawRule::Package(package) => SonameRule {
+                    package,
+                    min_version: None,
+                    version_prefix: None,
+                },
+                RawRule::Rule(r) => r,
+            };
             let text = match &rule.min_version {
                 Some(v) => format!("{} (>= {v})", rule.package),
                 None => rule.package.clone(),
             };
-            Relation::parse_deb(&text)
+            let parsed = Relation::parse_deb(&text)
                 .map_err(|m| Error::spec(path, format!("field sonames.{soname:?}: {m}")))?;
+            if parsed.alternatives.len() != 1 {
+                return Err(Error::spec(
+                    path,
+                    format!("field sonames.{soname:?}: one package, not alternatives"),
+                ));
+            }
+            sonames.insert(soname, rule);
         }
         for (interp, pkg) in &raw.interpreters {
             Relation::parse_deb(pkg)
@@ -413,7 +518,8 @@ impl DistroMap {
             summary: raw.summary,
             format: raw.format,
             interpreters: raw.interpreters,
-            sonames: raw.sonames,
+            sonames,
+            debian_renaming: raw.debian_renaming,
             path: path.to_path_buf(),
         })
     }
@@ -468,9 +574,15 @@ impl DistroMaps {
         self.maps.values()
     }
 
-    /// The map `--target-distro` names (must exist), else the format's default
-    /// (`debian-12` for deb, `openembedded` for ipk); `None` for rpm.
-    pub fn for_format(&self, format: Format, target: Option<&str>) -> Result<Option<&DistroMap>> {
+    /// The map `--target-distro` names (must exist) if it is for `format`, else the
+    /// format's default: `debian-12` for deb; for ipk `openwrt` when the ipk is the
+    /// tar form OpenWrt's opkg reads, else `openembedded`; `None` for rpm.
+    pub fn for_format(
+        &self,
+        format: Format,
+        target: Option<&str>,
+        ipk_outer: IpkOuter,
+    ) -> Result<Option<&DistroMap>> {
         if format == Format::Rpm {
             return Ok(None);
         }
@@ -480,8 +592,9 @@ impl DistroMaps {
                 return Ok(Some(m));
             }
         }
-        let default = match format {
-            Format::Deb => "debian-12",
+        let default = match (format, ipk_outer) {
+            (Format::Deb, _) => "debian-12",
+            (_, IpkOuter::Tar) => "openwrt",
             _ => "openembedded",
         };
         self.get(default).map(Some)
@@ -509,25 +622,106 @@ fn rpm_soname_ok(soname: &str) -> bool {
         .any(|p| soname.starts_with(p))
 }
 
+/// Whether rpm's generator derives requires from `f`: rpm 4.18's `elfdeps` does for
+/// executable files and for shared libraries (`ET_DYN` without an interpreter) of any
+/// mode, so a 0644 `.so` counts but a 0644 PIE does not.
+fn rpm_requires_from(f: &ElfFile) -> bool {
+    f.executable || (f.dso && f.interpreter.is_none())
+}
+
+/// What to do with a soname (or interpreter) the distro map does not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum UnmappedPolicy {
+    /// Refuse the build, listing every unmapped soname of every format.
+    #[default]
+    Error,
+    /// Build without a dependency for them and print one warning listing them.
+    Warn,
+}
+
+/// A soname (or interpreter path) a distro map has no package for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unmapped {
+    /// The distro map consulted.
+    pub distro: String,
+    /// The soname, or the interpreter path.
+    pub soname: String,
+    /// The first ELF file needing it, and how many need it.
+    pub needed_by: String,
+    pub files: usize,
+}
+
+/// Derived relations of one format, and what could not be mapped.
+#[derive(Debug, Clone, Default)]
+pub struct Derived {
+    pub relations: Relations,
+    pub unmapped: Vec<Unmapped>,
+}
+
+/// One line naming every unmapped soname (grouped by distro map) and how to fix it.
+pub fn unmapped_message(unmapped: &[Unmapped]) -> String {
+    let mut by_distro: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for u in unmapped {
+        let more = match u.files {
+            0 | 1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        by_distro
+            .entry(&u.distro)
+            .or_default()
+            .push(format!("{} (needed by {}{more})", u.soname, u.needed_by));
+    }
+    let groups: Vec<String> = by_distro
+        .iter()
+        .map(|(d, list)| format!("{d}: {}", list.join(", ")))
+        .collect();
+    format!(
+        "{} soname(s) no distro map maps to a package: {} (add them to the distro map, to \
+         the spec's [deps.map.<distro>] or ignore_sonames, or build with --unmapped warn)",
+        unmapped.len(),
+        groups.join("; ")
+    )
+}
+
 /// Derive `format`'s dependencies from `report`. `map` is required for deb and ipk;
-/// `arch` (rpm spelling), when given, must match every ELF file.
+/// with `arch` (rpm spelling), files for another machine derive nothing. Sonames the
+/// map cannot place are returned in [`Derived::unmapped`], never an error here.
 pub fn derive(
     report: &ElfReport,
     map: Option<&DistroMap>,
     format: Format,
     arch: Option<&str>,
     overrides: &DepsOverrides,
-) -> Result<Relations> {
-    if let Some(a) = arch {
-        check_arch(report, a)?;
-    }
+) -> Result<Derived> {
+    let foreign: BTreeSet<&str> = arch
+        .map(|a| {
+            foreign_files(report, a)
+                .into_iter()
+                .map(|f| f.path.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let native = || {
+        report
+            .files
+            .iter()
+            .filter(|f| !foreign.contains(f.path.as_str()))
+    };
     let external =
         |soname: &str| !report.ships(soname) && !overrides.ignore_sonames.contains(soname);
     let mut list: Vec<Relation> = Vec::new();
+    let mut unmapped: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut miss = |name: &str, file: &str| {
+        let e = unmapped
+            .entry(name.to_string())
+            .or_insert_with(|| (file.to_string(), 0));
+        e.1 += 1;
+    };
     match format {
         Format::Rpm => {
             let mut caps = BTreeSet::new();
-            for f in report.files.iter().filter(|f| f.executable) {
+            for f in native().filter(|f| rpm_requires_from(f)) {
                 let marker = if f.class == 64 && f.e_machine != elf::EM_ALPHA {
                     "(64bit)"
                 } else {
@@ -562,8 +756,9 @@ pub fn derive(
         Format::Deb | Format::Ipk => {
             let map = map
                 .ok_or_else(|| Error::Usage(format!("no distro map for {format} dependencies")))?;
+            let spec_map = overrides.map.get(&map.name);
             let mut found: Vec<Relation> = Vec::new();
-            for f in &report.files {
+            for f in native() {
                 let needs_of = |soname: &str| -> Vec<&String> {
                     f.version_needs
                         .iter()
@@ -575,21 +770,14 @@ pub fn derive(
                     if !external(soname) {
                         continue;
                     }
-                    if let Some(rel) = overrides.map.get(soname) {
+                    if let Some(rel) = spec_map.and_then(|m| m.get(soname)) {
                         merge_relation(&mut found, rel.clone());
                         continue;
                     }
-                    let rule = map.sonames.get(soname).ok_or_else(|| {
-                        Error::input(
-                            &f.path,
-                            format!(
-                                "needs {soname}, which distro map {} does not map to a package \
-                                 (add it to {} or to the spec's [deps] map or ignore_sonames)",
-                                map.name,
-                                map.path.display()
-                            ),
-                        )
-                    })?;
+                    let Some(rule) = map.rule(soname) else {
+                        miss(soname, &f.path);
+                        continue;
+                    };
                     let mut min = rule.min_version.clone();
                     if let Some(prefix) = &rule.version_prefix {
                         for v in needs_of(soname) {
@@ -616,17 +804,10 @@ pub fn derive(
                     if !external(base) {
                         continue;
                     }
-                    let pkg = map.interpreters.get(interp).ok_or_else(|| {
-                        Error::input(
-                            &f.path,
-                            format!(
-                                "has interpreter {interp}, which distro map {} does not map to a package (add it to {})",
-                                map.name,
-                                map.path.display()
-                            ),
-                        )
-                    })?;
-                    merge_relation(&mut found, at_least(pkg, None));
+                    match map.interpreters.get(interp) {
+                        Some(pkg) => merge_relation(&mut found, at_least(pkg, None)),
+                        None => miss(interp, &f.path),
+                    }
                 }
             }
             found.sort_by_key(|r| r.display(format));
@@ -637,7 +818,19 @@ pub fn derive(
     if !list.is_empty() {
         rels.0.insert(RelationKind::Depends, list);
     }
-    Ok(rels)
+    let distro = map.map(|m| m.name.clone()).unwrap_or_default();
+    Ok(Derived {
+        relations: rels,
+        unmapped: unmapped
+            .into_iter()
+            .map(|(soname, (needed_by, files))| Unmapped {
+                distro: distro.clone(),
+                soname,
+                needed_by,
+                files,
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]
@@ -651,6 +844,7 @@ mod tests {
             machine: "x86_64".into(),
             e_machine: elf::EM_X86_64,
             executable: true,
+            dso: false,
             soname: None,
             needed: needed.iter().map(|s| s.to_string()).collect(),
             version_needs: needs
@@ -674,16 +868,66 @@ mod tests {
     #[test]
     fn builtin_maps_load() {
         let maps = DistroMaps::load(None).expect("built-in maps are valid");
-        for n in ["debian-12", "ubuntu-24.04", "openembedded"] {
+        for n in ["debian-12", "ubuntu-24.04", "openembedded", "openwrt"] {
             maps.get(n).expect(n);
         }
-        assert_eq!(
-            maps.for_format(Format::Ipk, Some("debian-12"))
+        let pick = |f, t, outer| {
+            maps.for_format(f, t, outer)
                 .expect("ok")
-                .map(|m| m.name.as_str()),
+                .map(|m| m.name.clone())
+        };
+        assert_eq!(
+            pick(Format::Ipk, Some("debian-12"), IpkOuter::Ar).as_deref(),
             Some("openembedded")
         );
-        assert!(maps.for_format(Format::Deb, Some("nope")).is_err());
+        assert_eq!(
+            pick(Format::Ipk, None, IpkOuter::Tar).as_deref(),
+            Some("openwrt")
+        );
+        assert_eq!(
+            pick(Format::Ipk, Some("openembedded"), IpkOuter::Tar).as_deref(),
+            Some("openembedded")
+        );
+        assert_eq!(
+            pick(Format::Deb, Some("ubuntu-24.04"), IpkOuter::Tar).as_deref(),
+            Some("ubuntu-24.04")
+        );
+        assert!(maps
+            .for_format(Format::Deb, Some("nope"), IpkOuter::Ar)
+            .is_err());
+    }
+
+    #[test]
+    fn openwrt_names_its_c_library_libc() {
+        let maps = DistroMaps::load(None).expect("maps");
+        let mut report = ElfReport::default();
+        report.files.push(file(
+            &["libc.so.6", "libstdc++.so.6", "libz3.so.4", "libedit.so.2"],
+            &[("libc.so.6", &["GLIBC_2.34"])],
+        ));
+        let none = DepsOverrides::default();
+        let ipk =
+            derive(&report, maps.get("openwrt").ok(), Format::Ipk, None, &none).expect("derives");
+        assert_eq!(shown(&ipk.relations, Format::Ipk), ["libc", "libstdcpp6"]);
+        assert_eq!(ipk.unmapped.len(), 2);
+        let oe = derive(
+            &report,
+            maps.get("openembedded").ok(),
+            Format::Ipk,
+            None,
+            &none,
+        )
+        .expect("derives");
+        assert_eq!(
+            shown(&oe.relations, Format::Ipk),
+            ["libc6 (>= 2.34)", "libedit2", "libstdc++6", "libz3-4"]
+        );
+        assert!(oe.unmapped.is_empty());
+        assert_eq!(
+            debian_renamed("libFoo_bar.so.1.2").as_deref(),
+            Some("libfoo-bar1.2")
+        );
+        assert_eq!(debian_renamed("libx.so"), None);
     }
 
     #[test]
@@ -709,11 +953,11 @@ mod tests {
         )
         .expect("derives");
         assert_eq!(
-            shown(&deb, Format::Deb),
+            shown(&deb.relations, Format::Deb),
             ["libc6 (>= 2.34)", "zlib1g (>= 1:1.2.13.dfsg)"]
         );
         let rpm = derive(&report, None, Format::Rpm, Some("x86_64"), &none).expect("derives");
-        let rpm = shown(&rpm, Format::Rpm);
+        let rpm = shown(&rpm.relations, Format::Rpm);
         assert!(
             rpm.contains(&"libc.so.6(GLIBC_2.34)(64bit)".to_string()),
             "{rpm:?}"
@@ -725,38 +969,90 @@ mod tests {
         assert!(rpm.contains(&"rtld(GNU_HASH)".to_string()), "{rpm:?}");
         assert!(!rpm.iter().any(|r| r.contains("LLVM")), "{rpm:?}");
 
-        let err = derive(&report, None, Format::Rpm, Some("aarch64"), &none)
-            .expect_err("arch mismatch")
+        // A file for another machine derives nothing; a spec can make it an error.
+        let other = derive(&report, None, Format::Rpm, Some("aarch64"), &none).expect("ok");
+        assert!(other.relations.of(RelationKind::Depends).is_empty());
+        assert_eq!(foreign_files(&report, "aarch64").len(), 1);
+        let err = check_foreign(&report, "aarch64", ForeignArch::Error)
+            .expect_err("spec says error")
             .to_string();
         assert!(
             err.contains("/usr/lib/korg/x/bin/x") && err.contains("aarch64"),
             "{err}"
         );
 
+        // Every unmapped soname is reported, none is an error by itself.
         report.files[0].needed.push("libfoo.so.3".into());
-        let err = derive(
+        report.files[0].needed.push("libbar.so.1".into());
+        let d = derive(
             &report,
             maps.get("debian-12").ok(),
             Format::Deb,
             None,
             &none,
         )
-        .expect_err("unmapped")
-        .to_string();
+        .expect("unmapped is reported");
+        let names: Vec<&str> = d.unmapped.iter().map(|u| u.soname.as_str()).collect();
+        assert_eq!(names, ["libbar.so.1", "libfoo.so.3"]);
+        let msg = unmapped_message(&d.unmapped);
         assert!(
-            err.contains("libfoo.so.3") && err.contains("/bin/x"),
-            "{err}"
+            msg.contains("debian-12: libbar.so.1 (needed by /usr/lib/korg/x/bin/x)")
+                && msg.contains("libfoo.so.3"),
+            "{msg}"
         );
         let mut o = DepsOverrides::default();
+        o.ignore_sonames.insert("libbar.so.1".into());
         o.map.insert(
-            "libfoo.so.3".into(),
-            Relation::parse_deb("libfoo3 (>= 3.1)").expect("parses"),
+            "debian-12".into(),
+            [(
+                "libfoo.so.3".to_string(),
+                Relation::parse_deb("libfoo3 (>= 3.1)").expect("parses"),
+            )]
+            .into(),
         );
         let deb = derive(&report, maps.get("debian-12").ok(), Format::Deb, None, &o)
             .expect("override maps it");
-        assert!(shown(&deb, Format::Deb).contains(&"libfoo3 (>= 3.1)".to_string()));
-        let mut o = DepsOverrides::default();
-        o.ignore_sonames.insert("libfoo.so.3".into());
-        derive(&report, maps.get("debian-12").ok(), Format::Deb, None, &o).expect("ignored");
+        assert!(deb.unmapped.is_empty());
+        assert!(shown(&deb.relations, Format::Deb).contains(&"libfoo3 (>= 3.1)".to_string()));
+        // The debian-12 override does not leak into another map.
+        let oe = derive(
+            &report,
+            maps.get("openembedded").ok(),
+            Format::Ipk,
+            None,
+            &o,
+        )
+        .expect("derives");
+        let oe = shown(&oe.relations, Format::Ipk);
+        assert!(
+            oe.contains(&"libfoo3".to_string()) && !oe.iter().any(|r| r.contains("3.1")),
+            "{oe:?}"
+        );
+    }
+
+    #[test]
+    fn rpm_scans_shared_libraries_of_any_mode_but_not_non_executable_pies() {
+        let mut report = ElfReport::default();
+        let mut lib = file(&["libxml2.so.2"], &[]);
+        lib.executable = false;
+        lib.dso = true;
+        lib.interpreter = None;
+        let mut pie = file(&["libz.so.1"], &[]);
+        pie.executable = false;
+        pie.dso = true;
+        report.files.push(lib);
+        report.files.push(pie);
+        let rpm = derive(
+            &report,
+            None,
+            Format::Rpm,
+            Some("x86_64"),
+            &DepsOverrides::default(),
+        )
+        .expect("derives");
+        assert_eq!(
+            shown(&rpm.relations, Format::Rpm),
+            ["libxml2.so.2()(64bit)", "rtld(GNU_HASH)"]
+        );
     }
 }

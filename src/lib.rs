@@ -17,11 +17,14 @@
 //! Every stage speaks the vocabulary of [`model`] (formats, [`model::PackageMeta`],
 //! relations), which uses no stage. Declarative data lives outside the code: [`spec`]
 //! reads `specs/*.toml`, [`templates`] renders `templates/**/*.hbs` and `OBS/*.hbs`, and
-//! [`config`] reads the optional config file and resolves options against it.
+//! [`config`] reads the optional config file and resolves options against it;
+//! [`distromap`] generates the Debian/Ubuntu soname maps the deps stage reads from a
+//! release's own Contents index.
 
 pub mod cleanup;
 pub mod config;
 pub mod deps;
+pub mod distromap;
 pub mod error;
 pub mod fetch;
 pub mod image;

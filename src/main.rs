@@ -39,6 +39,8 @@ enum Command {
     /// Build OCI container images from korgpkg packages and push them to registries.
     #[command(subcommand)]
     Image(cli::image::ImageCommand),
+    #[command(subcommand)]
+    DistroMap(cli::distromap::Command),
     Completions(cli::completions::Args),
 }
 
@@ -76,6 +78,7 @@ fn run(cli: Cli) -> korgpkg::Result<()> {
         Command::Kernel(command) => cli::kernel::run(command, &ctx),
         Command::Obs(command) => cli::obs::run(command, &ctx),
         Command::Image(command) => cli::image::run(command, &ctx),
+        Command::DistroMap(command) => cli::distromap::run(command, &ctx),
         Command::Completions(args) => cli::completions::run(args),
     }
 }

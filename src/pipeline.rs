@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::cleanup::{Cancel, Registration};
-use crate::deps::{self, ElfFile};
+use crate::deps::{self, ElfFile, ElfReport, Unmapped, UnmappedPolicy};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{Format, PackageMeta, Provenance};
-use crate::package::{packager, BuildContext, BuildOptions, Output};
+use crate::package::{packager, BuildContext, BuildOptions, IpkOuter, Output};
 use crate::payload::{self, PayloadStats, StageOptions};
 use crate::source::{self, Release, Sources, Verification};
 use crate::spec::{Spec, SpecSet, Vars};
@@ -50,8 +50,11 @@ pub struct BuildRequest {
     /// Show progress bars on stderr.
     pub progress: bool,
     /// Distro map for derived deb/ipk dependencies (`debian-12`, `ubuntu-24.04`,
-    /// `openembedded`); `None`: debian-12 for deb, openembedded for ipk.
+    /// `openembedded`, `openwrt`); `None`: debian-12 for deb, openwrt for a tar-form
+    /// ipk, openembedded for an ar-form ipk.
     pub target_distro: Option<String>,
+    /// Whether sonames no distro map knows fail the build or only warn.
+    pub unmapped: UnmappedPolicy,
 }
 
 /// Where and how a build writes its packages: everything in a [`BuildRequest`] but the
@@ -92,6 +95,7 @@ impl BuildRequest {
             source_date_epoch,
             progress,
             target_distro,
+            unmapped: UnmappedPolicy::Error,
         }
     }
 }
@@ -128,6 +132,12 @@ pub struct PlannedOutput {
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildReport {
     pub package: String,
+    /// ELF files for another machine than the package's arch (no dependencies derived).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub foreign_arch: Vec<ForeignFile>,
+    /// Sonames no distro map knows, left out of the dependencies (`--unmapped warn`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmapped: Vec<Unmapped>,
     pub version: String,
     pub upstream_version: String,
     pub prefix: String,
@@ -251,7 +261,69 @@ pub struct Prepared {
     pub payload: payload::Payload,
     /// The upstream top directory inside the tarball (`llvm-18.1.8-x86_64`).
     pub top_dir: String,
+    /// ELF files for another machine than the package's arch.
+    pub foreign_arch: Vec<ForeignFile>,
+    /// Sonames left unmapped (only with [`UnmappedPolicy::Warn`]).
+    pub unmapped: Vec<Unmapped>,
     bar: Option<ProgressBar>,
+}
+
+/// An ELF file for another machine than the package's (a toolchain's target-side
+/// library): packaged as it is, no dependencies derived from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForeignFile {
+    pub path: String,
+    pub class: u8,
+    pub machine: String,
+}
+
+/// The ELF files for another machine than `arch`, or the error the spec's
+/// `foreign_arch = "error"` makes of them.
+fn foreign_arch(
+    report: &ElfReport,
+    arch: &str,
+    overrides: &deps::DepsOverrides,
+) -> Result<Vec<ForeignFile>> {
+    Ok(deps::check_foreign(report, arch, overrides.foreign_arch)?
+        .into_iter()
+        .map(|f| ForeignFile {
+            path: f.path.clone(),
+            class: f.class,
+            machine: f.machine.clone(),
+        })
+        .collect())
+}
+
+/// The deps stage of `build`: refuse foreign-arch files if the spec says so, derive
+/// every planned format's dependencies into `meta`, and collect every unmapped soname
+/// of every format, so one error (or warning) names them all.
+fn derive_all(
+    specs: &SpecSet,
+    spec: &Spec,
+    req: &BuildRequest,
+    outputs: &[PlannedOutput],
+    report: &ElfReport,
+    meta: &mut PackageMeta,
+) -> Result<(Vec<ForeignFile>, Vec<Unmapped>)> {
+    let foreign = foreign_arch(report, &meta.arch.rpm, &spec.deps)?;
+    let mut unmapped = Vec::new();
+    for o in outputs {
+        let map = specs.distros().for_format(
+            o.format,
+            req.target_distro.as_deref(),
+            req.options.ipk_outer,
+        )?;
+        let derived = deps::derive(report, map, o.format, Some(&meta.arch.rpm), &spec.deps)?;
+        meta.relations.get_mut(o.format).merge(&derived.relations);
+        unmapped.extend(derived.unmapped);
+    }
+    if !unmapped.is_empty() && req.unmapped == UnmappedPolicy::Error {
+        return Err(Error::input(
+            &req.tarball,
+            deps::unmapped_message(&unmapped),
+        ));
+    }
+    Ok((foreign, unmapped))
 }
 
 /// Stage and verify `req`'s tarball (every check passes or nothing is returned), then
@@ -332,13 +404,7 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
     // The deps stage: dependencies derived from the ELF files, merged into the spec's.
     let mut meta = plan.meta.clone();
     let report = deps::scan(&payload)?;
-    for o in &plan.outputs {
-        let map = specs
-            .distros()
-            .for_format(o.format, req.target_distro.as_deref())?;
-        let derived = deps::derive(&report, map, o.format, Some(&meta.arch.rpm), &spec.deps)?;
-        meta.relations.get_mut(o.format).merge(&derived);
-    }
+    let (foreign_arch, unmapped) = derive_all(specs, spec, req, &plan.outputs, &report, &mut meta)?;
     meta.build_time = req.source_date_epoch.unwrap_or(payload.stats().max_mtime);
     meta.installed_size = payload.stats().file_bytes;
     // A downloaded tarball records the URL it came from; a local one (no upstream name
@@ -365,6 +431,8 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
 
     Ok(Prepared {
         top_dir: plan.top_dir.clone(),
+        foreign_arch,
+        unmapped,
         plan,
         meta,
         payload,
@@ -383,6 +451,8 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
         meta,
         payload,
         bar,
+        foreign_arch,
+        unmapped,
         ..
     } = prepare(specs, templates, req)?;
     if let Some(pb) = &bar {
@@ -413,6 +483,8 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
     }
     Ok(BuildReport {
         package: meta.name.clone(),
+        foreign_arch,
+        unmapped,
         version: meta.version.clone(),
         upstream_version: meta.upstream_version.clone(),
         prefix: meta.prefix.clone(),
@@ -588,10 +660,24 @@ pub struct DepsReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
     pub files: Vec<ElfFile>,
+    /// ELF files for another machine than `arch` (no dependencies derived).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub foreign_arch: Vec<ForeignFile>,
     pub formats: Vec<FormatDeps>,
+    /// Every soname no distro map knows, of every format.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmapped: Vec<Unmapped>,
 }
 
-/// One format's derived dependencies, or why they cannot be derived.
+impl DepsReport {
+    /// The one error naming every unmapped soname, if there are any.
+    pub fn unmapped_error(&self) -> Option<Error> {
+        (!self.unmapped.is_empty())
+            .then(|| Error::input(&self.source, deps::unmapped_message(&self.unmapped)))
+    }
+}
+
+/// One format's derived dependencies.
 #[derive(Debug, Serialize)]
 pub struct FormatDeps {
     pub format: Format,
@@ -600,11 +686,9 @@ pub struct FormatDeps {
     pub distro: Option<String>,
     /// Native field name (`Depends`, `Requires`) → relations.
     pub relations: std::collections::BTreeMap<String, Vec<String>>,
-    /// The error deriving them (an unmapped soname), as one line.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(skip)]
-    pub failure: Option<Error>,
+    /// Sonames this format's map does not know (left out of `relations`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unmapped: Vec<Unmapped>,
 }
 
 /// Scan a tarball (staged like `build` stages it, without verification: nothing is
@@ -666,6 +750,7 @@ pub fn deps(
         let req = BuildRequest {
             package,
             tarball: source.to_path_buf(),
+            unmapped: UnmappedPolicy::Warn,
             ..BuildRequest::template(settings, false, None)
         };
         let plan = plan(specs, templates, &req)?;
@@ -689,28 +774,24 @@ pub fn deps(
     } else {
         return Err(Error::input(source, "no such file or directory"));
     };
-    if let Some(a) = &arch {
-        deps::check_arch(&report, a)?;
-    }
     let overrides = spec.map(|s| s.deps.clone()).unwrap_or_default();
+    let foreign_arch = match &arch {
+        Some(a) => foreign_arch(&report, a, &overrides)?,
+        None => Vec::new(),
+    };
     let mut formats = Vec::new();
+    let mut unmapped = Vec::new();
     for format in Format::ALL {
-        let map = specs.distros().for_format(format, target_distro)?;
-        let (relations, failure) =
-            match deps::derive(&report, map, format, arch.as_deref(), &overrides) {
-                Ok(rels) => (rels.by_field(format), None),
-                // An ELF file of the wrong arch is wrong for every format.
-                Err(e @ Error::Input { .. }) if e.to_string().contains("ELF file, but") => {
-                    return Err(e)
-                }
-                Err(e) => (Default::default(), Some(e)),
-            };
+        let map = specs
+            .distros()
+            .for_format(format, target_distro, IpkOuter::Ar)?;
+        let derived = deps::derive(&report, map, format, arch.as_deref(), &overrides)?;
+        unmapped.extend(derived.unmapped.iter().cloned());
         formats.push(FormatDeps {
             format,
             distro: map.map(|m| m.name.clone()),
-            relations,
-            error: failure.as_ref().map(|e| e.to_string()),
-            failure,
+            relations: derived.relations.by_field(format),
+            unmapped: derived.unmapped,
         });
     }
     Ok(DepsReport {
@@ -718,7 +799,9 @@ pub fn deps(
         package,
         arch,
         files: report.files,
+        foreign_arch,
         formats,
+        unmapped,
     })
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::deps::{DepsOverrides, DistroMaps};
+use crate::deps::{DepsOverrides, DistroMaps, ForeignArch};
 use crate::error::{one_line, Error, IoContext, Result};
 use crate::model::relation::{Relation, RelationKind};
 use crate::model::{
@@ -81,9 +81,22 @@ struct RawDeps {
     /// Sonames that are never dependencies (provided by other means).
     #[serde(default)]
     ignore_sonames: Vec<String>,
-    /// Soname → deb/ipk relation (`libfoo1 (>= 1.2)`), instead of the distro map.
+    /// Distro map name → soname → relation (`libfoo1 (>= 1.2)`), instead of that map's
+    /// rule: `[deps.map.debian-12]`.
     #[serde(default)]
-    map: BTreeMap<String, String>,
+    map: BTreeMap<String, RawDepsMap>,
+    /// ELF files for another machine: `allow` (default) or `error`.
+    #[serde(default)]
+    foreign_arch: ForeignArch,
+}
+
+/// One entry of `[deps] map`: a table per distro map; a bare string is the old
+/// single-map form, refused with a pointer to the new one.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawDepsMap {
+    PerDistro(BTreeMap<String, String>),
+    Single(String),
 }
 
 /// Where and how upstream publishes the tarballs.
@@ -229,6 +242,16 @@ pub struct SpecSummary {
     pub source: String,
 }
 
+/// A distro map name as a file stem: `debian-12`, `ubuntu-24.04`, `openwrt`.
+fn valid_distro_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        && !name.starts_with('.')
+}
+
 /// All specs known to this run: the built-in ones plus a user directory.
 #[derive(Debug, Clone)]
 pub struct SpecSet {
@@ -278,6 +301,13 @@ impl SpecSet {
             }
         }
         let distros = DistroMaps::load(dir.map(|d| d.join("distros")).as_deref())?;
+        for spec in by_name.values() {
+            for distro in spec.deps.map.keys() {
+                distros.get(distro).map_err(|e| {
+                    Error::spec(&spec.path, format!("field deps.map.{distro}: {e}"))
+                })?;
+            }
+        }
         Ok(SpecSet {
             specs: by_name.into_values().collect(),
             distros,
@@ -597,12 +627,31 @@ impl Spec {
 
         let mut deps = DepsOverrides {
             ignore_sonames: raw.deps.ignore_sonames.iter().cloned().collect(),
+            foreign_arch: raw.deps.foreign_arch,
             ..DepsOverrides::default()
         };
-        for (soname, text) in &raw.deps.map {
-            let rel = Relation::parse_deb(text)
-                .map_err(|m| bad(format!("field deps.map.{soname:?}: {m}")))?;
-            deps.map.insert(soname.clone(), rel);
+        for (distro, entries) in &raw.deps.map {
+            let entries = match entries {
+                RawDepsMap::PerDistro(e) => e,
+                RawDepsMap::Single(text) => {
+                    return Err(bad(format!(
+                        "field deps.map.{distro:?}: overrides are per distro map: \
+                         [deps.map.debian-12] {distro:?} = {text:?} (and [deps.map.openembedded], ...)"
+                    )))
+                }
+            };
+            if !valid_distro_name(distro) {
+                return Err(bad(format!(
+                    "field deps.map.{distro:?}: not a distro map name (like debian-12)"
+                )));
+            }
+            let mut map = BTreeMap::new();
+            for (soname, text) in entries {
+                let rel = Relation::parse_deb(text)
+                    .map_err(|m| bad(format!("field deps.map.{distro}.{soname:?}: {m}")))?;
+                map.insert(soname.clone(), rel);
+            }
+            deps.map.insert(distro.clone(), map);
         }
 
         let copyright = parse_copyright(&raw.copyright).map_err(bad)?;
@@ -1042,17 +1091,42 @@ licenses = [{ name = "MIT", text = "Permission is hereby granted." }]
         ));
         assert!(e.contains("line ") && e.contains("mapp"), "{e}");
         let e = parse_err(&format!(
-            "{MINIMAL}\n[deps]\nmap = {{ \"libfoo.so.1\" = \"Foo\" }}\n"
+            "{MINIMAL}\n[deps.map.debian-12]\n\"libfoo.so.1\" = \"Foo\"\n"
         ));
-        assert!(e.contains("deps.map") && e.contains("libfoo.so.1"), "{e}");
+        assert!(
+            e.contains("deps.map.debian-12") && e.contains("libfoo.so.1"),
+            "{e}"
+        );
+        // The old single map is refused with the per-distro form in the message.
+        let e = parse_err(&format!(
+            "{MINIMAL}\n[deps]\nmap = {{ \"libfoo.so.1\" = \"libfoo1\" }}\n"
+        ));
+        assert!(e.contains("[deps.map.debian-12]"), "{e}");
+        let e = parse_err(&format!("{MINIMAL}\n[deps]\nforeign_arch = \"maybe\"\n"));
+        assert!(
+            e.contains("maybe") && e.contains("`allow` or `error`"),
+            "{e}"
+        );
         let ok = Spec::parse(
             Path::new("specs/x.toml"),
-            &format!("{MINIMAL}\n[deps]\nignore_sonames = [\"libbar.so.2\"]\nmap = {{ \"libfoo.so.1\" = \"libfoo1 (>= 1.2)\" }}\n"),
+            &format!(
+                "{MINIMAL}\n[deps]\nignore_sonames = [\"libbar.so.2\"]\nforeign_arch = \"error\"\n\
+                 [deps.map.debian-12]\n\"libfoo.so.1\" = \"libfoo1 (>= 1.2)\"\n\
+                 [deps.map.openembedded]\n\"libfoo.so.1\" = \"libfoo\"\n"
+            ),
             &templates(),
         )
         .expect("valid [deps]");
         assert!(ok.deps.ignore_sonames.contains("libbar.so.2"));
-        assert_eq!(ok.deps.map["libfoo.so.1"].to_string(), "libfoo1 (>= 1.2)");
+        assert_eq!(ok.deps.foreign_arch, ForeignArch::Error);
+        assert_eq!(
+            ok.deps.map["debian-12"]["libfoo.so.1"].to_string(),
+            "libfoo1 (>= 1.2)"
+        );
+        assert_eq!(
+            ok.deps.map["openembedded"]["libfoo.so.1"].to_string(),
+            "libfoo"
+        );
         let e = parse_err(&MINIMAL.replace("notice = \"2024 x authors\"", "notice = \"\""));
         assert!(e.contains("copyright.notice"), "{e}");
         let e = parse_err(&MINIMAL.replace("text = \"Permission", "file = \"MIT.txt\", x = \""));

@@ -923,6 +923,8 @@ fn request(
         source_date_epoch: opts.source_date_epoch,
         progress: opts.progress,
         target_distro: policy.policy.target_distro.clone(),
+        // A scheduled sync never publishes a package with dependencies left out.
+        unmapped: crate::deps::UnmappedPolicy::Error,
     }
 }
 

@@ -18,6 +18,9 @@ const ORACLE_BINARIES: &[&str] = &[
     "/usr/bin/zstd",
     "/usr/bin/xmllint",
     "/usr/bin/python3.11",
+    "/usr/bin/rpm",
+    "/usr/bin/gpgv",
+    "/usr/bin/qemu-system-x86_64",
 ];
 
 fn present(paths: &[&'static str]) -> Vec<&'static str> {
@@ -204,25 +207,93 @@ fn control_field(deb: &Path, field: &str) -> String {
         .to_string()
 }
 
+/// `/usr/bin/true` needing two sonames no distribution ships (patchelf --add-needed).
+fn needs_unknown_libraries(dir: &Path) -> Vec<u8> {
+    need_tool("patchelf");
+    let f = dir.join("true-with-unknown-libs");
+    std::fs::write(&f, real_elf()).expect("write");
+    ok(Command::new("patchelf")
+        .args(["--add-needed", "libkorgtest-one.so.1"])
+        .args(["--add-needed", "libkorgtest-two.so.2"])
+        .arg(&f));
+    std::fs::read(&f).expect("read")
+}
+
 #[test]
-fn unmapped_soname_is_an_error_unless_the_spec_maps_or_ignores_it() {
-    let Ok(rpm_bin) = std::fs::read("/usr/bin/rpm") else {
-        panic!("/usr/bin/rpm missing: run scripts/test (it installs rpm)");
-    };
+fn every_unmapped_soname_of_every_format_is_named_in_one_error_or_a_warning() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let tarball = tarball_with(tmp.path(), "x86_64", &[("rpm", rpm_bin)]);
+    let tarball = tarball_with(
+        tmp.path(),
+        "x86_64",
+        &[("tool", needs_unknown_libraries(tmp.path()))],
+    );
     let out_dir = tmp.path().join("out");
-    let o = build("korg-clang-18", &tarball, &out_dir, &["--format", "deb"]);
+    // deb (debian-12) and the OpenWrt ipk (openwrt map) both lack both sonames: one
+    // error names all four, and nothing is written for any format.
+    let o = build("korg-clang-18", &tarball, &out_dir, &["--ipk-outer", "tar"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{err}");
-    assert!(
-        err.contains("/usr/lib/korg/llvm-18/bin/rpm") && err.contains("needs librpm"),
-        "{err}"
-    );
     assert_eq!(err.lines().count(), 1, "{err}");
+    for want in [
+        "debian-12: libkorgtest-one.so.1 (needed by /usr/lib/korg/llvm-18/bin/tool)",
+        "libkorgtest-two.so.2",
+        "openwrt: libkorgtest-one.so.1",
+        "--unmapped warn",
+    ] {
+        assert!(err.contains(want), "{want} missing: {err}");
+    }
+    assert_eq!(err.matches("libkorgtest-two.so.2").count(), 2, "{err}");
     assert!(dir_listing(&out_dir).is_empty(), "nothing is left behind");
 
-    // The spec's [deps] table maps one soname and ignores the others.
+    // --unmapped warn: every format is written, without those two, with one warning.
+    let o = build(
+        "korg-clang-18",
+        &tarball,
+        &out_dir,
+        &["--ipk-outer", "tar", "--unmapped", "warn", "--json"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let warning = err
+        .lines()
+        .find(|l| l.contains("soname(s)"))
+        .unwrap_or_default();
+    assert!(
+        warning.starts_with("korgpkg: warning: korg-clang-18: ")
+            && warning.contains("libkorgtest-two.so.2"),
+        "{err}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        report["unmapped"].as_array().map(Vec::len),
+        Some(4),
+        "{report}"
+    );
+    let depends = control_field(&output_path(&report, "deb"), "Depends");
+    assert!(
+        depends.starts_with("libc6 (>= 2.") && !depends.contains("korgtest"),
+        "{depends}"
+    );
+    // The same setting from the config file.
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "unmapped = \"warn\"\n").expect("config");
+    let o = run(korgpkg()
+        .arg("--config")
+        .arg(&config)
+        .arg("deps")
+        .arg(&tarball));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn spec_overrides_are_per_distro_map() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = tarball_with(
+        tmp.path(),
+        "x86_64",
+        &[("tool", needs_unknown_libraries(tmp.path()))],
+    );
+    let out_dir = tmp.path().join("out");
     let specs = tmp.path().join("specs");
     std::fs::create_dir(&specs).expect("mkdir");
     let llvm = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/specs/llvm.toml"))
@@ -230,8 +301,9 @@ fn unmapped_soname_is_an_error_unless_the_spec_maps_or_ignores_it() {
     std::fs::write(
         specs.join("llvm.toml"),
         format!(
-            "{llvm}\n[deps]\nignore_sonames = [\"librpmio.so.9\", \"libpopt.so.0\"]\n\
-             map = {{ \"librpm.so.9\" = \"librpm9 (>= 4.18)\" }}\n"
+            "{llvm}\n[deps]\nignore_sonames = [\"libkorgtest-two.so.2\"]\n\
+             [deps.map.debian-12]\n\"libkorgtest-one.so.1\" = \"libkorgtest-one1 (>= 1.2)\"\n\
+             [deps.map.openembedded]\n\"libkorgtest-one.so.1\" = \"korgtest-one\"\n"
         ),
     )
     .expect("spec");
@@ -239,26 +311,48 @@ fn unmapped_soname_is_an_error_unless_the_spec_maps_or_ignores_it() {
         "korg-clang-18",
         &tarball,
         &out_dir,
-        &[
-            "--specs-dir",
-            specs.to_str().expect("utf8"),
-            "--format",
-            "deb,rpm",
-        ],
+        &["--specs-dir", specs.to_str().expect("utf8")],
     );
     let deb = output_path(&report, "deb");
     let depends = control_field(&deb, "Depends");
-    assert!(depends.contains("librpm9 (>= 4.18)"), "{depends}");
-    assert!(!depends.contains("popt"), "{depends}");
+    assert!(depends.contains("libkorgtest-one1 (>= 1.2)"), "{depends}");
+    assert!(!depends.contains("two"), "{depends}");
     // The spec's libc6 (>= 2.17) and the derived libc6 (>= 2.3x) merge into one.
     assert_eq!(depends.matches("libc6").count(), 1, "{depends}");
     assert!(!depends.contains("libc6 (>= 2.17)"), "{depends}");
+    // The Debian name does not leak into the ipk: it has the OpenEmbedded override.
+    let info = ok(korgpkg()
+        .args(["inspect", "--json"])
+        .arg(output_path(&report, "ipk")));
+    assert!(
+        info.contains("korgtest-one") && !info.contains("libkorgtest-one1"),
+        "{info}"
+    );
     let reqs = ok(Command::new("rpm")
         .args(["-qp", "--requires"])
         .arg(output_path(&report, "rpm")));
-    assert!(reqs.lines().any(|l| l == "librpm.so.9()(64bit)"), "{reqs}");
-    assert!(!reqs.contains("libpopt"), "{reqs}");
+    assert!(
+        reqs.lines().any(|l| l == "libkorgtest-one.so.1()(64bit)"),
+        "{reqs}"
+    );
+    assert!(!reqs.contains("libkorgtest-two"), "{reqs}");
     assert!(reqs.lines().any(|l| l == "glibc >= 2.17"), "{reqs}");
+
+    // The old single map is refused, naming the per-distro form.
+    std::fs::write(
+        specs.join("llvm.toml"),
+        format!("{llvm}\n[deps]\nmap = {{ \"libkorgtest-one.so.1\" = \"libkorgtest-one1\" }}\n"),
+    )
+    .expect("spec");
+    let o = build(
+        "korg-clang-18",
+        &tarball,
+        &out_dir,
+        &["--specs-dir", specs.to_str().expect("utf8")],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("[deps.map.debian-12]"), "{err}");
 }
 
 #[test]
@@ -284,7 +378,7 @@ fn target_distro_picks_the_map() {
 }
 
 #[test]
-fn aarch64_elf_gives_aarch64_deps_and_is_rejected_in_an_x86_64_package() {
+fn aarch64_elf_gives_aarch64_deps_and_none_in_an_x86_64_package_unless_the_spec_refuses_it() {
     let lib = Path::new("/usr/aarch64-linux-gnu/lib/libm.so.6");
     let Ok(bytes) = std::fs::read(lib) else {
         panic!(
@@ -315,21 +409,61 @@ fn aarch64_elf_gives_aarch64_deps_and_is_rejected_in_an_x86_64_package() {
     assert_eq!(deb.len(), 1, "{deb:?}");
     assert!(deb[0].starts_with("libc6 (>= 2."), "{deb:?}");
 
-    // The same ELF in an x86_64 package: an input error naming the file.
+    // The same ELF in an x86_64 package (a toolchain's target-side library): packaged,
+    // listed in the report, no dependencies derived from it.
     let x86 = tmp.path().join("x86");
     std::fs::create_dir(&x86).expect("mkdir");
-    let bad = tarball_with(&x86, "x86_64", &[("libm-tool", bytes)]);
+    let mixed = tarball_with(
+        &x86,
+        "x86_64",
+        &[
+            ("libm-tool", bytes),
+            ("zstd", std::fs::read("/usr/bin/zstd").expect("zstd")),
+        ],
+    );
     let out_dir = tmp.path().join("out");
-    let o = build("korg-clang-18", &bad, &out_dir, &[]);
+    let report = build_json("korg-clang-18", &mixed, &out_dir, &[]);
+    let foreign = &report["foreign_arch"];
+    assert_eq!(
+        foreign[0]["path"], "/usr/lib/korg/llvm-18/bin/libm-tool",
+        "{report}"
+    );
+    assert_eq!(foreign[0]["machine"], "aarch64");
+    let reqs = ok(Command::new("rpm")
+        .args(["-qp", "--requires"])
+        .arg(output_path(&report, "rpm")));
+    assert!(reqs.contains("liblzma.so.5()(64bit)"), "{reqs}");
+    assert!(!reqs.contains("ld-linux-aarch64"), "{reqs}");
+    let depends = control_field(&output_path(&report, "deb"), "Depends");
+    assert!(depends.contains("liblzma5"), "{depends}");
+    let (success, deps, err) = deps_json(&mixed, &[]);
+    assert!(success, "{err}");
+    assert_eq!(deps["foreign_arch"][0]["machine"], "aarch64");
+
+    // Only the spec's [deps] foreign_arch = "error" makes it an error naming the file.
+    let specs = tmp.path().join("specs");
+    std::fs::create_dir(&specs).expect("mkdir");
+    let llvm = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/specs/llvm.toml"))
+        .expect("llvm spec");
+    std::fs::write(
+        specs.join("llvm.toml"),
+        format!("{llvm}\n[deps]\nforeign_arch = \"error\"\n"),
+    )
+    .expect("spec");
+    let strict_out = tmp.path().join("strict");
+    let o = build(
+        "korg-clang-18",
+        &mixed,
+        &strict_out,
+        &["--specs-dir", specs.to_str().expect("utf8")],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(
         err.contains("/usr/lib/korg/llvm-18/bin/libm-tool") && err.contains("aarch64"),
         "{err}"
     );
-    assert!(dir_listing(&out_dir).is_empty());
-    let (success, _, err) = deps_json(&bad, &[]);
-    assert!(!success && err.contains("aarch64"), "{err}");
+    assert!(dir_listing(&strict_out).is_empty());
 }
 
 /// Download `pkgs` (Debian 12's current versions) into `dir`; `None` if apt cannot.

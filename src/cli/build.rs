@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use korgpkg::config::BuildOptionFlags;
+use korgpkg::deps::UnmappedPolicy;
 use korgpkg::model::Format;
 use korgpkg::package::{DebCompression, IpkOuter, RpmCompression};
 use korgpkg::pipeline::{self, BuildPlan, BuildRequest, Selected};
@@ -54,10 +55,14 @@ pub struct Args {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9))]
     gzip_level: Option<u32>,
     /// Distro map for dependencies derived from the ELF files, for the formats it is
-    /// for (`debian-12`, `ubuntu-24.04`: deb; `openembedded`: ipk)
-    /// [default: debian-12 for deb, openembedded for ipk].
+    /// for (`debian-12`, `ubuntu-24.04`: deb; `openembedded`, `openwrt`: ipk)
+    /// [default: debian-12 for deb; openwrt for --ipk-outer tar, else openembedded].
     #[arg(long, value_name = "DISTRO")]
     target_distro: Option<String>,
+    /// Sonames no distro map knows: fail naming all of them, or warn and leave them
+    /// out [default: error].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    unmapped: Option<UnmappedPolicy>,
     /// Show what would be built, write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -81,7 +86,10 @@ pub fn run(args: &Args, ctx: &Context) -> Result<()> {
         },
     )?;
     let progress = ctx.terminal && !args.json;
-    let template = BuildRequest::template(settings, progress, args.target_distro.clone());
+    let template = BuildRequest {
+        unmapped: ctx.config.unmapped(args.unmapped),
+        ..BuildRequest::template(settings, progress, args.target_distro.clone())
+    };
     let selected = pipeline::select(
         &args.source.selection(args.packages.clone()),
         &ctx.specs,
@@ -98,6 +106,13 @@ pub fn run(args: &Args, ctx: &Context) -> Result<()> {
         return print_plans(args, &plans, &selected);
     }
     let reports = pipeline::build_selected(&ctx.specs, &ctx.templates, &selected)?;
+    for report in reports.iter().filter(|r| !r.unmapped.is_empty()) {
+        eprintln!(
+            "korgpkg: warning: {}: {}",
+            report.package,
+            korgpkg::deps::unmapped_message(&report.unmapped)
+        );
+    }
     if args.json {
         return print_json_one_or_many(&reports);
     }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use korgpkg::deps::UnmappedPolicy;
 use korgpkg::pipeline::{self, DepsReport};
 use korgpkg::Result;
 
@@ -18,22 +19,28 @@ Examples:
 
 The tarball is staged as `build` stages it but not verified: nothing is packaged.
 rpm: what rpm's elfdeps -R prints; deb and ipk: sonames mapped to packages by
-specs/distros/<distro>.toml (default debian-12 for deb, openembedded for ipk).")]
+specs/distros/<distro>.toml (default debian-12 for deb, openembedded for ipk).
+Every soname no map knows is named in one error (exit 4), or a warning with
+--unmapped warn.")]
 pub struct Args {
     /// An upstream tarball or a directory of files.
     source: PathBuf,
     /// The package whose spec applies (its [deps] table) [default: from the tarball name].
     #[arg(long)]
     package: Option<String>,
-    /// Distro map for deb or ipk dependencies (`debian-12`, `ubuntu-24.04`, `openembedded`).
+    /// Distro map for deb or ipk dependencies (`debian-12`, `ubuntu-24.04`,
+    /// `openembedded`, `openwrt`).
     #[arg(long, value_name = "DISTRO")]
     target_distro: Option<String>,
+    /// Sonames no distro map knows: an error, or a warning [default: error].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    unmapped: Option<UnmappedPolicy>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
 }
 
-/// The report is printed in full; then the first format that failed is the error.
+/// The report is printed in full; then every unmapped soname is one error (or warning).
 pub fn run(args: &Args, ctx: &Context) -> Result<()> {
     let report = pipeline::deps(
         &ctx.specs,
@@ -47,7 +54,11 @@ pub fn run(args: &Args, ctx: &Context) -> Result<()> {
     } else {
         print_report(&report);
     }
-    match report.formats.into_iter().find_map(|f| f.failure) {
+    match report.unmapped_error() {
+        Some(e) if ctx.config.unmapped(args.unmapped) == UnmappedPolicy::Warn => {
+            eprintln!("korgpkg: warning: {e}");
+            Ok(())
+        }
         Some(e) => Err(e),
         None => Ok(()),
     }
@@ -78,9 +89,13 @@ fn print_report(report: &DepsReport) {
             .as_ref()
             .map(|d| format!(" ({d})"))
             .unwrap_or_default();
-        if let Some(e) = &fd.error {
-            println!("{}{distro}: error: {e}", fd.format);
-        } else if fd.relations.is_empty() {
+        for u in &fd.unmapped {
+            println!(
+                "{}{distro}: unmapped: {} (needed by {})",
+                fd.format, u.soname, u.needed_by
+            );
+        }
+        if fd.relations.is_empty() {
             println!("{}{distro}: no dependencies", fd.format);
         }
         for (field, list) in &fd.relations {

@@ -6,6 +6,7 @@
 pub mod build;
 pub mod completions;
 pub mod deps;
+pub mod distromap;
 pub mod image;
 pub mod inspect;
 pub mod kernel;
