@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -968,49 +967,32 @@ struct SyncLock {
 
 impl SyncLock {
     fn acquire(root: &Path, wait: bool, log: &dyn Fn(&str)) -> Result<SyncLock> {
-        let dir = root.join(STATE_DIR);
-        fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("sync.lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx(|| format!("opening {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(SyncLock { _file: file });
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::WouldBlock {
-            return Err(Error::Io {
-                context: format!("locking {}", path.display()),
-                source: err,
-            });
-        }
-        if !wait {
-            return Err(Error::Io {
-                context: format!(
-                    "another korgpkg sync is running on {} (it holds {}); pass --wait to wait for it",
-                    root.display(),
-                    path.display()
-                ),
-                source: err,
-            });
+        let (file, path) = publish::open_lock_file(root, "sync.lock")?;
+        match file.try_lock() {
+            Ok(()) => return Ok(SyncLock { _file: file }),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::Io {
+                    context: format!("locking {}", path.display()),
+                    source: e,
+                })
+            }
+            Err(fs::TryLockError::WouldBlock) if !wait => {
+                return Err(Error::Io {
+                    context: format!(
+                        "another korgpkg sync is running on {} (it holds {}); pass --wait to wait for it",
+                        root.display(),
+                        path.display()
+                    ),
+                    source: std::io::ErrorKind::WouldBlock.into(),
+                });
+            }
+            Err(fs::TryLockError::WouldBlock) => {}
         }
         log(&format!(
             "waiting for another korgpkg sync on {} to finish",
             root.display()
         ));
-        // SAFETY: as above.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(Error::Io {
-                context: format!("locking {}", path.display()),
-                source: std::io::Error::last_os_error(),
-            });
-        }
+        file.lock().ctx(|| format!("locking {}", path.display()))?;
         Ok(SyncLock { _file: file })
     }
 }

@@ -363,7 +363,7 @@ pub(crate) fn place_in_pool(
             ));
         }
     }
-    copy_into_pool(file, &dst, ctx.durability)?;
+    copy_into_pool(file, &dst, ctx.durability, &sums.sha256)?;
     Ok(sums.clone())
 }
 
@@ -440,11 +440,7 @@ pub trait Repository {
         sums: &FileSums,
         pool: &str,
     ) -> Result<Imported> {
-        let stanza = control_stanza(file, info)?;
-        Ok(Imported {
-            sums: place_in_pool(ctx, file, sums, pool)?,
-            index: IndexData::Control { stanza },
-        })
+        import_as_is(ctx, file, info, sums, pool)
     }
     /// Write every index file of this format for `packages` below `gen` (a fresh
     /// generation directory); `prev` is the previous generation, if any.
@@ -482,6 +478,22 @@ pub struct Report {
     pub removed: Vec<PublishedPackage>,
 }
 
+/// The default [`Repository::import`]: copy `file` into the pool at `pool` as it is
+/// and describe it by its rebuilt control stanza.
+pub(crate) fn import_as_is(
+    ctx: &Context<'_>,
+    file: &Path,
+    info: &package::Inspection,
+    sums: &FileSums,
+    pool: &str,
+) -> Result<Imported> {
+    let stanza = control_stanza(file, info)?;
+    Ok(Imported {
+        sums: place_in_pool(ctx, file, sums, pool)?,
+        index: IndexData::Control { stanza },
+    })
+}
+
 /// An exclusive `flock` on the repository, released on drop (and by the kernel if the
 /// process dies).
 struct Lock {
@@ -490,25 +502,26 @@ struct Lock {
 
 impl Lock {
     fn acquire(root: &Path) -> Result<Lock> {
-        let dir = root.join(STATE_DIR);
-        fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .ctx(|| format!("opening {}", path.display()))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(Error::Io {
-                context: format!("locking {}", path.display()),
-                source: std::io::Error::last_os_error(),
-            });
-        }
+        let (file, path) = open_lock_file(root, "lock")?;
+        file.lock().ctx(|| format!("locking {}", path.display()))?;
         Ok(Lock { _file: file })
     }
+}
+
+/// Open (creating it) the lock file `name` in the repository's state directory, for
+/// `File::lock`/`try_lock` (an exclusive `flock`, released by the kernel when the
+/// process dies). Returns the file and its path.
+pub(crate) fn open_lock_file(root: &Path, name: &str) -> Result<(File, PathBuf)> {
+    let dir = root.join(STATE_DIR);
+    fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ctx(|| format!("opening {}", path.display()))?;
+    Ok((file, path))
 }
 
 fn state_path(root: &Path) -> PathBuf {
@@ -586,10 +599,31 @@ pub fn clean_stale(dir: &Path) {
 }
 
 /// Copy `src` into the pool at `dst` (see [`PoolFile`]).
-pub fn copy_into_pool(src: &Path, dst: &Path, durability: Durability) -> Result<()> {
+pub fn copy_into_pool(src: &Path, dst: &Path, durability: Durability, sha256: &str) -> Result<()> {
     let mut out = PoolFile::create(dst, durability)?;
     let mut input = File::open(src).ctx(|| format!("opening {}", src.display()))?;
-    std::io::copy(&mut input, out.file()).ctx(|| format!("copying {}", src.display()))?;
+    // The bytes copied are hashed again: a file changed since it was verified must not
+    // reach the pool (or be signed there).
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; crate::payload::COPY_BUFFER];
+    loop {
+        let n = input
+            .read(&mut buf)
+            .ctx(|| format!("reading {}", src.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.file()
+            .write_all(&buf[..n])
+            .ctx(|| format!("copying {}", src.display()))?;
+    }
+    if hex::encode(hasher.finalize()) != sha256 {
+        return Err(Error::verify(
+            src.display().to_string(),
+            "changed while it was being published (its sha256 is no longer the one verified)",
+        ));
+    }
     out.finish()
 }
 

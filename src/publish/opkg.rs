@@ -16,8 +16,8 @@ use std::io::Read;
 use std::path::Path;
 
 use super::{
-    place_in_pool, write_atomic, write_file, Context, FileSums, Imported, IndexData, Listed,
-    OpkgFlavour, RepoConfig, Repository,
+    write_atomic, write_file, Context, FileSums, Imported, IndexData, Listed, OpkgFlavour,
+    RepoConfig, Repository,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::model::Format;
@@ -103,8 +103,7 @@ impl Repository for Opkg {
         sums: &FileSums,
         pool: &str,
     ) -> Result<Imported> {
-        let stanza = super::control_stanza(file, info)?;
-        let sums = place_in_pool(ctx, file, sums, pool)?;
+        let imported = super::import_as_is(ctx, file, info, sums, pool)?;
         if pool.starts_with("opkg-pool/openembedded/") {
             // Yocto's check_pkg_signature fetches `<file>.ipk.asc`. Signed from the pool
             // copy, which is the checked file (its sha256 is the one inspected).
@@ -115,10 +114,7 @@ impl Repository for Opkg {
                 .detached_stream(std::io::BufReader::with_capacity(256 * 1024, f), true)?;
             write_atomic(&ctx.root.join(format!("{pool}.asc")), &sig)?;
         }
-        Ok(Imported {
-            sums,
-            index: IndexData::Control { stanza },
-        })
+        Ok(imported)
     }
 
     fn write_indexes(
