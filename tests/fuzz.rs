@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The input families of the in-suite campaign.
-const DEFAULT_FAMILIES: &str = "deb,ipk,tarball";
+const DEFAULT_FAMILIES: &str = "all";
 
 /// Cases per target: inspect, publish, build.
 const DEFAULT_CASES: (usize, usize, usize) = (1500, 150, 600);
