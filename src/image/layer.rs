@@ -159,16 +159,7 @@ fn layer_path(deb: &Path, raw: &[u8]) -> Result<String> {
 /// A tar header for a layer entry: root-owned, mtime clamped, permission bits only
 /// (no setuid/setgid: a toolchain needs none).
 fn layer_header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode & 0o1777);
-    h.set_size(size);
-    h.set_mtime(mtime);
-    h.set_uid(0);
-    h.set_gid(0);
-    let _ = h.set_username("root");
-    let _ = h.set_groupname("root");
-    h
+    crate::package::tarball::header(mode & 0o1777, mtime, size, kind)
 }
 
 /// The layer writer: tar → diff_id hash → compressor → blob hash → temp blob file.

@@ -13,7 +13,7 @@ use crate::payload::{Entry, EntryKind};
 use crate::targuard::{input_error, TarGuard};
 
 /// A fresh GNU tar header owned by root:root.
-fn header(mode: u32, mtime: u64, size: u64, kind: tar::EntryType) -> tar::Header {
+pub(crate) fn header(mode: u32, mtime: u64, size: u64, kind: tar::EntryType) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(mode);
