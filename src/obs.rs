@@ -17,7 +17,7 @@ use crate::model::relation::RelationKind;
 use crate::model::{Format, PackageMeta};
 use crate::package::{rfc2822, BuildOptions, SYSTEM_DIRS};
 use crate::pipeline::{self, BuildRequest, BuildSettings, Prepared, ReleaseSelection};
-use crate::source::Sources;
+use crate::source::{Release, Sources};
 use crate::spec::SpecSet;
 use crate::templates::Templates;
 
@@ -82,17 +82,7 @@ pub fn prepare_release(
 ) -> Result<(Prepared, Upstream)> {
     let selection = &release.selection;
     let package = selection.packages.first().cloned().unwrap_or_default();
-    let settings = BuildSettings {
-        formats: vec![Format::Deb, Format::Rpm],
-        out_dir: work.to_path_buf(),
-        revision: release.revision,
-        options: BuildOptions::default(),
-        source_date_epoch: release.source_date_epoch,
-    };
-    let template = BuildRequest {
-        package: package.clone(),
-        ..BuildRequest::template(settings, false, release.target_distro.clone())
-    };
+    let template = request_template(release, &package, work);
     let templates = sources.templates;
     let (req, urls) = match &selection.from {
         Some(from) => {
@@ -121,11 +111,64 @@ pub fn prepare_release(
             (req, (rel.url.clone(), rel.signature_url.clone()))
         }
     };
-    let prepared = match pipeline::prepare(specs, templates, &req) {
+    prepare_request(&req, urls, specs, templates, selection.from.is_none())
+}
+
+/// Download, verify, stage and scan a release discovered on the mirror (as
+/// [`source::discover`](crate::source::discover) returns it), in `work`. Returns the
+/// prepared build, where OBS gets the release from, and the downloaded tarball in the
+/// cache (removed here if it failed verification).
+pub fn prepare_discovered(
+    release: &ObsRelease,
+    found: &Release,
+    specs: &SpecSet,
+    sources: &Sources<'_>,
+    work: &Path,
+) -> Result<(Prepared, Upstream, PathBuf)> {
+    let template = request_template(release, &found.package, work);
+    let req = pipeline::release_requests(
+        std::slice::from_ref(found),
+        specs,
+        sources,
+        &template,
+        true,
+    )?
+    .pop()
+    .ok_or_else(|| Error::network(&found.url, "nothing downloaded"))?;
+    let urls = (found.url.clone(), found.signature_url.clone());
+    let (prepared, upstream) = prepare_request(&req, urls, specs, sources.templates, true)?;
+    Ok((prepared, upstream, req.tarball))
+}
+
+/// The build request every OBS export starts from: deb and rpm, default options.
+fn request_template(release: &ObsRelease, package: &str, work: &Path) -> BuildRequest {
+    let settings = BuildSettings {
+        formats: vec![Format::Deb, Format::Rpm],
+        out_dir: work.to_path_buf(),
+        revision: release.revision,
+        options: BuildOptions::default(),
+        source_date_epoch: release.source_date_epoch,
+    };
+    BuildRequest {
+        package: package.to_string(),
+        ..BuildRequest::template(settings, false, release.target_distro.clone())
+    }
+}
+
+/// Prepare `req` (`urls`: the tarball's and signature's upstream URLs); a download that
+/// fails verification is dropped from the cache.
+fn prepare_request(
+    req: &BuildRequest,
+    urls: (String, String),
+    specs: &SpecSet,
+    templates: &Templates,
+    downloaded: bool,
+) -> Result<(Prepared, Upstream)> {
+    let prepared = match pipeline::prepare(specs, templates, req) {
         Ok(p) => p,
         Err(e) => {
-            if matches!(e, Error::Verify { .. }) && selection.from.is_none() {
-                pipeline::forget_download(&req);
+            if matches!(e, Error::Verify { .. }) && downloaded {
+                pipeline::forget_download(req);
             }
             return Err(e);
         }
@@ -696,6 +739,9 @@ pub fn check_api(api: &str) -> Result<reqwest::Url> {
     }
 }
 
+/// The largest OBS API response read (16 MiB).
+const MAX_RESPONSE: u64 = 16 << 20;
+
 /// A blocking client for the few OBS API calls korgpkg uses. Every error is
 /// [`Error::Network`] (exit code 6) naming the URL and, for 401/403/404/409, what to do.
 pub struct Client {
@@ -754,9 +800,20 @@ impl Client {
             .send()
             .map_err(|e| Error::network(&shown, crate::fetch::one_line(&e)))?;
         let status = resp.status();
-        let text = resp
-            .text()
-            .map_err(|e| Error::network(&shown, format!("reading the response: {e}")))?;
+        // OBS answers are small XML documents or package source files: bounded.
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(resp, MAX_RESPONSE + 1),
+            &mut body,
+        )
+        .map_err(|e| Error::network(&shown, format!("reading the response: {e}")))?;
+        if body.len() as u64 > MAX_RESPONSE {
+            return Err(Error::network(
+                &shown,
+                format!("the response is larger than {MAX_RESPONSE} bytes"),
+            ));
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
         if status.is_success() {
             return Ok(Some(text));
         }
@@ -819,6 +876,12 @@ impl Client {
                 })
             })
             .collect())
+    }
+
+    /// A committed file of a package; `None` if the package or the file is missing.
+    pub fn get_file(&self, project: &str, package: &str, name: &str) -> Result<Option<String>> {
+        let url = self.url(&["source", project, package, name], &[]);
+        self.send(reqwest::Method::GET, url, None, true)
     }
 
     /// Upload one file into the package's upload revision (`?rev=upload`).

@@ -40,6 +40,8 @@ use crate::spec::{Spec, SpecSet, Vars};
 use crate::templates::Templates;
 use crate::version::UpstreamVersion;
 
+pub mod obs;
+
 /// The policy file that may sit beside `korgpkg-repo.toml`.
 pub const POLICY_FILE: &str = "sync.toml";
 /// The log every sync appends to, in the repository directory.
@@ -230,13 +232,23 @@ impl LoadedPolicy {
                 ))
             }
         };
-        Self::resolve(policy, path, config, specs)
+        Self::resolve(policy, path, &config.apt.suites, specs)
     }
 
+    /// Read a policy file (`[sync]` table, as `sync.toml`) that belongs to no repository
+    /// (`sync --obs`): apt suites are not checked.
+    pub fn load_file(path: &Path, specs: &SpecSet) -> Result<Self> {
+        let text = fs::read_to_string(path).ctx(|| format!("reading {}", path.display()))?;
+        let parsed: InFile = toml::from_str(&text).map_err(|e| Error::toml(path, &text, &e))?;
+        Self::resolve(parsed.sync, path.to_path_buf(), &[], specs)
+    }
+
+    /// Check `policy` against the specs and the repository's apt `suites` (none: any
+    /// suite is accepted).
     fn resolve(
         policy: Policy,
         path: PathBuf,
-        config: &RepoConfig,
+        suites: &[String],
         specs: &SpecSet,
     ) -> Result<Self> {
         let bad = |key: &str, msg: String| Error::spec(&path, format!("{key}: {msg}"));
@@ -273,14 +285,14 @@ impl LoadedPolicy {
             }
         }
         let suite_ok = |key: &str, s: &str| {
-            if config.apt.suites.iter().any(|x| x == s) {
+            if suites.is_empty() || suites.iter().any(|x| x == s) {
                 Ok(())
             } else {
                 Err(bad(
                     key,
                     format!(
                         "{s:?} is not one of the repository's apt suites ({})",
-                        config.apt.suites.join(", ")
+                        suites.join(", ")
                     ),
                 ))
             }
@@ -290,7 +302,7 @@ impl LoadedPolicy {
                 suite_ok("sync.channels.release.suite", s)?;
                 s.clone()
             }
-            None => config.apt.suites[0].clone(),
+            None => suites.first().cloned().unwrap_or_else(|| "stable".into()),
         };
         let rc_suite = match policy.channels.rc.as_ref().and_then(|c| c.suite.as_ref()) {
             Some(s) => {
@@ -574,16 +586,22 @@ impl Report {
     /// The error the run ends with when some release failed: exit 5 if any failure was
     /// a verification failure, else 6 for network errors, else the first one's code.
     pub fn failure(&self) -> Option<Error> {
-        let first = self.failed.first()?;
-        let code = if self.failed.iter().any(|f| f.exit_code == 5) {
+        failure_error(&self.failed)
+    }
+}
+
+/// The error a run with these failures ends with: exit 5 if any was a verification
+/// failure, else 6 for network errors, else the first one's code; `None` if none failed.
+pub fn failure_error(failed: &[Failure]) -> Option<Error> {
+        let first = failed.first()?;
+        let code = if failed.iter().any(|f| f.exit_code == 5) {
             5
-        } else if self.failed.iter().any(|f| f.exit_code == 6) {
+        } else if failed.iter().any(|f| f.exit_code == 6) {
             6
         } else {
             first.exit_code
         };
-        let what = self
-            .failed
+        let what = failed
             .iter()
             .map(|f| {
                 let v = if f.version.is_empty() {
@@ -595,7 +613,7 @@ impl Report {
             })
             .collect::<Vec<_>>()
             .join("; ");
-        let message = format!("{} failed ({what})", plural(self.failed.len(), "release"));
+        let message = format!("{} failed ({what})", plural(failed.len(), "release"));
         Some(match code {
             5 => Error::verify("sync", message),
             6 => Error::network("sync", message),
@@ -610,7 +628,6 @@ impl Report {
                 source: std::io::Error::other(message),
             },
         })
-    }
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -1302,7 +1319,12 @@ mod tests {
         .unwrap();
         let parsed: InFile =
             toml::from_str(text).map_err(|e| Error::toml(Path::new("sync.toml"), text, &e))?;
-        LoadedPolicy::resolve(parsed.sync, PathBuf::from("sync.toml"), &config, &specs)
+        LoadedPolicy::resolve(
+            parsed.sync,
+            PathBuf::from("sync.toml"),
+            &config.apt.suites,
+            &specs,
+        )
     }
 
     #[test]

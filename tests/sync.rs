@@ -4,6 +4,7 @@
 
 mod common;
 use common::mirror::{developer, Mirror, DIR};
+use common::obs::{commits, oscrc, puts, FakeObs, PASSWORD};
 use common::repo::{dnf, provider_for, AptRoot, TestRepo};
 use common::*;
 use korgpkg::verify::testkeys::{Hash, KeyOptions};
@@ -675,4 +676,174 @@ fn bench_no_change_sync() {
             ))
             .collect::<Vec<_>>()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// sync --obs: the same planning, handed to a fake OBS API on 127.0.0.1
+
+const OBS_PROJECT: &str = "home:tester:korg";
+
+/// A mirror with `versions`, a fake OBS with the project, the policy file and an oscrc.
+fn obs_setup(versions: &[&str]) -> (Mirror, FakeObs, std::path::PathBuf, std::path::PathBuf) {
+    let m = Mirror::with_versions(developer(KeyOptions::default()), versions);
+    let fake = FakeObs::start(&[OBS_PROJECT]);
+    let policy = m.tmp.path().join("sync.toml");
+    std::fs::write(&policy, POLICY).expect("policy");
+    let rc = oscrc(m.tmp.path(), &fake.api(), PASSWORD);
+    (m, fake, policy, rc)
+}
+
+fn sync_obs(m: &Mirror, fake: &FakeObs, policy: &Path, rc: &Path, extra: &[&str]) -> Output {
+    run(m
+        .korgpkg()
+        .env_remove("OBS_USER")
+        .env_remove("OBS_PASSWORD")
+        .env_remove("OBS_API")
+        .env_remove("OSC_CONFIG")
+        .args(["sync", "--obs", OBS_PROJECT, "--policy"])
+        .arg(policy)
+        .args(["--obs-api", &fake.api(), "--oscrc"])
+        .arg(rc)
+        .args(extra))
+}
+
+fn sync_obs_json(
+    m: &Mirror,
+    fake: &FakeObs,
+    policy: &Path,
+    rc: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let o = sync_obs(m, fake, policy, rc, &args);
+    assert!(
+        o.status.success(),
+        "sync --obs failed: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("sync --obs --json prints JSON")
+}
+
+/// The committed `_service` of an OBS package.
+fn obs_service(fake: &FakeObs, package: &str) -> Option<String> {
+    let st = fake.state.lock().expect("state");
+    st.packages
+        .get(&(OBS_PROJECT.to_string(), package.to_string()))
+        .and_then(|p| p.files.get("_service"))
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn obs_packages(fake: &FakeObs) -> Vec<String> {
+    let st = fake.state.lock().expect("state");
+    st.packages.keys().map(|(_, p)| p.clone()).collect()
+}
+
+#[test]
+fn sync_to_obs_pushes_the_newest_release_per_package_once() {
+    let (mut m, fake, policy, rc) = obs_setup(&["16.0.6", "17.0.6", "18.1.7", "18.1.8", "19.1.0-rc1"]);
+
+    // A dry run reads OBS and plans; it writes nothing and downloads nothing.
+    let plan = sync_obs_json(&m, &fake, &policy, &rc, &["--dry-run"]);
+    let to_push: BTreeSet<String> = plan["to_push"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{} {}", p["package"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        to_push,
+        BTreeSet::from(["korg-clang-17 17.0.6".to_string(), "korg-clang-18 18.1.8".into()]),
+        "{plan}"
+    );
+    let log = fake.take_log();
+    assert!(log.iter().all(|l| l.starts_with("GET ")), "{log:?}");
+    assert!(tarball_gets(&m).is_empty());
+
+    // First run: one package and one commit per package, the newest release only.
+    let report = sync_obs_json(&m, &fake, &policy, &rc, &[]);
+    assert_eq!(report["pushed"].as_array().unwrap().len(), 2, "{report}");
+    for p in report["pushed"].as_array().unwrap() {
+        assert_eq!(p["signers"].as_array().unwrap().len(), 2, "{p}");
+        assert!(p["push"]["commit"].is_string(), "{p}");
+    }
+    let log = fake.take_log();
+    assert_eq!(commits(&log), 2, "{log:?}");
+    assert_eq!(obs_packages(&fake), ["korg-clang-17", "korg-clang-18"]);
+    let service = obs_service(&fake, "korg-clang-18").expect("_service");
+    let url = m.server.url(&format!("{DIR}/llvm-18.1.8-x86_64.tar.xz"));
+    assert!(service.contains(&format!(">{url}<")), "{service}");
+    let mut gets = tarball_gets(&m);
+    gets.sort();
+    assert_eq!(
+        gets,
+        [
+            format!("{DIR}/llvm-17.0.6-x86_64.tar.xz"),
+            format!("{DIR}/llvm-18.1.8-x86_64.tar.xz")
+        ]
+    );
+    assert!(dir_listing(&m.cache().join("sha256")).is_empty());
+
+    // Second run, nothing new upstream: no upload, no commit, no download.
+    let before = tarball_gets(&m).len();
+    let o = sync_obs(&m, &fake, &policy, &rc, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("0 pushed, 2 unchanged, 0 failed"), "{out}");
+    let log = fake.take_log();
+    assert!(puts(&log).is_empty(), "{log:?}");
+    assert_eq!(commits(&log), 0, "{log:?}");
+    assert!(
+        log.iter().all(|l| l.starts_with("GET ")),
+        "a no-change run only reads: {log:?}"
+    );
+    assert_eq!(tarball_gets(&m).len(), before);
+
+    // A newer 18.x: only korg-clang-18 is pushed, with only its changed files.
+    m.add("18.1.9");
+    let report = sync_obs_json(&m, &fake, &policy, &rc, &[]);
+    assert_eq!(report["pushed"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["pushed"][0]["version"], "18.1.9");
+    let log = fake.take_log();
+    assert_eq!(commits(&log), 1, "{log:?}");
+    let uploaded = puts(&log);
+    assert!(uploaded.contains("_service") && uploaded.contains("korg-clang-18.spec"));
+    assert!(
+        !uploaded.contains("debian.rules"),
+        "an unchanged file was uploaded again: {uploaded:?}"
+    );
+    assert!(log.iter().all(|l| !l.contains("/korg-clang-17?")), "{log:?}");
+    assert_eq!(
+        tarball_gets(&m).len(),
+        before + 1,
+        "only the new release is downloaded"
+    );
+}
+
+#[test]
+fn sync_to_obs_reports_a_bad_signature_and_pushes_the_others() {
+    let (m, fake, policy, rc) = obs_setup(&["17.0.6", "18.1.8"]);
+    let other = m
+        .dev
+        .sign_detached(&m.releases[0].tar, Hash::Sha256, true, true);
+    m.server
+        .file(&format!("{DIR}/llvm-18.1.8-x86_64.tar.sign"), other);
+    let o = sync_obs(&m, &fake, &policy, &rc, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("18.1.8"), "{err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("failed korg-clang-18 18.1.8"), "{out}");
+    assert!(out.contains("1 pushed"), "{out}");
+    assert_eq!(obs_packages(&fake), ["korg-clang-17"]);
+    assert_eq!(commits(&fake.take_log()), 1);
+    assert!(dir_listing(&m.cache().join("sha256")).is_empty());
+
+    // Still bad on the next run: refused again, nothing pushed.
+    let o = sync_obs(&m, &fake, &policy, &rc, &[]);
+    assert_eq!(o.status.code(), Some(5));
+    let log = fake.take_log();
+    assert_eq!(commits(&log), 0, "{log:?}");
+    assert_eq!(obs_packages(&fake), ["korg-clang-17"]);
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use korgpkg::config::source_date_epoch;
+use korgpkg::obs;
 use korgpkg::publish::PackageId;
 use korgpkg::sync;
 use korgpkg::Error;
@@ -15,10 +16,17 @@ Examples:
   korgpkg sync --repo /srv/korg --dry-run
   korgpkg sync --repo /srv/korg --passphrase-file /run/credentials/korgpkg-sync.service/passphrase
   korgpkg sync --repo /srv/korg --json --keep-cache
+  korgpkg sync --obs home:me:korg --policy repo/sync.toml --dry-run
+  OBS_USER=me OBS_PASSWORD=... korgpkg sync --obs home:me:korg --policy repo/sync.toml
 
 The policy is the [sync] table of DIR/korgpkg-repo.toml or DIR/sync.toml (see
 repo/sync.toml). A release that fails is reported and skipped; the others are
-published. Exit 5 if a verification failed, 6 if a download failed.";
+published. Exit 5 if a verification failed, 6 if a download failed.
+
+With --obs, each package gets the newest release the policy selects; what OBS
+already has is read from the package's committed _service and .spec, so only
+missing releases are downloaded, verified and pushed (changed files, one commit
+per package). Nothing is deleted on OBS.";
 
 /// Keep a repository equal to its sync policy over kernel.org's releases.
 #[derive(clap::Args, Debug)]
@@ -26,8 +34,22 @@ published. Exit 5 if a verification failed, 6 if a download failed.";
 pub struct Args {
     /// The repository directory (its korgpkg-repo.toml has a [sync] table, or a sync.toml
     /// is beside it).
-    #[arg(long)]
-    pub repo: PathBuf,
+    #[arg(long, required_unless_present = "obs", conflicts_with = "obs")]
+    pub repo: Option<PathBuf>,
+    /// Hand each missing release to this Open Build Service project (`home:me:korg`)
+    /// instead of building into a repository; needs --policy.
+    #[arg(long, value_name = "PROJECT", requires = "policy")]
+    pub obs: Option<String>,
+    /// The policy file for --obs (a [sync] table, as repo/sync.toml).
+    #[arg(long, value_name = "FILE", requires = "obs")]
+    pub policy: Option<PathBuf>,
+    /// OBS API URL for --obs [default: oscrc's [general] apiurl, else https://api.opensuse.org].
+    #[arg(long, env = "OBS_API", value_name = "URL", requires = "obs")]
+    pub obs_api: Option<String>,
+    /// osc configuration file with the OBS credentials for --obs [default: $OSC_CONFIG,
+    /// ~/.config/osc/oscrc]; OBS_USER/OBS_PASSWORD win.
+    #[arg(long, value_name = "FILE", requires = "obs")]
+    pub oscrc: Option<PathBuf>,
     /// Print the plan; download, build and publish nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -66,8 +88,13 @@ pub fn run(args: &Args, ctx: &Context) -> Result<(), Error> {
             eprintln!("korgpkg: sync: {msg}");
         }
     };
+    let root = match (&args.repo, &args.policy) {
+        (Some(r), _) => r.clone(),
+        (None, Some(p)) => p.parent().map(PathBuf::from).unwrap_or_default(),
+        (None, None) => return Err(Error::Usage("sync needs --repo or --obs".into())),
+    };
     let opts = sync::Options {
-        root: &args.repo,
+        root: &root,
         specs: &ctx.specs,
         templates: &ctx.templates,
         sources: &sources,
@@ -83,6 +110,20 @@ pub fn run(args: &Args, ctx: &Context) -> Result<(), Error> {
         progress: ctx.terminal && !args.json,
         log: &log,
     };
+    if let (Some(project), Some(policy)) = (&args.obs, &args.policy) {
+        let client = obs::connect(args.obs_api.as_deref(), args.oscrc.as_deref())?;
+        let report = sync::obs::run(&sync::obs::ObsOptions {
+            sync: &opts,
+            policy,
+            project,
+            client: &client,
+        })?;
+        print_obs(&report, args.json)?;
+        return match report.failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+    }
     let report = sync::run(&opts)?;
     if args.json {
         print_json(&report)?;
@@ -142,4 +183,47 @@ pub fn run(args: &Args, ctx: &Context) -> Result<(), Error> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+fn print_obs(report: &sync::obs::ObsReport, json: bool) -> Result<(), Error> {
+    if json {
+        return print_json(report);
+    }
+    let at = |p: &sync::obs::ObsPackage| {
+        format!(
+            "{}/{} {}-{} ({})",
+            report.project, p.package, p.version, p.revision, p.arch
+        )
+    };
+    if report.dry_run {
+        for p in &report.to_push {
+            println!("would push {} from {}", at(p), p.upstream_url);
+        }
+    }
+    for p in &report.pushed {
+        let files = p.push.changed.len();
+        println!(
+            "pushed {} from {} ({files} file(s) changed, sha256 {})",
+            at(&p.package),
+            p.package.upstream_url,
+            p.package.upstream_sha256
+        );
+    }
+    for f in &report.failed {
+        println!(
+            "failed {} {} ({}): {}",
+            f.package, f.version, f.arch, f.error
+        );
+    }
+    let pushed = if report.dry_run {
+        format!("{} to push", report.to_push.len())
+    } else {
+        format!("{} pushed", report.pushed.len())
+    };
+    println!(
+        "summary: {pushed}, {} unchanged, {} failed",
+        report.unchanged.len(),
+        report.failed.len()
+    );
+    Ok(())
 }

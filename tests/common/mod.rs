@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mirror;
+pub mod obs;
 pub mod repo;
 pub mod server;
 
