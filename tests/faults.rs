@@ -287,15 +287,7 @@ fn a_publish_on_a_full_disk_leaves_the_previous_generation_and_no_orphans() {
     let before_tree = tree(&repo.root);
 
     // Leave less room than the three big packages need.
-    let free = {
-        // SAFETY: statvfs into a zeroed struct for a valid path.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let c = std::ffi::CString::new(fs.dir.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-        st.f_bavail * st.f_frsize
-    };
-    let filler = fs.dir.join("filler");
-    std::fs::write(&filler, vec![1u8; (free as usize).saturating_sub(5 << 20)]).expect("fill");
+    let filler = fs.fill_leaving(5 << 20);
     let mut c = korgpkg();
     c.arg("publish").arg("--repo").arg(&repo.root);
     for f in ["deb", "rpm", "ipk"] {

@@ -5,12 +5,12 @@
 mod common;
 use common::mirror::{developer, Mirror, DIR};
 use common::obs::{commits, oscrc, puts, FakeObs, PASSWORD};
-use common::repo::{dnf, provider_for, AptRoot, TestRepo};
+use common::repo::{dnf, provider_for, snapshot, AptRoot, TestRepo};
 use common::*;
 use korgpkg::verify::testkeys::{Hash, KeyOptions};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The policy the tests sync: korg-clang-17 and newer, x86_64, two versions per
@@ -35,8 +35,17 @@ formats = ["deb"]
 /// A mirror with `versions` and a served repository (suites stable and testing) whose
 /// definition carries [`POLICY`].
 fn setup(versions: &[&str]) -> (Mirror, TestRepo) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("repo");
+    setup_at(versions, tmp, root)
+}
+
+/// [`setup`] with the repository at `root` (keys and server state in `tmp`).
+fn setup_at(versions: &[&str], tmp: tempfile::TempDir, root: PathBuf) -> (Mirror, TestRepo) {
     let m = Mirror::with_versions(developer(KeyOptions::default()), versions);
-    let repo = TestRepo::new(
+    let repo = TestRepo::with_root(
+        tmp,
+        root,
         false,
         &["--arch", "amd64", "--suite", "stable", "--suite", "testing"],
     );
@@ -480,6 +489,55 @@ fn policy_errors_exit_3_naming_the_file_and_key() {
         "{err}"
     );
     assert!(m.server.requests().is_empty());
+}
+
+#[test]
+fn a_sync_on_a_full_disk_fails_clearly_and_leaves_the_repository_as_it_was() {
+    let Some(fs) = Tmpfs::mount("24m") else {
+        return;
+    };
+    let (mut m, repo) = setup_at(
+        &["17.0.6"],
+        tempfile::tempdir().expect("tmp"),
+        fs.dir.join("repo"),
+    );
+    sync_json(&m, &repo, &[]);
+    let want: BTreeSet<String> = release_set(17, "17.0.6").into_iter().collect();
+    assert_eq!(contents(&repo.root), want);
+    let before = snapshot(&repo.root);
+    let gen = generation(&repo.root);
+
+    // A new release, and almost no room left for building or publishing it.
+    m.add("18.1.8");
+    let filler = fs.fill_leaving(64 << 10);
+    let o = sync(&m, &repo, &["--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains(&repo.root.display().to_string()),
+        "the error names no path in the repository: {err}"
+    );
+    // Byte for byte the previous generation, with nothing left behind (no work
+    // directory, temp file, pool file or generation).
+    assert_eq!(generation(&repo.root), gen);
+    let after = snapshot(&repo.root);
+    let changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    assert!(changed.is_empty(), "the repository changed: {changed:?}");
+    assert_served_complete(&repo, "after a full disk");
+
+    // Room again: the rerun completes.
+    std::fs::remove_file(&filler).expect("unfill");
+    sync_json(&m, &repo, &[]);
+    let mut want = want;
+    want.extend(release_set(18, "18.1.8"));
+    assert_eq!(contents(&repo.root), want);
+    assert_eq!(generation(&repo.root), gen + 1);
 }
 
 /// Whether every served index link points at a complete generation that apt accepts.

@@ -460,6 +460,26 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// Bytes free for an unprivileged writer.
+    pub fn free(&self) -> u64 {
+        // SAFETY: statvfs into a zeroed struct for a valid, NUL-terminated path.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let c = std::ffi::CString::new(self.dir.to_str().expect("utf-8 path")).expect("path");
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail * st.f_frsize
+    }
+
+    /// Fill the file system with one file (`<dir>/filler`, returned) until only `leave`
+    /// bytes are free.
+    pub fn fill_leaving(&self, leave: u64) -> PathBuf {
+        let filler = self.dir.join("filler");
+        let n = self.free().saturating_sub(leave);
+        std::fs::write(&filler, vec![1u8; n as usize]).expect("fill");
+        filler
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
