@@ -126,15 +126,10 @@ pub fn prepare_discovered(
     work: &Path,
 ) -> Result<(Prepared, Upstream, PathBuf)> {
     let template = request_template(release, &found.package, work);
-    let req = pipeline::release_requests(
-        std::slice::from_ref(found),
-        specs,
-        sources,
-        &template,
-        true,
-    )?
-    .pop()
-    .ok_or_else(|| Error::network(&found.url, "nothing downloaded"))?;
+    let req =
+        pipeline::release_requests(std::slice::from_ref(found), specs, sources, &template, true)?
+            .pop()
+            .ok_or_else(|| Error::network(&found.url, "nothing downloaded"))?;
     let urls = (found.url.clone(), found.signature_url.clone());
     let (prepared, upstream) = prepare_request(&req, urls, specs, sources.templates, true)?;
     Ok((prepared, upstream, req.tarball))
@@ -802,11 +797,8 @@ impl Client {
         let status = resp.status();
         // OBS answers are small XML documents or package source files: bounded.
         let mut body = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(resp, MAX_RESPONSE + 1),
-            &mut body,
-        )
-        .map_err(|e| Error::network(&shown, format!("reading the response: {e}")))?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(resp, MAX_RESPONSE + 1), &mut body)
+            .map_err(|e| Error::network(&shown, format!("reading the response: {e}")))?;
         if body.len() as u64 > MAX_RESPONSE {
             return Err(Error::network(
                 &shown,

@@ -245,12 +245,7 @@ impl LoadedPolicy {
 
     /// Check `policy` against the specs and the repository's apt `suites` (none: any
     /// suite is accepted).
-    fn resolve(
-        policy: Policy,
-        path: PathBuf,
-        suites: &[String],
-        specs: &SpecSet,
-    ) -> Result<Self> {
+    fn resolve(policy: Policy, path: PathBuf, suites: &[String], specs: &SpecSet) -> Result<Self> {
         let bad = |key: &str, msg: String| Error::spec(&path, format!("{key}: {msg}"));
         if policy.keep == 0 {
             return Err(bad("sync.keep", "must be at least 1".into()));
@@ -593,41 +588,41 @@ impl Report {
 /// The error a run with these failures ends with: exit 5 if any was a verification
 /// failure, else 6 for network errors, else the first one's code; `None` if none failed.
 pub fn failure_error(failed: &[Failure]) -> Option<Error> {
-        let first = failed.first()?;
-        let code = if failed.iter().any(|f| f.exit_code == 5) {
-            5
-        } else if failed.iter().any(|f| f.exit_code == 6) {
-            6
-        } else {
-            first.exit_code
-        };
-        let what = failed
-            .iter()
-            .map(|f| {
-                let v = if f.version.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {}", f.version)
-                };
-                format!("{}{v}: {}", f.package, f.error)
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        let message = format!("{} failed ({what})", plural(failed.len(), "release"));
-        Some(match code {
-            5 => Error::verify("sync", message),
-            6 => Error::network("sync", message),
-            3 => Error::Spec {
-                path: PathBuf::from("sync"),
-                message,
-            },
-            4 => Error::input("sync", message),
-            2 => Error::Usage(message),
-            _ => Error::Io {
-                context: "sync".into(),
-                source: std::io::Error::other(message),
-            },
+    let first = failed.first()?;
+    let code = if failed.iter().any(|f| f.exit_code == 5) {
+        5
+    } else if failed.iter().any(|f| f.exit_code == 6) {
+        6
+    } else {
+        first.exit_code
+    };
+    let what = failed
+        .iter()
+        .map(|f| {
+            let v = if f.version.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", f.version)
+            };
+            format!("{}{v}: {}", f.package, f.error)
         })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = format!("{} failed ({what})", plural(failed.len(), "release"));
+    Some(match code {
+        5 => Error::verify("sync", message),
+        6 => Error::network("sync", message),
+        3 => Error::Spec {
+            path: PathBuf::from("sync"),
+            message,
+        },
+        4 => Error::input("sync", message),
+        2 => Error::Usage(message),
+        _ => Error::Io {
+            context: "sync".into(),
+            source: std::io::Error::other(message),
+        },
+    })
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -1060,7 +1055,14 @@ pub fn run(opts: &Options<'_>) -> Result<Report> {
                     let Some(file) = built.files.get(&id.format) else {
                         continue;
                     };
-                    adds.push((dir.join(file), s.suite.clone()));
+                    // The apt suite matters for debs only; publish checks every
+                    // file's against the definition, so the others get the release
+                    // suite (always one of the repository's).
+                    let suite = match id.format {
+                        Format::Deb => s.suite.clone(),
+                        _ => policy.suite(ChannelKind::Release).to_string(),
+                    };
+                    adds.push((dir.join(file), suite));
                     provenance.insert(
                         (id.format, id.name.clone(), id.arch.clone()),
                         Origin {

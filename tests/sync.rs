@@ -139,7 +139,9 @@ fn all_indexes(root: &Path) -> String {
             .unwrap_or_default(),
         );
     }
-    text.push_str(&std::fs::read_to_string(root.join("opkg/Packages")).unwrap_or_default());
+    text.push_str(
+        &std::fs::read_to_string(root.join("opkg/openembedded/Packages")).unwrap_or_default(),
+    );
     let repomd = std::fs::read_to_string(root.join("rpm/repodata/repomd.xml")).unwrap_or_default();
     if let Some(href) = repomd
         .split("href=\"")
@@ -385,6 +387,83 @@ fn sync_keeps_the_repository_equal_to_the_policy() {
         sums[0].if_none_match.is_some(),
         "not revalidated: {requests:?}"
     );
+}
+
+/// The policy of a second repository that carries only release candidates, as rpm and
+/// ipk: the dnf/opkg testing feed beside [`POLICY`]'s repository.
+const RC_ONLY_POLICY: &str = r#"
+[sync]
+keep = 2
+arches = ["x86_64"]
+
+[[sync.packages]]
+name = "korg-clang-*"
+min_major = 17
+
+[sync.channels.release]
+formats = []
+
+[sync.channels.rc]
+formats = ["rpm", "ipk"]
+"#;
+
+/// What `dnf repoquery korg-clang-19` finds in `repo`'s rpm-md repository.
+fn dnf_query(repo: &TestRepo, name: &str) -> String {
+    let root = repo.tmp.path().join("dnfroot");
+    let repos = repo.tmp.path().join("repos.d");
+    std::fs::create_dir_all(&repos).unwrap();
+    std::fs::copy(repo.root.join("rpm/korg.repo"), repos.join("korg.repo")).unwrap();
+    ok(dnf(&root, &repos, "cache").args(["repoquery", "--refresh", name]))
+}
+
+#[test]
+fn release_candidates_reach_dnf_and_opkg_through_a_testing_repository() {
+    need_tool("dnf");
+    let (mut m, stable) = setup(&["18.1.8", "19.1.0-rc1"]);
+    let testing = TestRepo::new(false, &["--arch", "amd64"]);
+    let def = testing.root.join("korgpkg-repo.toml");
+    let mut text = std::fs::read_to_string(&def).expect("definition");
+    text.push_str(RC_ONLY_POLICY);
+    std::fs::write(&def, text).expect("write definition");
+
+    sync_json(&m, &stable, &[]);
+    sync_json(&m, &testing, &[]);
+    let mut want: BTreeSet<String> = release_set(18, "18.1.8").into_iter().collect();
+    want.insert("deb korg-clang-19 19.1.0~rc1-1 amd64 [testing]".into());
+    assert_eq!(contents(&stable.root), want);
+    let rcs: BTreeSet<String> = [
+        "rpm korg-clang-19 19.1.0~rc1-1 x86_64".to_string(),
+        "ipk korg-clang-19 19.1.0~rc1-1 x86_64 [openembedded]".into(),
+    ]
+    .into();
+    assert_eq!(contents(&testing.root), rcs);
+
+    // dnf: the testing repository has the rc, the stable one does not (but has 18.x).
+    let q = dnf_query(&testing, "korg-clang-19");
+    assert!(q.contains("korg-clang-19-0:19.1.0~rc1-1.x86_64"), "{q}");
+    let q = dnf_query(&stable, "korg-clang-*");
+    assert!(q.contains("korg-clang-18-0:18.1.8-1.x86_64"), "{q}");
+    assert!(
+        !q.contains("korg-clang-19"),
+        "the rc is in the stable rpm-md: {q}"
+    );
+    // opkg: the same split.
+    let feed =
+        |r: &TestRepo| std::fs::read_to_string(r.root.join("opkg/openembedded/Packages")).unwrap();
+    assert!(feed(&testing).contains("Package: korg-clang-19\n"));
+    assert!(!feed(&stable).contains("korg-clang-19"));
+
+    // The release: into stable; the rc leaves the testing repository.
+    m.add("19.1.0");
+    sync_json(&m, &stable, &[]);
+    sync_json(&m, &testing, &[]);
+    assert!(
+        contents(&testing.root).is_empty(),
+        "{:?}",
+        contents(&testing.root)
+    );
+    let q = dnf_query(&stable, "korg-clang-19");
+    assert!(q.contains("korg-clang-19-0:19.1.0-1.x86_64"), "{q}");
 }
 
 #[test]
@@ -800,7 +879,8 @@ fn obs_packages(fake: &FakeObs) -> Vec<String> {
 
 #[test]
 fn sync_to_obs_pushes_the_newest_release_per_package_once() {
-    let (mut m, fake, policy, rc) = obs_setup(&["16.0.6", "17.0.6", "18.1.7", "18.1.8", "19.1.0-rc1"]);
+    let (mut m, fake, policy, rc) =
+        obs_setup(&["16.0.6", "17.0.6", "18.1.7", "18.1.8", "19.1.0-rc1"]);
 
     // A dry run reads OBS and plans; it writes nothing and downloads nothing.
     let plan = sync_obs_json(&m, &fake, &policy, &rc, &["--dry-run"]);
@@ -808,11 +888,20 @@ fn sync_to_obs_pushes_the_newest_release_per_package_once() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| format!("{} {}", p["package"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["package"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(
         to_push,
-        BTreeSet::from(["korg-clang-17 17.0.6".to_string(), "korg-clang-18 18.1.8".into()]),
+        BTreeSet::from([
+            "korg-clang-17 17.0.6".to_string(),
+            "korg-clang-18 18.1.8".into()
+        ]),
         "{plan}"
     );
     let log = fake.take_log();
@@ -871,7 +960,10 @@ fn sync_to_obs_pushes_the_newest_release_per_package_once() {
         !uploaded.contains("debian.rules"),
         "an unchanged file was uploaded again: {uploaded:?}"
     );
-    assert!(log.iter().all(|l| !l.contains("/korg-clang-17?")), "{log:?}");
+    assert!(
+        log.iter().all(|l| !l.contains("/korg-clang-17?")),
+        "{log:?}"
+    );
     assert_eq!(
         tarball_gets(&m).len(),
         before + 1,

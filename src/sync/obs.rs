@@ -16,7 +16,9 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::{discover, failure, failure_error, select, ChannelKind, Failure, LoadedPolicy, Options};
+use super::{
+    discover, failure, failure_error, select, ChannelKind, Failure, LoadedPolicy, Options,
+};
 use crate::error::{Error, Result};
 use crate::obs::{self, Client, ObsRelease, PushReport};
 use crate::source::Release;

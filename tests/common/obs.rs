@@ -289,4 +289,3 @@ pub fn commits(log: &[String]) -> usize {
         .filter(|l| l.starts_with("POST ") && l.contains("cmd=commit"))
         .count()
 }
-
