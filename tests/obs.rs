@@ -13,10 +13,7 @@ use std::process::Command;
 /// korgpkg without any OBS settings from the environment.
 fn kp() -> Command {
     let mut c = korgpkg();
-    c.env_remove("OBS_USER")
-        .env_remove("OBS_PASSWORD")
-        .env_remove("OBS_API")
-        .env_remove("OSC_CONFIG");
+    without_obs_env(&mut c);
     c
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 use common::mirror::{developer, Mirror, DIR};
-use common::obs::{commits, oscrc, puts, FakeObs, PASSWORD};
+use common::obs::{commits, oscrc, puts, without_obs_env, FakeObs, PASSWORD};
 use common::repo::{dnf, provider_for, snapshot, AptRoot, TestRepo};
 use common::*;
 use korgpkg::verify::testkeys::{Hash, KeyOptions};
@@ -67,7 +67,11 @@ fn sync(m: &Mirror, repo: &TestRepo, extra: &[&str]) -> Output {
 fn sync_json(m: &Mirror, repo: &TestRepo, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["--json"];
     args.extend_from_slice(extra);
-    let o = sync(m, repo, &args);
+    success_json(sync(m, repo, &args))
+}
+
+/// The JSON a successful `korgpkg sync --json` printed.
+fn success_json(o: Output) -> serde_json::Value {
     assert!(
         o.status.success(),
         "sync failed: {}\n{}",
@@ -831,12 +835,7 @@ fn obs_setup(versions: &[&str]) -> (Mirror, FakeObs, std::path::PathBuf, std::pa
 }
 
 fn sync_obs(m: &Mirror, fake: &FakeObs, policy: &Path, rc: &Path, extra: &[&str]) -> Output {
-    run(m
-        .korgpkg()
-        .env_remove("OBS_USER")
-        .env_remove("OBS_PASSWORD")
-        .env_remove("OBS_API")
-        .env_remove("OSC_CONFIG")
+    run(without_obs_env(&mut m.korgpkg())
         .args(["sync", "--obs", OBS_PROJECT, "--policy"])
         .arg(policy)
         .args(["--obs-api", &fake.api(), "--oscrc"])
@@ -853,14 +852,7 @@ fn sync_obs_json(
 ) -> serde_json::Value {
     let mut args = vec!["--json"];
     args.extend_from_slice(extra);
-    let o = sync_obs(m, fake, policy, rc, &args);
-    assert!(
-        o.status.success(),
-        "sync --obs failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("sync --obs --json prints JSON")
+    success_json(sync_obs(m, fake, policy, rc, &args))
 }
 
 /// The committed `_service` of an OBS package.

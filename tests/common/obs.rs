@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 pub const USER: &str = "tester";
@@ -288,4 +289,12 @@ pub fn commits(log: &[String]) -> usize {
     log.iter()
         .filter(|l| l.starts_with("POST ") && l.contains("cmd=commit"))
         .count()
+}
+
+/// `cmd` without any OBS settings from the environment.
+pub fn without_obs_env(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("OBS_USER")
+        .env_remove("OBS_PASSWORD")
+        .env_remove("OBS_API")
+        .env_remove("OSC_CONFIG")
 }
