@@ -623,6 +623,80 @@ fn a_sync_on_a_full_disk_fails_clearly_and_leaves_the_repository_as_it_was() {
     assert_eq!(generation(&repo.root), gen + 1);
 }
 
+#[test]
+fn a_disk_that_fills_while_publishing_keeps_the_served_generation_and_the_build() {
+    let Some(fs) = Tmpfs::mount("48m") else {
+        return;
+    };
+    let (mut m, repo) = setup_at(
+        &["17.0.6"],
+        tempfile::tempdir().expect("tmp"),
+        fs.dir.join("repo"),
+    );
+    sync_json(&m, &repo, &[]);
+    let before = snapshot(&repo.root);
+    let gen = generation(&repo.root);
+
+    // A release of 6 MiB of noise: its three packages take about 14 MiB. Building needs
+    // about 20 MiB (staged payload and packages), building and publishing about 28 MiB
+    // (packages in the work directory and in the pools).
+    let top = "llvm-18.1.8-x86_64";
+    m.add_rel(common::mirror::Rel::with_items(
+        "18.1.8",
+        &noise_items(top, 6),
+    ));
+    let filler = fs.fill_leaving(24 << 20);
+    let o = sync(&m, &repo, &["--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    // It names the pool file that could not be written.
+    let pool = [
+        repo.root.join("apt/pool"),
+        repo.root.join("rpm/Packages"),
+        repo.root.join("opkg-pool"),
+    ];
+    assert!(
+        pool.iter()
+            .any(|p| err.contains(&format!(" into {}", p.display()))),
+        "{err}"
+    );
+    let work = repo.root.join(".korgpkg/sync-work");
+    let built: Vec<String> = dir_listing(&work)
+        .into_iter()
+        .filter(|d| work.join(d).join("built.json").is_file())
+        .collect();
+    assert_eq!(built.len(), 1, "the build did not finish: {err}");
+    // The repository is byte for byte as before, but for the finished build.
+    assert_eq!(generation(&repo.root), gen);
+    let after = snapshot(&repo.root);
+    let changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| !k.starts_with(".korgpkg/sync-work"))
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    assert!(changed.is_empty(), "the repository changed: {changed:?}");
+    assert_served_complete(&repo, "after a full disk while publishing");
+
+    // Room again: the rerun publishes the finished build without downloading it again.
+    std::fs::remove_file(&filler).expect("unfill");
+    let gets = m.tarball_gets("18.1.8");
+    let o = sync(&m, &repo, &["--json"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    success_json(o);
+    assert!(
+        err.contains("reusing the packages of llvm-18.1.8-x86_64.tar.xz"),
+        "{err}"
+    );
+    assert_eq!(m.tarball_gets("18.1.8"), gets);
+    let mut want: BTreeSet<String> = release_set(17, "17.0.6").into_iter().collect();
+    want.extend(release_set(18, "18.1.8"));
+    assert_eq!(contents(&repo.root), want);
+    assert!(dir_listing(&work).is_empty());
+}
+
 /// Whether every served index link points at a complete generation that apt accepts.
 fn assert_served_complete(repo: &TestRepo, when: &str) {
     for link in ["apt/dists", "rpm/repodata", "opkg"] {

@@ -616,7 +616,7 @@ pub fn copy_into_pool(src: &Path, dst: &Path, durability: Durability, sha256: &s
         hasher.update(&buf[..n]);
         out.file()
             .write_all(&buf[..n])
-            .ctx(|| format!("copying {}", src.display()))?;
+            .ctx(|| format!("copying {} into {}", src.display(), dst.display()))?;
     }
     if hex::encode(hasher.finalize()) != sha256 {
         return Err(Error::verify(

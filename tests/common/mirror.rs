@@ -46,7 +46,12 @@ pub struct Rel {
 
 impl Rel {
     pub fn new(version: &str) -> Rel {
-        let tar = tar_bytes(&llvm_items(&format!("llvm-{version}-x86_64")));
+        Self::with_items(version, &llvm_items(&format!("llvm-{version}-x86_64")))
+    }
+
+    /// Release `version` with these entries (below `llvm-<version>-x86_64`).
+    pub fn with_items(version: &str, items: &[(String, Item)]) -> Rel {
+        let tar = tar_bytes(items);
         let xz = xz(&tar);
         Rel {
             version: version.to_string(),
@@ -114,7 +119,11 @@ impl Mirror {
     /// Put release `version` (tarball and `.tar.sign`) on the mirror and list it in a
     /// newly signed sums file.
     pub fn add(&mut self, version: &str) {
-        let r = Rel::new(version);
+        self.add_rel(Rel::new(version));
+    }
+
+    /// Put release `r` on the mirror and list it in a newly signed sums file.
+    pub fn add_rel(&mut self, r: Rel) {
         self.server
             .file(&format!("{DIR}/{}", r.name()), r.xz.clone());
         let sig = self.dev.sign_detached(&r.tar, Hash::Sha256, true, true);

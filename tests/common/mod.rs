@@ -413,7 +413,13 @@ pub fn noise(n: usize, seed: u64) -> Vec<u8> {
 /// `llvm-18.1.8-x86_64.tar.gz` in `dir` holding `mib` files of 1 MiB of noise (packages
 /// as large as their payload, compressed in several gzip/zstd chunks).
 pub fn noise_tarball(dir: &Path, mib: usize) -> PathBuf {
-    let top = "llvm-18.1.8-x86_64";
+    let items = noise_items("llvm-18.1.8-x86_64", mib);
+    write(dir, "llvm-18.1.8-x86_64.tar.gz", &gz(&tar_bytes(&items)))
+}
+
+/// The entries of an LLVM-shaped release below `top` made of `mib` files of 1 MiB of
+/// noise.
+pub fn noise_items(top: &str, mib: usize) -> Vec<(String, Item)> {
     let mut items = vec![(top.to_string(), Item::Dir("", 0o755))];
     for i in 0..mib {
         items.push((
@@ -421,7 +427,7 @@ pub fn noise_tarball(dir: &Path, mib: usize) -> PathBuf {
             Item::File(String::new(), 0o644, noise(1 << 20, i as u64 + 1)),
         ));
     }
-    write(dir, "llvm-18.1.8-x86_64.tar.gz", &gz(&tar_bytes(&items)))
+    items
 }
 
 /// A tmpfs of `size` (`4m`) mounted on a fresh directory, unmounted when dropped; `None`
