@@ -1056,6 +1056,18 @@ fn sync_to_obs_reports_a_bad_signature_and_pushes_the_others() {
     assert_eq!(commits(&fake.take_log()), 1);
     assert!(dir_listing(&m.cache().join("sha256")).is_empty());
 
+    // A policy error is exit 3 naming the file and the key, before OBS is asked.
+    let bad = m.tmp.path().join("bad.toml");
+    std::fs::write(&bad, POLICY.replace("keep = 2", "keep = 0")).unwrap();
+    let o = sync_obs(&m, &fake, &bad, &rc, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("sync.keep"),
+        "{err}"
+    );
+    assert!(fake.take_log().is_empty());
+
     // Still bad on the next run: refused again, nothing pushed.
     let o = sync_obs(&m, &fake, &policy, &rc, &[]);
     assert_eq!(o.status.code(), Some(5));

@@ -111,10 +111,12 @@ pub fn run(args: &Args, ctx: &Context) -> Result<(), Error> {
         log: &log,
     };
     if let (Some(project), Some(policy)) = (&args.obs, &args.policy) {
+        // The policy first: its errors (exit 3) need no OBS credentials.
+        let policy = sync::LoadedPolicy::load_file(policy, &ctx.specs)?;
         let client = obs::connect(args.obs_api.as_deref(), args.oscrc.as_deref())?;
         let report = sync::obs::run(&sync::obs::ObsOptions {
             sync: &opts,
-            policy,
+            policy: &policy,
             project,
             client: &client,
         })?;

@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::{
     discover, failure, failure_error, select, ChannelKind, Failure, LoadedPolicy, Options,
@@ -28,8 +28,8 @@ use crate::version::UpstreamVersion;
 pub struct ObsOptions<'a> {
     /// Specs, sources, dry run, cache and log settings (`root` is not used).
     pub sync: &'a Options<'a>,
-    /// The policy file (a `[sync]` table, as `sync.toml`).
-    pub policy: &'a Path,
+    /// The policy ([`LoadedPolicy::load_file`]).
+    pub policy: &'a LoadedPolicy,
     pub project: &'a str,
     pub client: &'a Client,
 }
@@ -76,22 +76,22 @@ impl ObsReport {
     }
 }
 
-/// Plan the policy against OBS and push every release OBS lacks. Errors reading the
-/// policy or talking to OBS end the run; a release that fails to download, verify,
+/// Plan the policy against OBS and push every release OBS lacks. Errors talking to OBS
+/// end the run; a release that fails to download, verify,
 /// export or push is reported in [`ObsReport::failed`] and the others still go.
 pub fn run(o: &ObsOptions<'_>) -> Result<ObsReport> {
     let opts = o.sync;
-    let policy = LoadedPolicy::load_file(o.policy, opts.specs)?;
+    let policy = o.policy;
     let revision = policy.policy.revision;
-    let (candidates, mut failed, _) = discover(opts, &policy);
-    let (selected, errors) = select(opts, &policy, &candidates, &HashSet::new());
+    let (candidates, mut failed, _) = discover(opts, policy);
+    let (selected, errors) = select(opts, policy, &candidates, &HashSet::new());
     failed.extend(errors);
     let releases: Vec<Release> = selected
         .into_iter()
         .filter(|s| s.channel == ChannelKind::Release)
         .map(|s| s.release)
         .collect();
-    let wanted = newest_per_package(&policy, releases);
+    let wanted = newest_per_package(policy, releases);
 
     let mut report = ObsReport {
         dry_run: opts.dry_run,
