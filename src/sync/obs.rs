@@ -77,8 +77,8 @@ impl ObsReport {
 }
 
 /// Plan the policy against OBS and push every release OBS lacks. Errors talking to OBS
-/// end the run; a release that fails to download, verify,
-/// export or push is reported in [`ObsReport::failed`] and the others still go.
+/// while planning end the run; a release that fails to download, verify, export or push
+/// is reported in [`ObsReport::failed`] and the others still go.
 pub fn run(o: &ObsOptions<'_>) -> Result<ObsReport> {
     let opts = o.sync;
     let policy = o.policy;
