@@ -978,8 +978,21 @@ struct SyncLock {
 }
 
 impl SyncLock {
+    /// The lock of the repository at `root`.
     fn acquire(root: &Path, wait: bool, log: &dyn Fn(&str)) -> Result<SyncLock> {
         let (file, path) = publish::open_lock_file(root, "sync.lock")?;
+        Self::take(file, &path, &format!("on {}", root.display()), wait, log)
+    }
+
+    /// Lock `file` (at `path`; `target` says what it guards, for the messages), waiting
+    /// for another holder only with `wait`.
+    fn take(
+        file: fs::File,
+        path: &Path,
+        target: &str,
+        wait: bool,
+        log: &dyn Fn(&str),
+    ) -> Result<SyncLock> {
         match file.try_lock() {
             Ok(()) => return Ok(SyncLock { _file: file }),
             Err(fs::TryLockError::Error(e)) => {
@@ -991,8 +1004,7 @@ impl SyncLock {
             Err(fs::TryLockError::WouldBlock) if !wait => {
                 return Err(Error::Io {
                     context: format!(
-                        "another korgpkg sync is running on {} (it holds {}); pass --wait to wait for it",
-                        root.display(),
+                        "another korgpkg sync is running {target} (it holds {}); pass --wait to wait for it",
                         path.display()
                     ),
                     source: std::io::ErrorKind::WouldBlock.into(),
@@ -1001,8 +1013,7 @@ impl SyncLock {
             Err(fs::TryLockError::WouldBlock) => {}
         }
         log(&format!(
-            "waiting for another korgpkg sync on {} to finish",
-            root.display()
+            "waiting for another korgpkg sync {target} to finish"
         ));
         file.lock().ctx(|| format!("locking {}", path.display()))?;
         Ok(SyncLock { _file: file })

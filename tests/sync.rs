@@ -1075,3 +1075,39 @@ fn sync_to_obs_reports_a_bad_signature_and_pushes_the_others() {
     assert_eq!(commits(&log), 0, "{log:?}");
     assert_eq!(obs_packages(&fake), ["korg-clang-17"]);
 }
+
+#[test]
+fn a_second_sync_into_the_same_obs_project_is_refused_while_the_first_runs() {
+    let (m, fake, policy, rc) = obs_setup(&["18.1.8"]);
+    let tarball = format!("{DIR}/llvm-18.1.8-x86_64.tar.xz");
+    m.server.fault(&tarball, common::server::Fault::Stall(100));
+    let mut first = without_obs_env(&mut m.korgpkg())
+        .args(["sync", "--obs", OBS_PROJECT, "--policy"])
+        .arg(&policy)
+        .args(["--obs-api", &fake.api(), "--oscrc"])
+        .arg(&rc)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sync");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while m.server.requests_for(&tarball).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no download started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = sync_obs(&m, &fake, &policy, &rc, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "another korgpkg sync is running into OBS project {OBS_PROJECT}"
+        )),
+        "{err}"
+    );
+    // A dry run only reads, and is not held up.
+    let plan = sync_obs_json(&m, &fake, &policy, &rc, &["--dry-run"]);
+    assert_eq!(plan["to_push"].as_array().unwrap().len(), 1, "{plan}");
+    first.kill().expect("kill");
+    let _ = first.wait();
+    assert!(obs_packages(&fake).is_empty());
+}

@@ -13,13 +13,15 @@
 //! on OBS: a package the policy no longer selects keeps its last sources.
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
+use std::fs;
 use std::path::PathBuf;
 
 use super::{
-    discover, failure, failure_error, select, ChannelKind, Failure, LoadedPolicy, Options,
+    discover, failure, failure_error, select, ChannelKind, Failure, LoadedPolicy, Options, SyncLock,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::obs::{self, Client, ObsRelease, PushReport};
 use crate::source::Release;
 use crate::version::UpstreamVersion;
@@ -82,6 +84,7 @@ impl ObsReport {
 pub fn run(o: &ObsOptions<'_>) -> Result<ObsReport> {
     let opts = o.sync;
     let policy = o.policy;
+    let _lock = if opts.dry_run { None } else { Some(lock(o)?) };
     let revision = policy.policy.revision;
     let (candidates, mut failed, _) = discover(opts, policy);
     let (selected, errors) = select(opts, policy, &candidates, &HashSet::new());
@@ -142,6 +145,23 @@ pub fn run(o: &ObsOptions<'_>) -> Result<ObsReport> {
         }
     }
     Ok(report)
+}
+
+/// The lock that serializes syncs into one OBS project on this machine:
+/// `<cache>/locks/obs-sync-<sha256 of the project>.lock`.
+fn lock(o: &ObsOptions<'_>) -> Result<SyncLock> {
+    let dir = o.sync.sources.fetcher.cache().dir().join("locks");
+    fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+    let digest = hex::encode(Sha256::digest(o.project.as_bytes()));
+    let path = dir.join(format!("obs-sync-{}.lock", &digest[..16]));
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ctx(|| format!("opening {}", path.display()))?;
+    let target = format!("into OBS project {}", o.project);
+    SyncLock::take(file, &path, &target, o.sync.wait, o.sync.log)
 }
 
 /// Per package name, the newest release; of its arches the first the policy lists
