@@ -56,7 +56,8 @@ pub struct Args {
     /// Keep downloaded tarballs in the cache after their packages are built.
     #[arg(long)]
     pub keep_cache: bool,
-    /// Wait for another sync of the same repository to finish instead of refusing.
+    /// Wait for another sync of the same repository (or OBS project) to finish instead of
+    /// refusing.
     #[arg(long)]
     pub wait: bool,
     #[command(flatten)]
