@@ -382,7 +382,7 @@ fn docker_archive_is_accepted_by_skopeo_and_podman() {
 struct Registry {
     child: Child,
     host: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Registry {
@@ -429,8 +429,19 @@ impl Registry {
         Registry {
             child,
             host: format!("127.0.0.1:{port}"),
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// The file the registry stores a blob in (its filesystem driver's layout).
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 }
 
@@ -505,10 +516,11 @@ fn push_to_a_registry_and_copy_back() {
     .expect("json");
     assert_eq!(inspect["Digest"], manifest, "copied back unchanged");
 
-    // Chunked upload (PATCH ranges, then PUT ?digest=) to another repository.
+    // Chunked upload (PATCH ranges, then PUT ?digest=) to another repository: 4 MiB
+    // chunks, so the base layer goes in dozens of them.
     let chunked = format!("{}/korg/chunked:18", registry.host);
     let mut c = korgpkg();
-    c.args(["image", "push", "--json", "--chunk-size", "67108864"])
+    c.args(["image", "push", "--json", "--chunk-size", "4194304"])
         .arg(&out)
         .arg(&chunked);
     let report: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
@@ -522,13 +534,23 @@ fn push_to_a_registry_and_copy_back() {
         .arg(format!("docker://{chunked}"))))
     .expect("json");
     assert_eq!(served["Digest"], manifest);
+    let back2 = tmp.path().join("back2");
     ok(Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false"])
+        .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
         .arg(format!("docker://{chunked}"))
-        .arg(format!(
-            "oci:{}:chunked",
-            tmp.path().join("back2").display()
-        )));
+        .arg(format!("oci:{}:chunked", back2.display())));
+    let inspect: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:chunked", back2.display()))))
+    .expect("json");
+    assert_eq!(
+        inspect["Digest"], manifest,
+        "chunked: copied back unchanged"
+    );
+    assert_eq!(
+        inspect["Layers"], served["Layers"],
+        "chunked: same layer digests"
+    );
 
     // https is required for anything but loopback.
     let refused = push(&out, "registry.invalid/korg-clang:18", &[]);
@@ -973,4 +995,226 @@ fn hostile_package_entries_are_refused() {
         assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
         assert!(dir_listing(&outdir).is_empty(), "{name}: nothing written");
     }
+}
+
+/// An OCI layout `dir` (tag `base`) built from the cached bookworm base: a base with a
+/// config and layers, as a registry or a docker-archive would hold it.
+fn oci_base(deb: &Path, dir: &Path) -> serde_json::Value {
+    build_image(deb, &cached_base(), dir, &["--tag", "base"])
+}
+
+/// `image build DEB --base BASE --base-name korg/base --out OUT --json` with a cache.
+fn build_on(
+    deb: &Path,
+    base: &str,
+    out: &Path,
+    cache: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut c = image_build(&["--json", "--tag", "on", "--base-name", "korg/base"]);
+    c.arg(deb)
+        .arg("--base")
+        .arg(base)
+        .arg("--out")
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(cache)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("KORGPKG_REGISTRY_USER")
+        .env_remove("KORGPKG_REGISTRY_PASSWORD")
+        .env("HOME", "/nonexistent-korgpkg-home")
+        .env_remove("XDG_RUNTIME_DIR");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(&mut c)
+}
+
+fn built(out: std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "image build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("image build --json")
+}
+
+#[test]
+fn base_pulled_from_a_registry_gives_the_same_image_as_the_layout() {
+    need_tool("skopeo");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let layout = tmp.path().join("base");
+    let base = oci_base(&deb, &layout);
+    let registry = Registry::start(None);
+    ok(Command::new("skopeo")
+        .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:base", layout.display()))
+        .arg(format!("docker://{}/base:1", registry.host)));
+    let cache = tmp.path().join("cache");
+    let from_layout = built(build_on(
+        &deb,
+        &format!("oci:{}:base", layout.display()),
+        &tmp.path().join("a"),
+        &cache,
+        &[],
+    ));
+    let pulled = built(build_on(
+        &deb,
+        &format!("docker://{}/base:1", registry.host),
+        &tmp.path().join("b"),
+        &cache,
+        &[],
+    ));
+    assert_eq!(
+        pulled["manifest"], from_layout["manifest"],
+        "a pulled base gives the same image as the same base from a layout"
+    );
+    assert_eq!(pulled["platforms"][0]["base_digest"], base["manifest"]);
+    // By digest, from the cache: the same again.
+    let by_digest = built(build_on(
+        &deb,
+        &format!(
+            "docker://{}/base@{}",
+            registry.host,
+            base["manifest"].as_str().expect("digest")
+        ),
+        &tmp.path().join("c"),
+        &cache,
+        &[],
+    ));
+    assert_eq!(by_digest["manifest"], from_layout["manifest"]);
+    // Without --base-name the reference is recorded.
+    let mut c = image_build(&["--json", "--tag", "named"]);
+    c.arg(&deb)
+        .arg("--base")
+        .arg(format!("docker://{}/base:1", registry.host))
+        .arg("--out")
+        .arg(tmp.path().join("d"))
+        .arg("--cache-dir")
+        .arg(&cache);
+    let named: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    assert_eq!(
+        named["platforms"][0]["base_name"],
+        format!("{}/base:1", registry.host)
+    );
+
+    // A blob the registry serves that does not match its digest is refused, naming it,
+    // and nothing is written.
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            layout.join("blobs/sha256").join(
+                base["manifest"]
+                    .as_str()
+                    .expect("m")
+                    .trim_start_matches("sha256:"),
+            ),
+        )
+        .expect("manifest"),
+    )
+    .expect("json");
+    let layer = m["layers"][0]["digest"]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    let stored = registry.blob_file(&layer);
+    let mut bytes = std::fs::read(&stored).expect("stored blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&stored, &bytes).expect("tamper");
+    let fresh = tmp.path().join("fresh-cache");
+    let outdir = tmp.path().join("tampered");
+    std::fs::create_dir_all(&outdir).expect("mkdir");
+    let out = build_on(
+        &deb,
+        &format!("docker://{}/base:1", registry.host),
+        &outdir.join("img"),
+        &fresh,
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(&layer), "names the digest: {err}");
+    assert!(dir_listing(&outdir).is_empty(), "nothing written");
+    assert!(
+        !fresh
+            .join("oci/blobs/sha256")
+            .join(layer.trim_start_matches("sha256:"))
+            .exists(),
+        "the bad blob is not cached"
+    );
+}
+
+#[test]
+fn docker_archive_base() {
+    need_tool("skopeo");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let layout = tmp.path().join("base");
+    let base = oci_base(&deb, &layout);
+    let archive = tmp.path().join("base-archive.tar");
+    ok(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:base", layout.display()))
+        .arg(format!("docker-archive:{}:korg/base:1", archive.display())));
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("img");
+    let report = built(build_on(
+        &deb,
+        &format!("docker-archive:{}", archive.display()),
+        &out,
+        &cache,
+        &[],
+    ));
+    // The same again, naming the image in the archive.
+    let again = built(build_on(
+        &deb,
+        &format!("docker-archive:{}:korg/base:1", archive.display()),
+        &tmp.path().join("again"),
+        &cache,
+        &[],
+    ));
+    assert_eq!(report["manifest"], again["manifest"]);
+    assert_eq!(
+        report["platforms"][0]["layers"][0]["digest"], base["platforms"][0]["layers"][0]["digest"],
+        "the package layer is the same on this base"
+    );
+    let raw: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:on", out.display()))))
+    .expect("json");
+    let config: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci:{}:on", out.display()))))
+    .expect("json");
+    // The archive's layers are kept uncompressed: their digest is their diff_id.
+    let layers = raw["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 5, "{raw}");
+    for i in 0..3 {
+        assert_eq!(
+            layers[i]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar"
+        );
+        assert_eq!(layers[i]["digest"], config["rootfs"]["diff_ids"][i]);
+    }
+    let rootfs = unpack(&out, "on", &tmp.path().join("bundle"));
+    assert_eq!(
+        chroot(
+            &rootfs,
+            "/usr/lib/korg/llvm-18/bin:/usr/bin:/bin",
+            "clang a"
+        )
+        .trim(),
+        "korg-hello 2"
+    );
+    // A tag the archive does not hold is refused.
+    let refused = build_on(
+        &deb,
+        &format!("docker-archive:{}:korg/other:2", archive.display()),
+        &tmp.path().join("none"),
+        &cache,
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
 }

@@ -94,9 +94,23 @@ pub struct BuildArgs {
     /// A korgpkg repository to take packages from by name.
     #[arg(long, value_name = "DIR")]
     repo: Option<PathBuf>,
-    /// Base image: an OCI layout, `oci:DIR[:TAG]`; `ARCH=oci:...` per platform.
-    #[arg(long, value_name = "[ARCH=]oci:DIR[:TAG]")]
+    /// Base image: an OCI layout `oci:DIR[:TAG]`, a registry image
+    /// `docker://HOST[:PORT]/NAME[:TAG|@sha256:HEX]` (pulled into the cache, every blob
+    /// checked against its digest) or a `docker-archive:FILE[:NAME:TAG]`; `ARCH=...`
+    /// per platform.
+    #[arg(
+        long,
+        value_name = "[ARCH=]oci:DIR[:TAG]|docker://REF|docker-archive:FILE"
+    )]
     base: Vec<String>,
+    /// Record this as the base's name (org.opencontainers.image.base.name) [default:
+    /// the registry reference, layout or archive tag, or rootfs file name].
+    #[arg(long, value_name = "REF")]
+    base_name: Option<String>,
+    /// Allow plain http (and unverified https) to a `docker://` base's registry other
+    /// than 127.0.0.1.
+    #[arg(long)]
+    insecure_registry: bool,
     /// Base root filesystem tarball (tar, .tar.gz, .tar.zst), used as the base layer as
     /// is; `ARCH=FILE` per platform (`arm64=bookworm-arm64.tar`).
     #[arg(long, value_name = "[ARCH=]FILE")]
@@ -146,6 +160,9 @@ enum CompressionArg {
     Zstd,
 }
 
+/// Default `--chunk-size`: 64 MiB.
+const DEFAULT_CHUNK: u64 = 64 << 20;
+
 /// `korgpkg image push`.
 #[derive(clap::Args, Debug)]
 pub struct PushArgs {
@@ -155,10 +172,11 @@ pub struct PushArgs {
     /// Destination `[docker://]HOST[:PORT]/NAME[:TAG]` [tag default: the layout's tag]
     /// (with --set: `HOST[:PORT][/PREFIX]`, each image going to `PREFIX/<name>:<tag>`).
     destination: String,
-    /// Upload blobs larger than this many bytes in chunks of this size (PATCH) instead
-    /// of one request.
-    #[arg(long, value_name = "BYTES")]
-    chunk_size: Option<u64>,
+    /// Upload blobs larger than this many bytes in chunks of this size (POST, a PATCH
+    /// with Content-Range per chunk, PUT ?digest=), streamed from the file; 0 uploads
+    /// every blob in one request.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK)]
+    chunk_size: u64,
     /// Push every image of a set file with all its tags.
     #[arg(long, value_name = "FILE")]
     set: Option<PathBuf>,
@@ -209,7 +227,7 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), Error> {
 /// Run an `image` subcommand.
 pub fn run(cmd: &ImageCommand, ctx: &super::Context) -> Result<(), Error> {
     match cmd {
-        ImageCommand::Build(args) => build(args),
+        ImageCommand::Build(args) => build(args, &cache_dir(ctx)),
         ImageCommand::Push(args) => push(args, ctx.global.quiet),
         ImageCommand::Containerfile(args) => containerfile(args, &ctx.specs, &ctx.templates),
     }
@@ -253,9 +271,19 @@ fn arch_prefixed(text: &str) -> (Option<String>, &str) {
     (None, text)
 }
 
-fn build(args: &BuildArgs) -> Result<(), Error> {
+/// The cache directory (`--cache-dir`, `$KORGPKG_CACHE_DIR`, the config file's, else
+/// `~/.cache/korgpkg`); pulled bases go under `oci/`.
+fn cache_dir(ctx: &super::Context) -> PathBuf {
+    ctx.global
+        .cache_dir
+        .clone()
+        .or(ctx.config.cache_dir.clone())
+        .unwrap_or_else(korgpkg::fetch::Cache::default_dir)
+}
+
+fn build(args: &BuildArgs, cache: &std::path::Path) -> Result<(), Error> {
     let Some(set_file) = &args.set else {
-        let report = build_one(args)?;
+        let report = build_one(args, cache)?;
         if args.json {
             return print_json(&report);
         }
@@ -272,7 +300,10 @@ fn build(args: &BuildArgs) -> Result<(), Error> {
         a.base = Vec::new();
         a.base_rootfs = Vec::new();
         for (arch, base) in &img.bases {
-            if base.starts_with("oci:") {
+            if ["oci:", "docker://", "docker-archive:"]
+                .iter()
+                .any(|p| base.starts_with(p))
+            {
                 a.base.push(format!("{arch}={base}"));
             } else {
                 a.base_rootfs.push(format!("{arch}={base}"));
@@ -287,7 +318,7 @@ fn build(args: &BuildArgs) -> Result<(), Error> {
         } else {
             args.out.join(img.dir())
         };
-        let report = build_one(&a)?;
+        let report = build_one(&a, cache)?;
         if !args.json {
             print_report(&report);
         }
@@ -314,7 +345,7 @@ fn print_report(report: &image::BuildReport) {
     }
 }
 
-fn build_one(args: &BuildArgs) -> Result<image::BuildReport, Error> {
+fn build_one(args: &BuildArgs, cache: &std::path::Path) -> Result<image::BuildReport, Error> {
     let is_file = |p: &str| p.ends_with(".deb") || std::path::Path::new(p).is_file();
     let arches: Vec<String> = if args.platform.is_empty() {
         match args.packages.iter().find(|p| is_file(p)) {
@@ -337,7 +368,7 @@ fn build_one(args: &BuildArgs) -> Result<image::BuildReport, Error> {
     let mut bases: Vec<(Option<String>, Base)> = Vec::new();
     for b in &args.base {
         let (arch, rest) = arch_prefixed(b);
-        bases.push((arch, Base::parse_oci(rest)?));
+        bases.push((arch, Base::parse(rest)?));
     }
     for b in &args.base_rootfs {
         let (arch, rest) = arch_prefixed(b);
@@ -406,6 +437,9 @@ fn build_one(args: &BuildArgs) -> Result<image::BuildReport, Error> {
         tags: args.tags.clone(),
         source: args.source.clone(),
         source_date_epoch: source_date_epoch()?,
+        base_name: args.base_name.clone(),
+        cache_dir: cache.to_path_buf(),
+        insecure_registry: args.insecure_registry,
     };
     image::build(&req)
 }
@@ -423,7 +457,7 @@ fn push(args: &PushArgs, quiet: bool) -> Result<(), Error> {
                     destination: format!("{prefix}/{}:{tag}", img.name),
                     insecure: args.insecure_registry,
                     progress: !quiet && !args.json,
-                    chunk_size: args.chunk_size,
+                    chunk_size: (args.chunk_size > 0).then_some(args.chunk_size),
                 })?;
                 if !args.json {
                     println!("{} {}", report.reference, report.digest);
@@ -443,7 +477,7 @@ fn push(args: &PushArgs, quiet: bool) -> Result<(), Error> {
         destination: args.destination.clone(),
         insecure: args.insecure_registry,
         progress: !quiet && !args.json,
-        chunk_size: args.chunk_size,
+        chunk_size: (args.chunk_size > 0).then_some(args.chunk_size),
     })?;
     if args.json {
         return print_json(&report);
