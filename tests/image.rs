@@ -1218,3 +1218,216 @@ fn docker_archive_base() {
     );
     assert_eq!(refused.status.code(), Some(4), "{refused:?}");
 }
+
+/// A token-authentication front for a registry on 127.0.0.1 (std threads, one request
+/// per connection): `/token` answers `{"token": ...}` to the right Basic credentials;
+/// every other request without that Bearer token gets 401 with a Bearer challenge, and
+/// with it is forwarded to the registry. Logs `METHOD PATH` of forwarded requests.
+struct TokenFront {
+    host: String,
+    log: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl TokenFront {
+    const TOKEN: &'static str = "korg-test-token-1";
+
+    fn start(upstream: &str, user: &str, password: &str) -> TokenFront {
+        use base64::Engine as _;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let upstream = upstream.to_string();
+        let shared = log.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (basic, upstream, log) = (basic.clone(), upstream.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    let _ = Self::serve(stream, port, &basic, &upstream, &log);
+                });
+            }
+        });
+        TokenFront {
+            host: format!("127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    fn serve(
+        stream: TcpStream,
+        port: u16,
+        basic: &str,
+        upstream: &str,
+        log: &Mutex<Vec<String>>,
+    ) -> std::io::Result<()> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut out = stream;
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let mut words = line.split_whitespace();
+        let method = words.next().unwrap_or("").to_string();
+        let path = words.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim_end().to_string();
+            if h.is_empty() {
+                break;
+            }
+            headers.push(h);
+        }
+        let header = |name: &str| {
+            headers.iter().find_map(|h| {
+                h.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+        };
+        let reply = |out: &mut TcpStream, status: &str, extra: &str, body: &str| {
+            write!(
+                out,
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        if path.starts_with("/token") {
+            if header("Authorization").as_deref() == Some(basic) {
+                let body = format!(r#"{{"token":"{}"}}"#, Self::TOKEN);
+                return reply(
+                    &mut out,
+                    "200 OK",
+                    "Content-Type: application/json\r\n",
+                    &body,
+                );
+            }
+            return reply(&mut out, "401 Unauthorized", "", "");
+        }
+        if header("Authorization") != Some(format!("Bearer {}", Self::TOKEN)) {
+            let name = path.strip_prefix("/v2/").and_then(|p| {
+                ["/blobs/", "/manifests/"]
+                    .iter()
+                    .find_map(|k| p.split_once(k).map(|(n, _)| n.to_string()))
+            });
+            let scope = name
+                .map(|n| format!(",scope=\"repository:{n}:pull,push\""))
+                .unwrap_or_default();
+            let challenge = format!(
+                "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test\"{scope}\r\n"
+            );
+            return reply(&mut out, "401 Unauthorized", &challenge, "");
+        }
+        log.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("{method} {path}"));
+        let mut up = TcpStream::connect(upstream)?;
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        for h in &headers {
+            let k = h.split(':').next().unwrap_or("").to_ascii_lowercase();
+            if k != "authorization" && k != "connection" {
+                head.push_str(h);
+                head.push_str("\r\n");
+            }
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        up.write_all(head.as_bytes())?;
+        let len: u64 = header("Content-Length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        std::io::copy(&mut (&mut reader).take(len), &mut up)?;
+        std::io::copy(&mut up, &mut out)?;
+        Ok(())
+    }
+
+    fn count(&self, method: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|l| l.starts_with(&format!("{method} ")))
+            .count()
+    }
+}
+
+#[test]
+fn bearer_token_auth_push_and_pull() {
+    need_tool("skopeo");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let layout = tmp.path().join("img");
+    let built_base = oci_base(&deb, &layout);
+    let registry = Registry::start(None);
+    let front = TokenFront::start(&registry.host, "korg", "s3cret");
+    let auth_file = |name: &str, creds: &str| {
+        use base64::Engine as _;
+        let file = tmp.path().join(name);
+        let auth = base64::engine::general_purpose::STANDARD.encode(creds);
+        std::fs::write(
+            &file,
+            format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, front.host),
+        )
+        .expect("auth.json");
+        file.to_str().expect("utf8").to_string()
+    };
+    let good = auth_file("auth.json", "korg:s3cret");
+    let bad = auth_file("bad.json", "korg:wrong");
+    let dest = format!("{}/korg/base:1", front.host);
+
+    // Wrong credentials: one line, network exit code, nothing pushed.
+    let refused = push(&layout, &dest, &[("REGISTRY_AUTH_FILE", &bad)]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(6), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("/token") && err.contains("refused"), "{err}");
+    assert_eq!(front.count("PUT"), 0);
+
+    // The right ones, in 8 MiB chunks: PATCH requests carry the base layer.
+    let mut c = korgpkg();
+    c.args(["image", "push", "--json", "--chunk-size", "8388608"])
+        .arg(&layout)
+        .arg(&dest)
+        .env("REGISTRY_AUTH_FILE", &good)
+        .env_remove("KORGPKG_REGISTRY_USER")
+        .env_remove("KORGPKG_REGISTRY_PASSWORD")
+        .env("HOME", "/nonexistent-korgpkg-home")
+        .env_remove("XDG_RUNTIME_DIR");
+    let report = pushed(run(&mut c));
+    assert_eq!(report["digest"], built_base["manifest"]);
+    assert!(front.count("PATCH") >= 2, "chunked: {:?}", front.log);
+    let served: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{}/korg/base:1", registry.host))))
+    .expect("json");
+    assert_eq!(served["Digest"], built_base["manifest"]);
+
+    // Pull the base through the front: the same image as from the layout.
+    let cache = tmp.path().join("cache");
+    let wrong = build_on(
+        &deb,
+        &format!("docker://{dest}"),
+        &tmp.path().join("x"),
+        &cache,
+        &[("REGISTRY_AUTH_FILE", &bad)],
+    );
+    assert_eq!(wrong.status.code(), Some(6), "{wrong:?}");
+    let pulled = built(build_on(
+        &deb,
+        &format!("docker://{dest}"),
+        &tmp.path().join("a"),
+        &cache,
+        &[("REGISTRY_AUTH_FILE", &good)],
+    ));
+    let local = built(build_on(
+        &deb,
+        &format!("oci:{}:base", layout.display()),
+        &tmp.path().join("b"),
+        &cache,
+        &[],
+    ));
+    assert_eq!(pulled["manifest"], local["manifest"]);
+    assert!(front.count("GET") >= 4, "{:?}", front.log);
+}
