@@ -1431,3 +1431,86 @@ fn bearer_token_auth_push_and_pull() {
     assert_eq!(pulled["manifest"], local["manifest"]);
     assert!(front.count("GET") >= 4, "{:?}", front.log);
 }
+
+#[test]
+fn containerfile_makefile_targets() {
+    need_tool("make");
+    let tmp = tempfile::tempdir().expect("tmp");
+    // One image: the Makefile beside the Containerfile.
+    let one = tmp.path().join("one");
+    std::fs::create_dir_all(&one).expect("mkdir");
+    ok(korgpkg()
+        .args([
+            "image",
+            "containerfile",
+            "korg-clang-18",
+            "--name",
+            "korg-clang",
+        ])
+        .args(["--tag", "18", "--tag", "latest"])
+        .args(["--repo-url", "https://korg.example.org", "--out"])
+        .arg(one.join("clang-18.Containerfile")));
+    let make_n = |dir: &Path, args: &[&str]| {
+        ok(Command::new("make")
+            .arg("-n")
+            .arg("-s")
+            .arg("-C")
+            .arg(dir)
+            .args(args))
+    };
+    let here = format!("{}/", one.display());
+    assert_eq!(
+        make_n(&one, &["PREFIX=korg-", "clang-18"]).trim(),
+        format!("podman build  -f {here}clang-18.Containerfile -t korg-clang:18 -t korg-clang:latest {here}")
+    );
+    assert_eq!(
+        make_n(&one, &["PREFIX=ci-", "ENGINE=docker", "REGISTRY=r.example/k/", "clang-18"]).trim(),
+        format!("docker build  -f {here}clang-18.Containerfile -t r.example/k/ci-clang:18 -t r.example/k/ci-clang:latest {here}")
+    );
+
+    // A set: one Containerfile per image and one Makefile covering them all.
+    let set_dir = tmp.path().join("set");
+    ok(korgpkg()
+        .args(["image", "containerfile", "--set"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("images/korg.toml"))
+        .args(["--repo-url", "https://korg.example.org", "--out"])
+        .arg(&set_dir));
+    assert_eq!(
+        dir_listing(&set_dir),
+        [
+            "Makefile",
+            "clang-18.Containerfile",
+            "gcc-14-arm64.Containerfile",
+            "gcc-14.Containerfile"
+        ]
+    );
+    let gcc = std::fs::read_to_string(set_dir.join("gcc-14.Containerfile")).expect("read");
+    assert!(
+        gcc.contains("korg-gcc-14-x86_64-linux korg-gcc-14-aarch64-linux"),
+        "{gcc}"
+    );
+    let here = format!("{}/", set_dir.display());
+    let all = make_n(&set_dir, &["PREFIX=korg-", "all"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 3, "{all}");
+    assert!(
+        lines.contains(
+            &format!(
+                "podman build  -f {here}gcc-14-arm64.Containerfile -t korg-gcc:14-arm64 {here}"
+            )
+            .as_str()
+        ),
+        "{all}"
+    );
+
+    // A Makefile korgpkg did not write is left alone.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    std::fs::write(other.join("Makefile"), "all:\n\ttrue\n").expect("write");
+    let refused = run(korgpkg()
+        .args(["image", "containerfile", "korg-clang-18"])
+        .args(["--repo-url", "https://korg.example.org", "--out"])
+        .arg(other.join("Containerfile")));
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert_eq!(dir_listing(&other), ["Makefile"]);
+}

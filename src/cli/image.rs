@@ -48,14 +48,28 @@ const CONTAINERFILE_EXAMPLES: &str = "\
 Examples:
   korgpkg image containerfile korg-clang-18 --repo-url https://korg.example.org > Containerfile
   korgpkg image containerfile korg-clang-18 korg-gcc-14-aarch64-linux --repo-url https://korg.example.org --user 1000:1000 --out Containerfile
-  buildah bud -t korg-clang:18 .      # or docker build / podman build";
+  buildah bud -t korg-clang:18 .      # or docker build / podman build
+  korgpkg image containerfile korg-clang-18 --name korg-clang --tag 18 --repo-url https://korg.example.org --out ci/clang-18.Containerfile
+  make -C ci PREFIX=korg- clang-18    # podman build ... -t korg-clang:18 (ENGINE=docker for docker)
+  korgpkg image containerfile --set images/korg.toml --repo-url https://korg.example.org --out ci/
+  make -C ci PREFIX=korg- ENGINE=docker all
+
+With --out, a Makefile beside the Containerfile gets one target per image, <short>-<tag>
+(korg-clang:18 → clang-18), building $(REGISTRY)$(PREFIX)<short>:<tag> with $(ENGINE).";
 
 /// `korgpkg image containerfile`.
 #[derive(clap::Args, Debug)]
 pub struct ContainerfileArgs {
     /// Package names (`korg-clang-18`).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "set")]
     packages: Vec<String>,
+    /// Every image of a set file (`images/korg.toml`): `--out DIR` gets
+    /// `<target>.Containerfile` per image and one Makefile.
+    #[arg(long, value_name = "FILE", requires = "out")]
+    set: Option<PathBuf>,
+    /// Image tag for the Makefile target; repeatable [default: latest].
+    #[arg(long = "tag")]
+    tags: Vec<String>,
     /// URL of the published korgpkg repository (its `base_url`).
     #[arg(long, value_name = "URL")]
     repo_url: String,
@@ -77,7 +91,8 @@ pub struct ContainerfileArgs {
     /// Add and switch to the unprivileged user `kbuild` (home /home/kbuild).
     #[arg(long, value_name = "UID:GID")]
     user: Option<String>,
-    /// Write here instead of standard output (temp file + rename).
+    /// Write here instead of standard output (temp file + rename), and a Makefile
+    /// beside it (with --set: a directory).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
 }
@@ -238,27 +253,91 @@ fn containerfile(
     specs: &korgpkg::spec::SpecSet,
     templates: &korgpkg::templates::Templates,
 ) -> Result<(), Error> {
-    let req = image::containerfile::ContainerfileRequest {
-        name: args
-            .name
-            .clone()
-            .unwrap_or_else(|| args.packages[0].clone()),
-        packages: args.packages.clone(),
-        base: args.from.clone(),
-        repo_url: args.repo_url.clone(),
-        repo_name: args.repo_name.clone(),
-        suite: args.suite.clone(),
-        component: args.component.clone(),
-        user: args.user.as_deref().map(User::parse).transpose()?,
+    use image::containerfile::MakeTarget;
+    let request = |name: String, packages: Vec<String>, user: Option<&str>| {
+        Ok::<_, Error>(image::containerfile::ContainerfileRequest {
+            name,
+            packages,
+            base: args.from.clone(),
+            repo_url: args.repo_url.clone(),
+            repo_name: args.repo_name.clone(),
+            suite: args.suite.clone(),
+            component: args.component.clone(),
+            user: user.map(User::parse).transpose()?,
+        })
     };
-    let text = image::containerfile::containerfile(&req, specs, templates)?;
-    match &args.out {
-        Some(out) => korgpkg::publish::write_atomic(out, text.as_bytes()),
-        None => {
-            print!("{text}");
-            Ok(())
+    if let Some(set_file) = &args.set {
+        let dir = args.out.clone().unwrap_or_default();
+        let set = image::set::ImageSet::load(set_file)?;
+        let mut targets = Vec::new();
+        let mut files = Vec::new();
+        for img in &set.images {
+            let user = img.user.as_deref().or(args.user.as_deref());
+            let req = request(img.name.clone(), img.packages.clone(), user)?;
+            let text = image::containerfile::containerfile(&req, specs, templates)?;
+            let target = MakeTarget::new(&img.name, &img.tags)?;
+            files.push((dir.join(&target.containerfile), text));
+            targets.push(target);
         }
+        // Everything is rendered and checked before anything is written.
+        let make = image::containerfile::makefile(&targets, templates)?;
+        let make_path = dir.join("Makefile");
+        check_makefile(&make_path)?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            context: format!("creating {}", dir.display()),
+            source: e,
+        })?;
+        for (path, text) in files {
+            korgpkg::publish::write_atomic(&path, text.as_bytes())?;
+        }
+        return korgpkg::publish::write_atomic(&make_path, make.as_bytes());
     }
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| args.packages[0].clone());
+    let req = request(name.clone(), args.packages.clone(), args.user.as_deref())?;
+    let text = image::containerfile::containerfile(&req, specs, templates)?;
+    let Some(out) = &args.out else {
+        print!("{text}");
+        return Ok(());
+    };
+    let tags = if args.tags.is_empty() {
+        vec!["latest".to_string()]
+    } else {
+        args.tags.clone()
+    };
+    let file_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::Usage(format!("--out {}: not a file name", out.display())))?;
+    let target = MakeTarget::new(&name, &tags)?.with_containerfile(&file_name)?;
+    let make = image::containerfile::makefile(&[target], templates)?;
+    let make_path = out
+        .parent()
+        .map(|p| p.join("Makefile"))
+        .unwrap_or_else(|| PathBuf::from("Makefile"));
+    check_makefile(&make_path)?;
+    korgpkg::publish::write_atomic(out, text.as_bytes())?;
+    korgpkg::publish::write_atomic(&make_path, make.as_bytes())
+}
+
+/// Refuse to overwrite a Makefile korgpkg did not write.
+fn check_makefile(path: &std::path::Path) -> Result<(), Error> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if !text.starts_with(image::containerfile::MAKEFILE_MARK) {
+            return Err(Error::Usage(format!(
+                "{}: exists and was not written by korgpkg; write the Containerfile elsewhere",
+                path.display()
+            )));
+        }
+    } else if path.exists() {
+        return Err(Error::Usage(format!(
+            "{}: exists and is not a Makefile korgpkg wrote",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Split `[ARCH=]VALUE` where ARCH is an OCI architecture; returns the Debian arch.
