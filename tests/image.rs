@@ -760,6 +760,36 @@ fn multi_arch_image_is_an_index_and_pushes() {
         .arg(format!("docker://{dest}"))))
     .expect("json");
     assert_eq!(served, raw, "the registry serves the same index");
+
+    // The index as a base: each platform pulls its own manifest from it.
+    let mut c = image_build(&[
+        "--json",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--tag",
+        "on-index",
+        "--cache-dir",
+    ]);
+    c.arg(tmp.path().join("cache"))
+        .arg(&amd64)
+        .arg(&arm64)
+        .arg("--base")
+        .arg(format!("amd64=docker://{dest}"))
+        .arg("--base")
+        .arg(format!("arm64=docker://{dest}"))
+        .arg("--out")
+        .arg(tmp.path().join("on-index"));
+    let on_index: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    for i in 0..2 {
+        assert_eq!(
+            on_index["platforms"][i]["base_digest"], report["platforms"][i]["manifest"],
+            "platform {i}"
+        );
+        assert_eq!(
+            on_index["platforms"][i]["layers"][0]["digest"],
+            report["platforms"][i]["layers"][0]["digest"]
+        );
+    }
 }
 
 #[test]

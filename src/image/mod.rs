@@ -564,7 +564,7 @@ fn read_oci_manifest(
         let hex = layout::sha256_hex(&d)
             .ok_or_else(|| Error::input(dir, format!("layer digest {d:?} is not sha256")))?;
         let src = dir.join("blobs/sha256").join(hex);
-        let media_type = oci_layer_type(&desc.media_type().to_string(), &src)?;
+        let media_type = oci_layer_type(desc.media_type().as_ref(), &src)?;
         let actual = scan_layer(layer::open_layer(&src, &media_type)?, &src, &mut files)?;
         if &actual != diff_id {
             return Err(Error::input(
