@@ -193,11 +193,11 @@ pub fn pull(
         manifest(&mut s, &store, &tag_or_digest, r.digest.as_deref())?;
     if mt == INDEX || mt == DOCKER_LIST {
         let index: oci_spec::image::ImageIndex = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::input(&root, format!("{name}: index {digest}: {e}")))?;
+            .map_err(|e| Error::input(&name, format!("index {digest}: {e}")))?;
         if index.manifests().len() > MAX_MANIFESTS {
             return Err(Error::input(
-                &root,
-                format!("{name}: index {digest} has more than {MAX_MANIFESTS} entries"),
+                &name,
+                format!("index {digest} has more than {MAX_MANIFESTS} entries"),
             ));
         }
         let matches = |d: &&oci_spec::image::Descriptor, want_variant: bool| {
@@ -213,45 +213,42 @@ pub fn pull(
             .find(|d| matches(d, true))
             .or_else(|| index.manifests().iter().find(|d| matches(d, false)))
             .ok_or_else(|| {
-                Error::input(
-                    &root,
-                    format!("{name}: the index has no manifest for linux/{arch}"),
-                )
+                Error::input(&name, format!("the index has no manifest for linux/{arch}"))
             })?;
         let d = chosen.digest().to_string();
         if layout::sha256_hex(&d).is_none() {
             return Err(Error::input(
-                &root,
-                format!("{name}: manifest digest {d:?} is not sha256"),
+                &name,
+                format!("manifest digest {d:?} is not sha256"),
             ));
         }
         (digest, mt, bytes) = manifest(&mut s, &store, &d, Some(&d))?;
     }
     if mt != MANIFEST && mt != DOCKER_MANIFEST {
         return Err(Error::input(
-            &root,
-            format!("{name}: unsupported manifest media type {mt:?}"),
+            &name,
+            format!("unsupported manifest media type {mt:?}"),
         ));
     }
     let m: oci_spec::image::ImageManifest = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::input(&root, format!("{name}: manifest {digest}: {e}")))?;
+        .map_err(|e| Error::input(&name, format!("manifest {digest}: {e}")))?;
     if m.layers().len() > MAX_LAYERS {
         return Err(Error::input(
-            &root,
-            format!("{name}: more than {MAX_LAYERS} layers"),
+            &name,
+            format!("more than {MAX_LAYERS} layers"),
         ));
     }
     let check = |d: &str, size: u64, max: u64| -> Result<()> {
         if layout::sha256_hex(d).is_none() {
             return Err(Error::input(
-                &root,
-                format!("{name}: blob digest {d:?} is not sha256"),
+                &name,
+                format!("blob digest {d:?} is not sha256"),
             ));
         }
         if size > max {
             return Err(Error::input(
-                &root,
-                format!("{name}: blob {d} is {size} bytes, more than {max}"),
+                &name,
+                format!("blob {d} is {size} bytes, more than {max}"),
             ));
         }
         Ok(())

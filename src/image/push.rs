@@ -649,6 +649,10 @@ mod tests {
         assert!(Reference::parse("noslash").is_err());
         assert!(Reference::parse("h/UPPER:1").is_err());
         assert!(Reference::parse("h/x:-bad").is_err());
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let r = Reference::parse(&format!("docker://h:1/base@{d}")).expect("parses");
+        assert_eq!((r.name.as_str(), r.tag, r.digest), ("base", None, Some(d)));
+        assert!(Reference::parse("h/base@sha256:short").is_err());
     }
 
     #[test]
