@@ -1247,6 +1247,53 @@ fn docker_archive_base() {
         &[],
     );
     assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+
+    // A layer whose content is not its diff_id is refused, naming it; nothing written.
+    let names: serde_json::Value = {
+        let mut a = tar::Archive::new(std::fs::File::open(&archive).expect("open"));
+        let mut found = None;
+        for e in a.entries().expect("entries") {
+            let mut e = e.expect("entry");
+            if e.path().expect("path").to_str() == Some("manifest.json") {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut e, &mut text).expect("read");
+                found = Some(serde_json::from_str(&text).expect("json"));
+            }
+        }
+        found.expect("manifest.json")
+    };
+    let first = names[0]["Layers"][0].as_str().expect("layer").to_string();
+    let (offset, size) = {
+        let mut a = tar::Archive::new(std::fs::File::open(&archive).expect("open"));
+        let e = a
+            .entries()
+            .expect("entries")
+            .map(|e| e.expect("entry"))
+            .find(|e| e.path().expect("path").to_str() == Some(first.as_str()))
+            .expect("layer member");
+        (e.raw_file_position(), e.size())
+    };
+    let mut bytes = std::fs::read(&archive).expect("read");
+    // A non-zero byte from the middle of the layer member (file data or a header).
+    let at = usize::try_from(offset + size / 2).expect("offset");
+    let pos = (at..).find(|&i| bytes[i] != 0).expect("a data byte");
+    bytes[pos] ^= 0x01;
+    let tampered = tmp.path().join("tampered.tar");
+    std::fs::write(&tampered, &bytes).expect("write");
+    let outdir = tmp.path().join("out-tampered");
+    std::fs::create_dir_all(&outdir).expect("mkdir");
+    let out = build_on(
+        &deb,
+        &format!("docker-archive:{}", tampered.display()),
+        &outdir.join("img"),
+        &cache,
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&first), "names the layer: {err}");
+    assert!(dir_listing(&outdir).is_empty());
 }
 
 /// A token-authentication front for a registry on 127.0.0.1 (std threads, one request
@@ -1543,4 +1590,97 @@ fn containerfile_makefile_targets() {
         .arg(other.join("Containerfile")));
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     assert_eq!(dir_listing(&other), ["Makefile"]);
+}
+
+#[test]
+fn hostile_registry_bases_are_refused() {
+    use common::mirror::sha256_hex;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let server = common::server::Server::start();
+    let host = server.base().trim_start_matches("http://").to_string();
+    let digest = |b: &[u8]| format!("sha256:{}", sha256_hex(b));
+    let manifest = |config: &str, config_size: u64, layers: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{layers}]}}"#
+        )
+    };
+    // Larger than the 4 MiB a manifest may be.
+    server.file("/v2/big/manifests/1", vec![b' '; 5 << 20]);
+    // A config blob longer than its descriptor says.
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    server.file("/v2/long/manifests/1", manifest(&digest(config), 10, ""));
+    server.file(
+        &format!("/v2/long/blobs/{}", digest(config)),
+        config.to_vec(),
+    );
+    // A layer the descriptor makes absurdly large, and a digest that is not sha256.
+    let huge = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":1099511627776}}"#,
+        digest(b"x")
+    );
+    server.file(
+        "/v2/huge/manifests/1",
+        manifest(&digest(config), config.len() as u64, &huge),
+    );
+    server.file(
+        &format!("/v2/huge/blobs/{}", digest(config)),
+        config.to_vec(),
+    );
+    server.file(
+        "/v2/alg/manifests/1",
+        manifest(&format!("sha512:{}", "0".repeat(128)), 2, ""),
+    );
+    // An index without the platform.
+    server.file(
+        "/v2/index/manifests/1",
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":2,"platform":{{"architecture":"s390x","os":"linux"}}}}]}}"#,
+            digest(b"{}")
+        ),
+    );
+    // A manifest asked for by a digest it does not have.
+    let wrong = digest(b"other");
+    server.file(
+        &format!("/v2/pinned/manifests/{wrong}"),
+        manifest(&digest(config), 2, ""),
+    );
+
+    for (repo, code, want) in [
+        ("big:1", 6, "larger than 4194304 bytes"),
+        ("long:1", 5, "is 78 bytes, its descriptor says 10"),
+        ("huge:1", 4, "more than"),
+        ("alg:1", 4, "not sha256"),
+        ("index:1", 4, "no manifest for linux/amd64"),
+        (&format!("pinned@{wrong}"), 5, "does not match its content"),
+        ("missing:1", 6, "404"),
+    ] {
+        let outdir = tmp
+            .path()
+            .join(format!("out-{}", repo.replace(['@', ':'], "-")));
+        std::fs::create_dir_all(&outdir).expect("mkdir");
+        let out = build_on(
+            &deb,
+            &format!("docker://{host}/{repo}"),
+            &outdir.join("img"),
+            &tmp.path().join("cache"),
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{repo}: {err}");
+        assert!(err.contains(want), "{repo}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{repo}: {err}");
+        assert!(dir_listing(&outdir).is_empty(), "{repo}: nothing written");
+    }
+    // Plain http is refused for anything but loopback.
+    let refused = build_on(
+        &deb,
+        "docker://registry.invalid/base:1",
+        &tmp.path().join("remote"),
+        &tmp.path().join("cache"),
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(6), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("https://registry.invalid/"));
 }
