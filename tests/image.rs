@@ -607,6 +607,26 @@ fn push_with_basic_auth() {
     ok(Command::new("skopeo")
         .args(["inspect", "--tls-verify=false", "--creds", "korg:s3cret"])
         .arg(format!("docker://{dest}")));
+
+    // The pushed image as a base, pulled with the same credentials (and refused
+    // without them).
+    let cache = tmp.path().join("cache");
+    let anonymous = build_on(
+        &deb,
+        &format!("docker://{dest}"),
+        &tmp.path().join("a"),
+        &cache,
+        &[],
+    );
+    assert_eq!(anonymous.status.code(), Some(6), "{anonymous:?}");
+    let pulled = built(build_on(
+        &deb,
+        &format!("docker://{dest}"),
+        &tmp.path().join("b"),
+        &cache,
+        &[("REGISTRY_AUTH_FILE", auth.to_str().expect("utf8"))],
+    ));
+    assert_eq!(pulled["platforms"][0]["base_digest"], report["digest"]);
 }
 
 #[test]
@@ -1128,6 +1148,46 @@ fn base_pulled_from_a_registry_gives_the_same_image_as_the_layout() {
         named["platforms"][0]["base_name"],
         format!("{}/base:1", registry.host)
     );
+
+    // A Docker schema 2 manifest of the same base: the same layers, recorded as OCI's.
+    ok(Command::new("skopeo")
+        .args(["copy", "--format", "v2s2", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:base", layout.display()))
+        .arg(format!("docker://{}/base:v2s2", registry.host)));
+    let raw: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}/base:v2s2", registry.host))))
+    .expect("json");
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let v2s2 = built(build_on(
+        &deb,
+        &format!("docker://{}/base:v2s2", registry.host),
+        &tmp.path().join("v2s2"),
+        &cache,
+        &[],
+    ));
+    let out_raw: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:on", tmp.path().join("v2s2").display()))))
+    .expect("json");
+    for (i, l) in raw["layers"].as_array().expect("layers").iter().enumerate() {
+        assert_eq!(out_raw["layers"][i]["digest"], l["digest"]);
+        let docker = l["mediaType"].as_str().expect("media type");
+        let oci = match docker {
+            "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            }
+            "application/vnd.docker.image.rootfs.diff.tar" => {
+                "application/vnd.oci.image.layer.v1.tar"
+            }
+            other => panic!("unexpected layer type {other}"),
+        };
+        assert_eq!(out_raw["layers"][i]["mediaType"], oci);
+    }
+    assert_ne!(v2s2["platforms"][0]["base_digest"], base["manifest"]);
 
     // A blob the registry serves that does not match its digest is refused, naming it,
     // and nothing is written.
