@@ -445,12 +445,9 @@ impl Registry {
     }
 }
 
-fn push(layout: &Path, dest: &str, env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = korgpkg();
-    c.args(["image", "push", "--json"])
-        .arg(layout)
-        .arg(dest)
-        .env_remove("REGISTRY_AUTH_FILE")
+/// No registry credentials but those in `env`.
+fn only_creds<'a>(c: &'a mut Command, env: &[(&str, &str)]) -> &'a mut Command {
+    c.env_remove("REGISTRY_AUTH_FILE")
         .env_remove("KORGPKG_REGISTRY_USER")
         .env_remove("KORGPKG_REGISTRY_PASSWORD")
         .env("HOME", "/nonexistent-korgpkg-home")
@@ -458,16 +455,27 @@ fn push(layout: &Path, dest: &str, env: &[(&str, &str)]) -> std::process::Output
     for (k, v) in env {
         c.env(k, v);
     }
-    run(&mut c)
+    c
+}
+
+fn push(layout: &Path, dest: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = korgpkg();
+    c.args(["image", "push", "--json"]).arg(layout).arg(dest);
+    run(only_creds(&mut c, env))
+}
+
+/// The `--json` report of a command that must have succeeded.
+fn json_report(out: std::process::Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what} --json: {e}"))
 }
 
 fn pushed(out: std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "push failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("push --json")
+    json_report(out, "image push")
 }
 
 #[test]
@@ -1068,25 +1076,12 @@ fn build_on(
         .arg("--out")
         .arg(out)
         .arg("--cache-dir")
-        .arg(cache)
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("KORGPKG_REGISTRY_USER")
-        .env_remove("KORGPKG_REGISTRY_PASSWORD")
-        .env("HOME", "/nonexistent-korgpkg-home")
-        .env_remove("XDG_RUNTIME_DIR");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    run(&mut c)
+        .arg(cache);
+    run(only_creds(&mut c, env))
 }
 
 fn built(out: std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "image build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("image build --json")
+    json_report(out, "image build")
 }
 
 #[test]
@@ -1526,13 +1521,8 @@ fn bearer_token_auth_push_and_pull() {
     let mut c = korgpkg();
     c.args(["image", "push", "--json", "--chunk-size", "8388608"])
         .arg(&layout)
-        .arg(&dest)
-        .env("REGISTRY_AUTH_FILE", &good)
-        .env_remove("KORGPKG_REGISTRY_USER")
-        .env_remove("KORGPKG_REGISTRY_PASSWORD")
-        .env("HOME", "/nonexistent-korgpkg-home")
-        .env_remove("XDG_RUNTIME_DIR");
-    let report = pushed(run(&mut c));
+        .arg(&dest);
+    let report = pushed(run(only_creds(&mut c, &[("REGISTRY_AUTH_FILE", &good)])));
     assert_eq!(report["digest"], built_base["manifest"]);
     assert!(front.count("PATCH") >= 2, "chunked: {:?}", front.log);
     let served: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")

@@ -401,22 +401,56 @@ struct BaseImage {
     files: BaseFiles,
 }
 
+/// The OCI layer media type of a tar stream by its first bytes (plain, gzip or zstd).
+fn tar_layer_type(head: &[u8]) -> Option<&'static str> {
+    match crate::payload::detect_compression(head) {
+        Some(crate::payload::Compression::Gzip) => {
+            Some("application/vnd.oci.image.layer.v1.tar+gzip")
+        }
+        Some(crate::payload::Compression::Zstd) => {
+            Some("application/vnd.oci.image.layer.v1.tar+zstd")
+        }
+        Some(crate::payload::Compression::None) => Some("application/vnd.oci.image.layer.v1.tar"),
+        _ => None,
+    }
+}
+
+/// A base's config must be for `arch` and name one `diff_id` per layer.
+fn check_base_config(
+    config: &ImageConfiguration,
+    arch: &str,
+    layers: usize,
+    origin: &Path,
+) -> Result<()> {
+    if config.architecture().to_string() != arch {
+        return Err(Error::input(
+            origin,
+            format!(
+                "the base is for {}, the packages for {arch}",
+                config.architecture()
+            ),
+        ));
+    }
+    if config.rootfs().diff_ids().len() != layers {
+        return Err(Error::input(
+            origin,
+            "the base's config and manifest list different numbers of layers",
+        ));
+    }
+    Ok(())
+}
+
 fn read_rootfs(path: &Path) -> Result<BaseImage> {
     let mut head = [0u8; 512];
     let n = fs::File::open(path)
         .and_then(|f| f.take(512).read(&mut head))
         .ctx(|| format!("reading {}", path.display()))?;
-    let media_type = match crate::payload::detect_compression(&head[..n]) {
-        Some(crate::payload::Compression::Gzip) => "application/vnd.oci.image.layer.v1.tar+gzip",
-        Some(crate::payload::Compression::Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
-        Some(crate::payload::Compression::None) => "application/vnd.oci.image.layer.v1.tar",
-        _ => {
-            return Err(Error::input(
-                path,
-                "a base rootfs must be a tar, .tar.gz or .tar.zst (OCI layers are not xz)",
-            ))
-        }
-    };
+    let media_type = tar_layer_type(&head[..n]).ok_or_else(|| {
+        Error::input(
+            path,
+            "a base rootfs must be a tar, .tar.gz or .tar.zst (OCI layers are not xz)",
+        )
+    })?;
     let mut files = BaseFiles::default();
     let diff_id = scan_layer(layer::open_layer(path, media_type)?, path, &mut files)?;
     Ok(BaseImage {
@@ -541,22 +575,8 @@ fn read_oci_manifest(
     let config_digest = manifest.config().digest().to_string();
     let (config, _): (ImageConfiguration, _) =
         layout::read_json_blob(dir, &config_digest, "image config")?;
-    if config.architecture().to_string() != arch {
-        return Err(Error::input(
-            dir,
-            format!(
-                "the base is for {}, the packages for {arch}",
-                config.architecture()
-            ),
-        ));
-    }
+    check_base_config(&config, arch, manifest.layers().len(), dir)?;
     let diff_ids = config.rootfs().diff_ids();
-    if diff_ids.len() != manifest.layers().len() {
-        return Err(Error::input(
-            dir,
-            "the base's config and manifest list different numbers of layers",
-        ));
-    }
     let mut files = BaseFiles::default();
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(diff_ids) {
@@ -602,22 +622,8 @@ fn read_docker_archive(file: &Path, tag: Option<&str>, arch: &str) -> Result<Bas
     let config_bytes = archive.read_small(&image.config)?;
     let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
         .map_err(|e| Error::input(file, format!("{}: not an image config: {e}", image.config)))?;
-    if config.architecture().to_string() != arch {
-        return Err(Error::input(
-            file,
-            format!(
-                "the base is for {}, the packages for {arch}",
-                config.architecture()
-            ),
-        ));
-    }
+    check_base_config(&config, arch, image.layers.len(), file)?;
     let diff_ids = config.rootfs().diff_ids();
-    if diff_ids.len() != image.layers.len() {
-        return Err(Error::input(
-            file,
-            "the base's config and manifest.json list different numbers of layers",
-        ));
-    }
     let mut files = BaseFiles::default();
     let mut layers = Vec::new();
     for (member, diff_id) in image.layers.iter().zip(diff_ids) {
@@ -626,21 +632,12 @@ fn read_docker_archive(file: &Path, tag: Option<&str>, arch: &str) -> Result<Bas
         let n = layout::open_range(file, Some(range))?
             .read(&mut head)
             .ctx(|| format!("reading {member} in {}", file.display()))?;
-        let media_type = match crate::payload::detect_compression(&head[..n]) {
-            Some(crate::payload::Compression::Gzip) => {
-                "application/vnd.oci.image.layer.v1.tar+gzip"
-            }
-            Some(crate::payload::Compression::Zstd) => {
-                "application/vnd.oci.image.layer.v1.tar+zstd"
-            }
-            Some(crate::payload::Compression::None) => "application/vnd.oci.image.layer.v1.tar",
-            _ => {
-                return Err(Error::input(
-                    file,
-                    format!("{member}: a layer must be a tar, .tar.gz or .tar.zst"),
-                ))
-            }
-        };
+        let media_type = tar_layer_type(&head[..n]).ok_or_else(|| {
+            Error::input(
+                file,
+                format!("{member}: a layer must be a tar, .tar.gz or .tar.zst"),
+            )
+        })?;
         // One pass: the blob's digest outside, the diff_id and base files inside.
         let origin = file.join(member);
         let (outer_tx, outer_rx) = std::sync::mpsc::channel();
