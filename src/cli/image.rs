@@ -15,10 +15,13 @@ Examples:
   korgpkg image build korg-clang-18=18.1.8-1 korg-gcc-14-aarch64-linux --repo /srv/korg --base-rootfs base.tar --name korg-clang --tag 18 --tag latest --out img/
   korgpkg image build korg-clang-18 --repo /srv/korg --base-rootfs base.tar --format docker-archive --out korg-clang-18.tar
   podman load -i korg-clang-18.tar
+  korgpkg image build korg-clang-18 --repo /srv/korg --base docker://registry.example.org/korg/bookworm-make:12 --out img/
+  korgpkg image build korg-clang-18 --repo /srv/korg --base docker-archive:base.tar:korg/base:1 --out img/
 
 Each package becomes its own layer, made only from its data.tar, so it has the same digest
 on every base. The packages' Depends are checked against the base's dpkg status first: a
-base that lacks one is refused (exit 4) and nothing is written.";
+base that lacks one is refused (exit 4) and nothing is written. A docker:// base is pulled
+into the cache (<cache>/oci, by digest), every blob checked against its digest (exit 5).";
 
 const PUSH_EXAMPLES: &str = "\
 Examples:
