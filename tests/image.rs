@@ -382,7 +382,7 @@ fn docker_archive_is_accepted_by_skopeo_and_podman() {
 struct Registry {
     child: Child,
     host: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Registry {
@@ -429,17 +429,25 @@ impl Registry {
         Registry {
             child,
             host: format!("127.0.0.1:{port}"),
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// The file the registry stores a blob in (its filesystem driver's layout).
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 }
 
-fn push(layout: &Path, dest: &str, env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = korgpkg();
-    c.args(["image", "push", "--json"])
-        .arg(layout)
-        .arg(dest)
-        .env_remove("REGISTRY_AUTH_FILE")
+/// No registry credentials but those in `env`.
+fn only_creds<'a>(c: &'a mut Command, env: &[(&str, &str)]) -> &'a mut Command {
+    c.env_remove("REGISTRY_AUTH_FILE")
         .env_remove("KORGPKG_REGISTRY_USER")
         .env_remove("KORGPKG_REGISTRY_PASSWORD")
         .env("HOME", "/nonexistent-korgpkg-home")
@@ -447,16 +455,27 @@ fn push(layout: &Path, dest: &str, env: &[(&str, &str)]) -> std::process::Output
     for (k, v) in env {
         c.env(k, v);
     }
-    run(&mut c)
+    c
+}
+
+fn push(layout: &Path, dest: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = korgpkg();
+    c.args(["image", "push", "--json"]).arg(layout).arg(dest);
+    run(only_creds(&mut c, env))
+}
+
+/// The `--json` report of a command that must have succeeded.
+fn json_report(out: std::process::Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what} --json: {e}"))
 }
 
 fn pushed(out: std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "push failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("push --json")
+    json_report(out, "image push")
 }
 
 #[test]
@@ -505,10 +524,11 @@ fn push_to_a_registry_and_copy_back() {
     .expect("json");
     assert_eq!(inspect["Digest"], manifest, "copied back unchanged");
 
-    // Chunked upload (PATCH ranges, then PUT ?digest=) to another repository.
+    // Chunked upload (PATCH ranges, then PUT ?digest=) to another repository: 4 MiB
+    // chunks, so the base layer goes in dozens of them.
     let chunked = format!("{}/korg/chunked:18", registry.host);
     let mut c = korgpkg();
-    c.args(["image", "push", "--json", "--chunk-size", "67108864"])
+    c.args(["image", "push", "--json", "--chunk-size", "4194304"])
         .arg(&out)
         .arg(&chunked);
     let report: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
@@ -522,13 +542,23 @@ fn push_to_a_registry_and_copy_back() {
         .arg(format!("docker://{chunked}"))))
     .expect("json");
     assert_eq!(served["Digest"], manifest);
+    let back2 = tmp.path().join("back2");
     ok(Command::new("skopeo")
-        .args(["copy", "--src-tls-verify=false"])
+        .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
         .arg(format!("docker://{chunked}"))
-        .arg(format!(
-            "oci:{}:chunked",
-            tmp.path().join("back2").display()
-        )));
+        .arg(format!("oci:{}:chunked", back2.display())));
+    let inspect: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:chunked", back2.display()))))
+    .expect("json");
+    assert_eq!(
+        inspect["Digest"], manifest,
+        "chunked: copied back unchanged"
+    );
+    assert_eq!(
+        inspect["Layers"], served["Layers"],
+        "chunked: same layer digests"
+    );
 
     // https is required for anything but loopback.
     let refused = push(&out, "registry.invalid/korg-clang:18", &[]);
@@ -585,6 +615,26 @@ fn push_with_basic_auth() {
     ok(Command::new("skopeo")
         .args(["inspect", "--tls-verify=false", "--creds", "korg:s3cret"])
         .arg(format!("docker://{dest}")));
+
+    // The pushed image as a base, pulled with the same credentials (and refused
+    // without them).
+    let cache = tmp.path().join("cache");
+    let anonymous = build_on(
+        &deb,
+        &format!("docker://{dest}"),
+        &tmp.path().join("a"),
+        &cache,
+        &[],
+    );
+    assert_eq!(anonymous.status.code(), Some(6), "{anonymous:?}");
+    let pulled = built(build_on(
+        &deb,
+        &format!("docker://{dest}"),
+        &tmp.path().join("b"),
+        &cache,
+        &[("REGISTRY_AUTH_FILE", auth.to_str().expect("utf8"))],
+    ));
+    assert_eq!(pulled["platforms"][0]["base_digest"], report["digest"]);
 }
 
 #[test]
@@ -738,6 +788,36 @@ fn multi_arch_image_is_an_index_and_pushes() {
         .arg(format!("docker://{dest}"))))
     .expect("json");
     assert_eq!(served, raw, "the registry serves the same index");
+
+    // The index as a base: each platform pulls its own manifest from it.
+    let mut c = image_build(&[
+        "--json",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--tag",
+        "on-index",
+        "--cache-dir",
+    ]);
+    c.arg(tmp.path().join("cache"))
+        .arg(&amd64)
+        .arg(&arm64)
+        .arg("--base")
+        .arg(format!("amd64=docker://{dest}"))
+        .arg("--base")
+        .arg(format!("arm64=docker://{dest}"))
+        .arg("--out")
+        .arg(tmp.path().join("on-index"));
+    let on_index: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    for i in 0..2 {
+        assert_eq!(
+            on_index["platforms"][i]["base_digest"], report["platforms"][i]["manifest"],
+            "platform {i}"
+        );
+        assert_eq!(
+            on_index["platforms"][i]["layers"][0]["digest"],
+            report["platforms"][i]["layers"][0]["digest"]
+        );
+    }
 }
 
 #[test]
@@ -973,4 +1053,684 @@ fn hostile_package_entries_are_refused() {
         assert_eq!(err.trim().lines().count(), 1, "{name}: {err}");
         assert!(dir_listing(&outdir).is_empty(), "{name}: nothing written");
     }
+}
+
+/// An OCI layout `dir` (tag `base`) built from the cached bookworm base: a base with a
+/// config and layers, as a registry or a docker-archive would hold it.
+fn oci_base(deb: &Path, dir: &Path) -> serde_json::Value {
+    build_image(deb, &cached_base(), dir, &["--tag", "base"])
+}
+
+/// `image build DEB --base BASE --base-name korg/base --out OUT --json` with a cache.
+fn build_on(
+    deb: &Path,
+    base: &str,
+    out: &Path,
+    cache: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut c = image_build(&["--json", "--tag", "on", "--base-name", "korg/base"]);
+    c.arg(deb)
+        .arg("--base")
+        .arg(base)
+        .arg("--out")
+        .arg(out)
+        .arg("--cache-dir")
+        .arg(cache);
+    run(only_creds(&mut c, env))
+}
+
+fn built(out: std::process::Output) -> serde_json::Value {
+    json_report(out, "image build")
+}
+
+#[test]
+fn base_pulled_from_a_registry_gives_the_same_image_as_the_layout() {
+    need_tool("skopeo");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let layout = tmp.path().join("base");
+    let base = oci_base(&deb, &layout);
+    let registry = Registry::start(None);
+    ok(Command::new("skopeo")
+        .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:base", layout.display()))
+        .arg(format!("docker://{}/base:1", registry.host)));
+    let cache = tmp.path().join("cache");
+    let from_layout = built(build_on(
+        &deb,
+        &format!("oci:{}:base", layout.display()),
+        &tmp.path().join("a"),
+        &cache,
+        &[],
+    ));
+    let pulled = built(build_on(
+        &deb,
+        &format!("docker://{}/base:1", registry.host),
+        &tmp.path().join("b"),
+        &cache,
+        &[],
+    ));
+    assert_eq!(
+        pulled["manifest"], from_layout["manifest"],
+        "a pulled base gives the same image as the same base from a layout"
+    );
+    assert_eq!(pulled["platforms"][0]["base_digest"], base["manifest"]);
+    // By digest, from the cache: the same again.
+    let by_digest = built(build_on(
+        &deb,
+        &format!(
+            "docker://{}/base@{}",
+            registry.host,
+            base["manifest"].as_str().expect("digest")
+        ),
+        &tmp.path().join("c"),
+        &cache,
+        &[],
+    ));
+    assert_eq!(by_digest["manifest"], from_layout["manifest"]);
+    // Without --base-name the reference is recorded.
+    let mut c = image_build(&["--json", "--tag", "named"]);
+    c.arg(&deb)
+        .arg("--base")
+        .arg(format!("docker://{}/base:1", registry.host))
+        .arg("--out")
+        .arg(tmp.path().join("d"))
+        .arg("--cache-dir")
+        .arg(&cache);
+    let named: serde_json::Value = serde_json::from_str(&ok(&mut c)).expect("json");
+    assert_eq!(
+        named["platforms"][0]["base_name"],
+        format!("{}/base:1", registry.host)
+    );
+
+    // A Docker schema 2 manifest of the same base: the same layers, recorded as OCI's.
+    ok(Command::new("skopeo")
+        .args(["copy", "--format", "v2s2", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:base", layout.display()))
+        .arg(format!("docker://{}/base:v2s2", registry.host)));
+    let raw: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}/base:v2s2", registry.host))))
+    .expect("json");
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let v2s2 = built(build_on(
+        &deb,
+        &format!("docker://{}/base:v2s2", registry.host),
+        &tmp.path().join("v2s2"),
+        &cache,
+        &[],
+    ));
+    let out_raw: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:on", tmp.path().join("v2s2").display()))))
+    .expect("json");
+    for (i, l) in raw["layers"].as_array().expect("layers").iter().enumerate() {
+        assert_eq!(out_raw["layers"][i]["digest"], l["digest"]);
+        let docker = l["mediaType"].as_str().expect("media type");
+        let oci = match docker {
+            "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            }
+            "application/vnd.docker.image.rootfs.diff.tar" => {
+                "application/vnd.oci.image.layer.v1.tar"
+            }
+            other => panic!("unexpected layer type {other}"),
+        };
+        assert_eq!(out_raw["layers"][i]["mediaType"], oci);
+    }
+    assert_ne!(v2s2["platforms"][0]["base_digest"], base["manifest"]);
+
+    // A blob the registry serves that does not match its digest is refused, naming it,
+    // and nothing is written.
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            layout.join("blobs/sha256").join(
+                base["manifest"]
+                    .as_str()
+                    .expect("m")
+                    .trim_start_matches("sha256:"),
+            ),
+        )
+        .expect("manifest"),
+    )
+    .expect("json");
+    let layer = m["layers"][0]["digest"]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    let stored = registry.blob_file(&layer);
+    let mut bytes = std::fs::read(&stored).expect("stored blob");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&stored, &bytes).expect("tamper");
+    let fresh = tmp.path().join("fresh-cache");
+    let outdir = tmp.path().join("tampered");
+    std::fs::create_dir_all(&outdir).expect("mkdir");
+    let out = build_on(
+        &deb,
+        &format!("docker://{}/base:1", registry.host),
+        &outdir.join("img"),
+        &fresh,
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(&layer), "names the digest: {err}");
+    assert!(dir_listing(&outdir).is_empty(), "nothing written");
+    assert!(
+        !fresh
+            .join("oci/blobs/sha256")
+            .join(layer.trim_start_matches("sha256:"))
+            .exists(),
+        "the bad blob is not cached"
+    );
+}
+
+#[test]
+fn docker_archive_base() {
+    need_tool("skopeo");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let layout = tmp.path().join("base");
+    let base = oci_base(&deb, &layout);
+    let archive = tmp.path().join("base-archive.tar");
+    ok(Command::new("skopeo")
+        .arg("copy")
+        .arg(format!("oci:{}:base", layout.display()))
+        .arg(format!("docker-archive:{}:korg/base:1", archive.display())));
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("img");
+    let report = built(build_on(
+        &deb,
+        &format!("docker-archive:{}", archive.display()),
+        &out,
+        &cache,
+        &[],
+    ));
+    // The same again, naming the image in the archive.
+    let again = built(build_on(
+        &deb,
+        &format!("docker-archive:{}:korg/base:1", archive.display()),
+        &tmp.path().join("again"),
+        &cache,
+        &[],
+    ));
+    assert_eq!(report["manifest"], again["manifest"]);
+    assert_eq!(
+        report["platforms"][0]["layers"][0]["digest"], base["platforms"][0]["layers"][0]["digest"],
+        "the package layer is the same on this base"
+    );
+    let raw: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:on", out.display()))))
+    .expect("json");
+    let config: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci:{}:on", out.display()))))
+    .expect("json");
+    // The archive's layers are kept uncompressed: their digest is their diff_id.
+    let layers = raw["layers"].as_array().expect("layers");
+    assert_eq!(layers.len(), 5, "{raw}");
+    for i in 0..3 {
+        assert_eq!(
+            layers[i]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar"
+        );
+        assert_eq!(layers[i]["digest"], config["rootfs"]["diff_ids"][i]);
+    }
+    let rootfs = unpack(&out, "on", &tmp.path().join("bundle"));
+    assert_eq!(
+        chroot(
+            &rootfs,
+            "/usr/lib/korg/llvm-18/bin:/usr/bin:/bin",
+            "clang a"
+        )
+        .trim(),
+        "korg-hello 2"
+    );
+    // A tag the archive does not hold is refused.
+    let refused = build_on(
+        &deb,
+        &format!("docker-archive:{}:korg/other:2", archive.display()),
+        &tmp.path().join("none"),
+        &cache,
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+
+    // A layer whose content is not its diff_id is refused, naming it; nothing written.
+    let names: serde_json::Value = {
+        let mut a = tar::Archive::new(std::fs::File::open(&archive).expect("open"));
+        let mut found = None;
+        for e in a.entries().expect("entries") {
+            let mut e = e.expect("entry");
+            if e.path().expect("path").to_str() == Some("manifest.json") {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut e, &mut text).expect("read");
+                found = Some(serde_json::from_str(&text).expect("json"));
+            }
+        }
+        found.expect("manifest.json")
+    };
+    let first = names[0]["Layers"][0].as_str().expect("layer").to_string();
+    let (offset, size) = {
+        let mut a = tar::Archive::new(std::fs::File::open(&archive).expect("open"));
+        let e = a
+            .entries()
+            .expect("entries")
+            .map(|e| e.expect("entry"))
+            .find(|e| e.path().expect("path").to_str() == Some(first.as_str()))
+            .expect("layer member");
+        (e.raw_file_position(), e.size())
+    };
+    let mut bytes = std::fs::read(&archive).expect("read");
+    // A non-zero byte from the middle of the layer member (file data or a header).
+    let at = usize::try_from(offset + size / 2).expect("offset");
+    let pos = (at..).find(|&i| bytes[i] != 0).expect("a data byte");
+    bytes[pos] ^= 0x01;
+    let tampered = tmp.path().join("tampered.tar");
+    std::fs::write(&tampered, &bytes).expect("write");
+    let outdir = tmp.path().join("out-tampered");
+    std::fs::create_dir_all(&outdir).expect("mkdir");
+    let out = build_on(
+        &deb,
+        &format!("docker-archive:{}", tampered.display()),
+        &outdir.join("img"),
+        &cache,
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&first), "names the layer: {err}");
+    assert!(dir_listing(&outdir).is_empty());
+}
+
+/// A token-authentication front for a registry on 127.0.0.1 (std threads, one request
+/// per connection): `/token` answers `{"token": ...}` to the right Basic credentials;
+/// every other request without that Bearer token gets 401 with a Bearer challenge, and
+/// with it is forwarded to the registry. Logs `METHOD PATH` of forwarded requests.
+struct TokenFront {
+    host: String,
+    log: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl TokenFront {
+    const TOKEN: &'static str = "korg-test-token-1";
+
+    fn start(upstream: &str, user: &str, password: &str) -> TokenFront {
+        use base64::Engine as _;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let upstream = upstream.to_string();
+        let shared = log.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (basic, upstream, log) = (basic.clone(), upstream.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    let _ = Self::serve(stream, port, &basic, &upstream, &log);
+                });
+            }
+        });
+        TokenFront {
+            host: format!("127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    fn serve(
+        stream: TcpStream,
+        port: u16,
+        basic: &str,
+        upstream: &str,
+        log: &Mutex<Vec<String>>,
+    ) -> std::io::Result<()> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut out = stream;
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let mut words = line.split_whitespace();
+        let method = words.next().unwrap_or("").to_string();
+        let path = words.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h)?;
+            let h = h.trim_end().to_string();
+            if h.is_empty() {
+                break;
+            }
+            headers.push(h);
+        }
+        let header = |name: &str| {
+            headers.iter().find_map(|h| {
+                h.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+        };
+        let reply = |out: &mut TcpStream, status: &str, extra: &str, body: &str| {
+            write!(
+                out,
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        if path.starts_with("/token") {
+            if header("Authorization").as_deref() == Some(basic) {
+                let body = format!(r#"{{"token":"{}"}}"#, Self::TOKEN);
+                return reply(
+                    &mut out,
+                    "200 OK",
+                    "Content-Type: application/json\r\n",
+                    &body,
+                );
+            }
+            return reply(&mut out, "401 Unauthorized", "", "");
+        }
+        if header("Authorization") != Some(format!("Bearer {}", Self::TOKEN)) {
+            let name = path.strip_prefix("/v2/").and_then(|p| {
+                ["/blobs/", "/manifests/"]
+                    .iter()
+                    .find_map(|k| p.split_once(k).map(|(n, _)| n.to_string()))
+            });
+            let scope = name
+                .map(|n| format!(",scope=\"repository:{n}:pull,push\""))
+                .unwrap_or_default();
+            let challenge = format!(
+                "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test\"{scope}\r\n"
+            );
+            return reply(&mut out, "401 Unauthorized", &challenge, "");
+        }
+        log.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("{method} {path}"));
+        let mut up = TcpStream::connect(upstream)?;
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        for h in &headers {
+            let k = h.split(':').next().unwrap_or("").to_ascii_lowercase();
+            if k != "authorization" && k != "connection" {
+                head.push_str(h);
+                head.push_str("\r\n");
+            }
+        }
+        head.push_str("Connection: close\r\n\r\n");
+        up.write_all(head.as_bytes())?;
+        let len: u64 = header("Content-Length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        std::io::copy(&mut (&mut reader).take(len), &mut up)?;
+        std::io::copy(&mut up, &mut out)?;
+        Ok(())
+    }
+
+    fn count(&self, method: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|l| l.starts_with(&format!("{method} ")))
+            .count()
+    }
+}
+
+#[test]
+fn bearer_token_auth_push_and_pull() {
+    need_tool("skopeo");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let layout = tmp.path().join("img");
+    let built_base = oci_base(&deb, &layout);
+    let registry = Registry::start(None);
+    let front = TokenFront::start(&registry.host, "korg", "s3cret");
+    let auth_file = |name: &str, creds: &str| {
+        use base64::Engine as _;
+        let file = tmp.path().join(name);
+        let auth = base64::engine::general_purpose::STANDARD.encode(creds);
+        std::fs::write(
+            &file,
+            format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, front.host),
+        )
+        .expect("auth.json");
+        file.to_str().expect("utf8").to_string()
+    };
+    let good = auth_file("auth.json", "korg:s3cret");
+    let bad = auth_file("bad.json", "korg:wrong");
+    let dest = format!("{}/korg/base:1", front.host);
+
+    // Wrong credentials: one line, network exit code, nothing pushed.
+    let refused = push(&layout, &dest, &[("REGISTRY_AUTH_FILE", &bad)]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(6), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("/token") && err.contains("refused"), "{err}");
+    assert_eq!(front.count("PUT"), 0);
+
+    // The right ones, in 8 MiB chunks: PATCH requests carry the base layer.
+    let mut c = korgpkg();
+    c.args(["image", "push", "--json", "--chunk-size", "8388608"])
+        .arg(&layout)
+        .arg(&dest);
+    let report = pushed(run(only_creds(&mut c, &[("REGISTRY_AUTH_FILE", &good)])));
+    assert_eq!(report["digest"], built_base["manifest"]);
+    assert!(front.count("PATCH") >= 2, "chunked: {:?}", front.log);
+    let served: serde_json::Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{}/korg/base:1", registry.host))))
+    .expect("json");
+    assert_eq!(served["Digest"], built_base["manifest"]);
+
+    // Pull the base through the front: the same image as from the layout.
+    let cache = tmp.path().join("cache");
+    let wrong = build_on(
+        &deb,
+        &format!("docker://{dest}"),
+        &tmp.path().join("x"),
+        &cache,
+        &[("REGISTRY_AUTH_FILE", &bad)],
+    );
+    assert_eq!(wrong.status.code(), Some(6), "{wrong:?}");
+    let pulled = built(build_on(
+        &deb,
+        &format!("docker://{dest}"),
+        &tmp.path().join("a"),
+        &cache,
+        &[("REGISTRY_AUTH_FILE", &good)],
+    ));
+    let local = built(build_on(
+        &deb,
+        &format!("oci:{}:base", layout.display()),
+        &tmp.path().join("b"),
+        &cache,
+        &[],
+    ));
+    assert_eq!(pulled["manifest"], local["manifest"]);
+    assert!(front.count("GET") >= 4, "{:?}", front.log);
+}
+
+#[test]
+fn containerfile_makefile_targets() {
+    need_tool("make");
+    let tmp = tempfile::tempdir().expect("tmp");
+    // One image: the Makefile beside the Containerfile.
+    let one = tmp.path().join("one");
+    std::fs::create_dir_all(&one).expect("mkdir");
+    ok(korgpkg()
+        .args([
+            "image",
+            "containerfile",
+            "korg-clang-18",
+            "--name",
+            "korg-clang",
+        ])
+        .args(["--tag", "18", "--tag", "latest"])
+        .args(["--repo-url", "https://korg.example.org", "--out"])
+        .arg(one.join("clang-18.Containerfile")));
+    let make_n = |dir: &Path, args: &[&str]| {
+        ok(Command::new("make")
+            .arg("-n")
+            .arg("-s")
+            .arg("-C")
+            .arg(dir)
+            .args(args))
+    };
+    let here = format!("{}/", one.display());
+    assert_eq!(
+        make_n(&one, &["PREFIX=korg-", "clang-18"]).trim(),
+        format!("podman build  -f {here}clang-18.Containerfile -t korg-clang:18 -t korg-clang:latest {here}")
+    );
+    assert_eq!(
+        make_n(&one, &["PREFIX=ci-", "ENGINE=docker", "REGISTRY=r.example/k/", "clang-18"]).trim(),
+        format!("docker build  -f {here}clang-18.Containerfile -t r.example/k/ci-clang:18 -t r.example/k/ci-clang:latest {here}")
+    );
+
+    // A set: one Containerfile per image and one Makefile covering them all.
+    let set_dir = tmp.path().join("set");
+    ok(korgpkg()
+        .args(["image", "containerfile", "--set"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("images/korg.toml"))
+        .args(["--repo-url", "https://korg.example.org", "--out"])
+        .arg(&set_dir));
+    assert_eq!(
+        dir_listing(&set_dir),
+        [
+            "Makefile",
+            "clang-18.Containerfile",
+            "gcc-14-arm64.Containerfile",
+            "gcc-14.Containerfile"
+        ]
+    );
+    let gcc = std::fs::read_to_string(set_dir.join("gcc-14.Containerfile")).expect("read");
+    assert!(
+        gcc.contains("korg-gcc-14-x86_64-linux korg-gcc-14-aarch64-linux"),
+        "{gcc}"
+    );
+    let here = format!("{}/", set_dir.display());
+    let all = make_n(&set_dir, &["PREFIX=korg-", "all"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 3, "{all}");
+    assert!(
+        lines.contains(
+            &format!(
+                "podman build  -f {here}gcc-14-arm64.Containerfile -t korg-gcc:14-arm64 {here}"
+            )
+            .as_str()
+        ),
+        "{all}"
+    );
+
+    // A Makefile korgpkg did not write is left alone.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    std::fs::write(other.join("Makefile"), "all:\n\ttrue\n").expect("write");
+    let refused = run(korgpkg()
+        .args(["image", "containerfile", "korg-clang-18"])
+        .args(["--repo-url", "https://korg.example.org", "--out"])
+        .arg(other.join("Containerfile")));
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert_eq!(dir_listing(&other), ["Makefile"]);
+}
+
+#[test]
+fn hostile_registry_bases_are_refused() {
+    use common::mirror::sha256_hex;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let deb = toolchain_deb(tmp.path());
+    let server = common::server::Server::start();
+    let host = server.base().trim_start_matches("http://").to_string();
+    let digest = |b: &[u8]| format!("sha256:{}", sha256_hex(b));
+    let manifest = |config: &str, config_size: u64, layers: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{layers}]}}"#
+        )
+    };
+    // Larger than the 4 MiB a manifest may be.
+    server.file("/v2/big/manifests/1", vec![b' '; 5 << 20]);
+    // A config blob longer than its descriptor says.
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    server.file("/v2/long/manifests/1", manifest(&digest(config), 10, ""));
+    server.file(
+        &format!("/v2/long/blobs/{}", digest(config)),
+        config.to_vec(),
+    );
+    // A layer the descriptor makes absurdly large, and a digest that is not sha256.
+    let huge = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":1099511627776}}"#,
+        digest(b"x")
+    );
+    server.file(
+        "/v2/huge/manifests/1",
+        manifest(&digest(config), config.len() as u64, &huge),
+    );
+    server.file(
+        &format!("/v2/huge/blobs/{}", digest(config)),
+        config.to_vec(),
+    );
+    server.file(
+        "/v2/alg/manifests/1",
+        manifest(&format!("sha512:{}", "0".repeat(128)), 2, ""),
+    );
+    // An index without the platform.
+    server.file(
+        "/v2/index/manifests/1",
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":2,"platform":{{"architecture":"s390x","os":"linux"}}}}]}}"#,
+            digest(b"{}")
+        ),
+    );
+    // A manifest asked for by a digest it does not have.
+    let wrong = digest(b"other");
+    server.file(
+        &format!("/v2/pinned/manifests/{wrong}"),
+        manifest(&digest(config), 2, ""),
+    );
+
+    for (repo, code, want) in [
+        ("big:1", 6, "larger than 4194304 bytes"),
+        ("long:1", 5, "is 78 bytes, its descriptor says 10"),
+        ("huge:1", 4, "more than"),
+        ("alg:1", 4, "not sha256"),
+        ("index:1", 4, "no manifest for linux/amd64"),
+        (&format!("pinned@{wrong}"), 5, "does not match its content"),
+        ("missing:1", 6, "404"),
+    ] {
+        let outdir = tmp
+            .path()
+            .join(format!("out-{}", repo.replace(['@', ':'], "-")));
+        std::fs::create_dir_all(&outdir).expect("mkdir");
+        let out = build_on(
+            &deb,
+            &format!("docker://{host}/{repo}"),
+            &outdir.join("img"),
+            &tmp.path().join("cache"),
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{repo}: {err}");
+        assert!(err.contains(want), "{repo}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{repo}: {err}");
+        assert!(dir_listing(&outdir).is_empty(), "{repo}: nothing written");
+    }
+    // Plain http is refused for anything but loopback.
+    let refused = build_on(
+        &deb,
+        "docker://registry.invalid/base:1",
+        &tmp.path().join("remote"),
+        &tmp.path().join("cache"),
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(6), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("https://registry.invalid/"));
 }

@@ -15,10 +15,13 @@ Examples:
   korgpkg image build korg-clang-18=18.1.8-1 korg-gcc-14-aarch64-linux --repo /srv/korg --base-rootfs base.tar --name korg-clang --tag 18 --tag latest --out img/
   korgpkg image build korg-clang-18 --repo /srv/korg --base-rootfs base.tar --format docker-archive --out korg-clang-18.tar
   podman load -i korg-clang-18.tar
+  korgpkg image build korg-clang-18 --repo /srv/korg --base docker://registry.example.org/korg/bookworm-make:12 --out img/
+  korgpkg image build korg-clang-18 --repo /srv/korg --base docker-archive:base.tar:korg/base:1 --out img/
 
 Each package becomes its own layer, made only from its data.tar, so it has the same digest
 on every base. The packages' Depends are checked against the base's dpkg status first: a
-base that lacks one is refused (exit 4) and nothing is written.";
+base that lacks one is refused (exit 4) and nothing is written. A docker:// base is pulled
+into the cache (<cache>/oci, by digest), every blob checked against its digest (exit 5).";
 
 const PUSH_EXAMPLES: &str = "\
 Examples:
@@ -48,14 +51,28 @@ const CONTAINERFILE_EXAMPLES: &str = "\
 Examples:
   korgpkg image containerfile korg-clang-18 --repo-url https://korg.example.org > Containerfile
   korgpkg image containerfile korg-clang-18 korg-gcc-14-aarch64-linux --repo-url https://korg.example.org --user 1000:1000 --out Containerfile
-  buildah bud -t korg-clang:18 .      # or docker build / podman build";
+  buildah bud -t korg-clang:18 .      # or docker build / podman build
+  korgpkg image containerfile korg-clang-18 --name korg-clang --tag 18 --repo-url https://korg.example.org --out ci/clang-18.Containerfile
+  make -C ci PREFIX=korg- clang-18    # podman build ... -t korg-clang:18 (ENGINE=docker for docker)
+  korgpkg image containerfile --set images/korg.toml --repo-url https://korg.example.org --out ci/
+  make -C ci PREFIX=korg- ENGINE=docker all
+
+With --out, a Makefile beside the Containerfile gets one target per image, <short>-<tag>
+(korg-clang:18 → clang-18), building $(REGISTRY)$(PREFIX)<short>:<tag> with $(ENGINE).";
 
 /// `korgpkg image containerfile`.
 #[derive(clap::Args, Debug)]
 pub struct ContainerfileArgs {
     /// Package names (`korg-clang-18`).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "set")]
     packages: Vec<String>,
+    /// Every image of a set file (`images/korg.toml`): `--out DIR` gets
+    /// `<target>.Containerfile` per image and one Makefile.
+    #[arg(long, value_name = "FILE", requires = "out")]
+    set: Option<PathBuf>,
+    /// Image tag for the Makefile target; repeatable [default: latest].
+    #[arg(long = "tag")]
+    tags: Vec<String>,
     /// URL of the published korgpkg repository (its `base_url`).
     #[arg(long, value_name = "URL")]
     repo_url: String,
@@ -77,7 +94,8 @@ pub struct ContainerfileArgs {
     /// Add and switch to the unprivileged user `kbuild` (home /home/kbuild).
     #[arg(long, value_name = "UID:GID")]
     user: Option<String>,
-    /// Write here instead of standard output (temp file + rename).
+    /// Write here instead of standard output (temp file + rename), and a Makefile
+    /// beside it (with --set: a directory).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
 }
@@ -94,9 +112,23 @@ pub struct BuildArgs {
     /// A korgpkg repository to take packages from by name.
     #[arg(long, value_name = "DIR")]
     repo: Option<PathBuf>,
-    /// Base image: an OCI layout, `oci:DIR[:TAG]`; `ARCH=oci:...` per platform.
-    #[arg(long, value_name = "[ARCH=]oci:DIR[:TAG]")]
+    /// Base image: an OCI layout `oci:DIR[:TAG]`, a registry image
+    /// `docker://HOST[:PORT]/NAME[:TAG|@sha256:HEX]` (pulled into the cache, every blob
+    /// checked against its digest) or a `docker-archive:FILE[:NAME:TAG]`; `ARCH=...`
+    /// per platform.
+    #[arg(
+        long,
+        value_name = "[ARCH=]oci:DIR[:TAG]|docker://REF|docker-archive:FILE"
+    )]
     base: Vec<String>,
+    /// Record this as the base's name (org.opencontainers.image.base.name) [default:
+    /// the registry reference, layout or archive tag, or rootfs file name].
+    #[arg(long, value_name = "REF")]
+    base_name: Option<String>,
+    /// Allow plain http (and unverified https) to a `docker://` base's registry other
+    /// than 127.0.0.1.
+    #[arg(long)]
+    insecure_registry: bool,
     /// Base root filesystem tarball (tar, .tar.gz, .tar.zst), used as the base layer as
     /// is; `ARCH=FILE` per platform (`arm64=bookworm-arm64.tar`).
     #[arg(long, value_name = "[ARCH=]FILE")]
@@ -146,6 +178,9 @@ enum CompressionArg {
     Zstd,
 }
 
+/// Default `--chunk-size`: 64 MiB.
+const DEFAULT_CHUNK: u64 = 64 << 20;
+
 /// `korgpkg image push`.
 #[derive(clap::Args, Debug)]
 pub struct PushArgs {
@@ -155,10 +190,11 @@ pub struct PushArgs {
     /// Destination `[docker://]HOST[:PORT]/NAME[:TAG]` [tag default: the layout's tag]
     /// (with --set: `HOST[:PORT][/PREFIX]`, each image going to `PREFIX/<name>:<tag>`).
     destination: String,
-    /// Upload blobs larger than this many bytes in chunks of this size (PATCH) instead
-    /// of one request.
-    #[arg(long, value_name = "BYTES")]
-    chunk_size: Option<u64>,
+    /// Upload blobs larger than this many bytes in chunks of this size (POST, a PATCH
+    /// with Content-Range per chunk, PUT ?digest=), streamed from the file; 0 uploads
+    /// every blob in one request.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_CHUNK)]
+    chunk_size: u64,
     /// Push every image of a set file with all its tags.
     #[arg(long, value_name = "FILE")]
     set: Option<PathBuf>,
@@ -209,7 +245,7 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), Error> {
 /// Run an `image` subcommand.
 pub fn run(cmd: &ImageCommand, ctx: &super::Context) -> Result<(), Error> {
     match cmd {
-        ImageCommand::Build(args) => build(args),
+        ImageCommand::Build(args) => build(args, &cache_dir(ctx)),
         ImageCommand::Push(args) => push(args, ctx.global.quiet),
         ImageCommand::Containerfile(args) => containerfile(args, &ctx.specs, &ctx.templates),
     }
@@ -220,27 +256,91 @@ fn containerfile(
     specs: &korgpkg::spec::SpecSet,
     templates: &korgpkg::templates::Templates,
 ) -> Result<(), Error> {
-    let req = image::containerfile::ContainerfileRequest {
-        name: args
-            .name
-            .clone()
-            .unwrap_or_else(|| args.packages[0].clone()),
-        packages: args.packages.clone(),
-        base: args.from.clone(),
-        repo_url: args.repo_url.clone(),
-        repo_name: args.repo_name.clone(),
-        suite: args.suite.clone(),
-        component: args.component.clone(),
-        user: args.user.as_deref().map(User::parse).transpose()?,
+    use image::containerfile::MakeTarget;
+    let request = |name: String, packages: Vec<String>, user: Option<&str>| {
+        Ok::<_, Error>(image::containerfile::ContainerfileRequest {
+            name,
+            packages,
+            base: args.from.clone(),
+            repo_url: args.repo_url.clone(),
+            repo_name: args.repo_name.clone(),
+            suite: args.suite.clone(),
+            component: args.component.clone(),
+            user: user.map(User::parse).transpose()?,
+        })
     };
-    let text = image::containerfile::containerfile(&req, specs, templates)?;
-    match &args.out {
-        Some(out) => korgpkg::publish::write_atomic(out, text.as_bytes()),
-        None => {
-            print!("{text}");
-            Ok(())
+    if let Some(set_file) = &args.set {
+        let dir = args.out.clone().unwrap_or_default();
+        let set = image::set::ImageSet::load(set_file)?;
+        let mut targets = Vec::new();
+        let mut files = Vec::new();
+        for img in &set.images {
+            let user = img.user.as_deref().or(args.user.as_deref());
+            let req = request(img.name.clone(), img.packages.clone(), user)?;
+            let text = image::containerfile::containerfile(&req, specs, templates)?;
+            let target = MakeTarget::new(&img.name, &img.tags)?;
+            files.push((dir.join(&target.containerfile), text));
+            targets.push(target);
         }
+        // Everything is rendered and checked before anything is written.
+        let make = image::containerfile::makefile(&targets, templates)?;
+        let make_path = dir.join("Makefile");
+        check_makefile(&make_path)?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            context: format!("creating {}", dir.display()),
+            source: e,
+        })?;
+        for (path, text) in files {
+            korgpkg::publish::write_atomic(&path, text.as_bytes())?;
+        }
+        return korgpkg::publish::write_atomic(&make_path, make.as_bytes());
     }
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| args.packages[0].clone());
+    let req = request(name.clone(), args.packages.clone(), args.user.as_deref())?;
+    let text = image::containerfile::containerfile(&req, specs, templates)?;
+    let Some(out) = &args.out else {
+        print!("{text}");
+        return Ok(());
+    };
+    let tags = if args.tags.is_empty() {
+        vec!["latest".to_string()]
+    } else {
+        args.tags.clone()
+    };
+    let file_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::Usage(format!("--out {}: not a file name", out.display())))?;
+    let target = MakeTarget::new(&name, &tags)?.with_containerfile(&file_name)?;
+    let make = image::containerfile::makefile(&[target], templates)?;
+    let make_path = out
+        .parent()
+        .map(|p| p.join("Makefile"))
+        .unwrap_or_else(|| PathBuf::from("Makefile"));
+    check_makefile(&make_path)?;
+    korgpkg::publish::write_atomic(out, text.as_bytes())?;
+    korgpkg::publish::write_atomic(&make_path, make.as_bytes())
+}
+
+/// Refuse to overwrite a Makefile korgpkg did not write.
+fn check_makefile(path: &std::path::Path) -> Result<(), Error> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if !text.starts_with(image::containerfile::MAKEFILE_MARK) {
+            return Err(Error::Usage(format!(
+                "{}: exists and was not written by korgpkg; write the Containerfile elsewhere",
+                path.display()
+            )));
+        }
+    } else if path.exists() {
+        return Err(Error::Usage(format!(
+            "{}: exists and is not a Makefile korgpkg wrote",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Split `[ARCH=]VALUE` where ARCH is an OCI architecture; returns the Debian arch.
@@ -253,9 +353,19 @@ fn arch_prefixed(text: &str) -> (Option<String>, &str) {
     (None, text)
 }
 
-fn build(args: &BuildArgs) -> Result<(), Error> {
+/// The cache directory (`--cache-dir`, `$KORGPKG_CACHE_DIR`, the config file's, else
+/// `~/.cache/korgpkg`); pulled bases go under `oci/`.
+fn cache_dir(ctx: &super::Context) -> PathBuf {
+    ctx.global
+        .cache_dir
+        .clone()
+        .or(ctx.config.cache_dir.clone())
+        .unwrap_or_else(korgpkg::fetch::Cache::default_dir)
+}
+
+fn build(args: &BuildArgs, cache: &std::path::Path) -> Result<(), Error> {
     let Some(set_file) = &args.set else {
-        let report = build_one(args)?;
+        let report = build_one(args, cache)?;
         if args.json {
             return print_json(&report);
         }
@@ -272,7 +382,10 @@ fn build(args: &BuildArgs) -> Result<(), Error> {
         a.base = Vec::new();
         a.base_rootfs = Vec::new();
         for (arch, base) in &img.bases {
-            if base.starts_with("oci:") {
+            if ["oci:", "docker://", "docker-archive:"]
+                .iter()
+                .any(|p| base.starts_with(p))
+            {
                 a.base.push(format!("{arch}={base}"));
             } else {
                 a.base_rootfs.push(format!("{arch}={base}"));
@@ -287,7 +400,7 @@ fn build(args: &BuildArgs) -> Result<(), Error> {
         } else {
             args.out.join(img.dir())
         };
-        let report = build_one(&a)?;
+        let report = build_one(&a, cache)?;
         if !args.json {
             print_report(&report);
         }
@@ -314,7 +427,7 @@ fn print_report(report: &image::BuildReport) {
     }
 }
 
-fn build_one(args: &BuildArgs) -> Result<image::BuildReport, Error> {
+fn build_one(args: &BuildArgs, cache: &std::path::Path) -> Result<image::BuildReport, Error> {
     let is_file = |p: &str| p.ends_with(".deb") || std::path::Path::new(p).is_file();
     let arches: Vec<String> = if args.platform.is_empty() {
         match args.packages.iter().find(|p| is_file(p)) {
@@ -337,7 +450,7 @@ fn build_one(args: &BuildArgs) -> Result<image::BuildReport, Error> {
     let mut bases: Vec<(Option<String>, Base)> = Vec::new();
     for b in &args.base {
         let (arch, rest) = arch_prefixed(b);
-        bases.push((arch, Base::parse_oci(rest)?));
+        bases.push((arch, Base::parse(rest)?));
     }
     for b in &args.base_rootfs {
         let (arch, rest) = arch_prefixed(b);
@@ -406,6 +519,9 @@ fn build_one(args: &BuildArgs) -> Result<image::BuildReport, Error> {
         tags: args.tags.clone(),
         source: args.source.clone(),
         source_date_epoch: source_date_epoch()?,
+        base_name: args.base_name.clone(),
+        cache_dir: cache.to_path_buf(),
+        insecure_registry: args.insecure_registry,
     };
     image::build(&req)
 }
@@ -423,7 +539,7 @@ fn push(args: &PushArgs, quiet: bool) -> Result<(), Error> {
                     destination: format!("{prefix}/{}:{tag}", img.name),
                     insecure: args.insecure_registry,
                     progress: !quiet && !args.json,
-                    chunk_size: args.chunk_size,
+                    chunk_size: (args.chunk_size > 0).then_some(args.chunk_size),
                 })?;
                 if !args.json {
                     println!("{} {}", report.reference, report.digest);
@@ -443,7 +559,7 @@ fn push(args: &PushArgs, quiet: bool) -> Result<(), Error> {
         destination: args.destination.clone(),
         insecure: args.insecure_registry,
         progress: !quiet && !args.json,
-        chunk_size: args.chunk_size,
+        chunk_size: (args.chunk_size > 0).then_some(args.chunk_size),
     })?;
     if args.json {
         return print_json(&report);

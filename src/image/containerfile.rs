@@ -119,3 +119,68 @@ pub fn containerfile(
     };
     templates.render("image/Containerfile", &data)
 }
+
+/// First line of a Makefile korgpkg writes: one without it is never overwritten.
+pub const MAKEFILE_MARK: &str = "# Container images of kernel.org toolchains";
+
+/// One image's target in the Makefile.
+#[derive(Debug, Clone, Serialize)]
+pub struct MakeTarget {
+    /// The make target: `<short>-<first tag>` (`clang-18`).
+    pub target: String,
+    /// The image name after `$(PREFIX)`: the name's last component without a leading
+    /// `korg-` (`korg/korg-clang` → `clang`), so `PREFIX=korg-` gives `korg-clang`.
+    pub short: String,
+    pub tags: Vec<String>,
+    /// The Containerfile's name, beside the Makefile.
+    pub containerfile: String,
+}
+
+impl MakeTarget {
+    /// The target of image `name` with `tags`, built from `<target>.Containerfile`.
+    pub fn new(name: &str, tags: &[String]) -> Result<MakeTarget> {
+        check_name(name)?;
+        for t in tags {
+            super::check_tag(t)?;
+        }
+        let last = name.rsplit('/').next().unwrap_or(name);
+        let short = last.strip_prefix("korg-").unwrap_or(last).to_string();
+        let first = tags
+            .first()
+            .ok_or_else(|| Error::Usage(format!("image {name}: no tag")))?;
+        let target = format!("{short}-{first}");
+        Ok(MakeTarget {
+            containerfile: format!("{target}.Containerfile"),
+            target,
+            short,
+            tags: tags.to_vec(),
+        })
+    }
+
+    /// The same target, built from the Containerfile `file` (a name beside the Makefile).
+    pub fn with_containerfile(mut self, file: &str) -> Result<MakeTarget> {
+        plain("Containerfile name", file, "")?;
+        self.containerfile = file.to_string();
+        Ok(self)
+    }
+}
+
+#[derive(Serialize)]
+struct MakeData<'a> {
+    images: &'a [MakeTarget],
+}
+
+/// Render the Makefile (`templates/image/Makefile.hbs`): `$(ENGINE) build` per image.
+pub fn makefile(images: &[MakeTarget], templates: &Templates) -> Result<String> {
+    let mut seen = Vec::new();
+    for i in images {
+        if seen.contains(&&i.target) {
+            return Err(Error::Usage(format!(
+                "two images would have the make target {}",
+                i.target
+            )));
+        }
+        seen.push(&i.target);
+    }
+    templates.render("image/Makefile", &MakeData { images })
+}

@@ -348,20 +348,30 @@ pub fn bin_dirs(list: &[String]) -> Vec<String> {
 /// Open a layer blob as a tar stream, decompressing by media type.
 pub fn open_layer(path: &Path, media_type: &str) -> Result<Box<dyn Read + Send>> {
     let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
-    let reader = BufReader::with_capacity(COPY_BUFFER, file);
+    decoder(file, media_type, path)
+}
+
+/// The uncompressed tar stream of a layer read from `reader`, by its media type (OCI's
+/// and Docker's); `origin` names it in errors.
+pub fn decoder(
+    reader: impl Read + Send + 'static,
+    media_type: &str,
+    origin: &Path,
+) -> Result<Box<dyn Read + Send>> {
+    let reader = BufReader::with_capacity(COPY_BUFFER, reader);
     Ok(
         if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
             Box::new(flate2::read::MultiGzDecoder::new(reader))
         } else if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
             Box::new(
                 zstd::stream::read::Decoder::with_buffer(reader)
-                    .ctx(|| format!("starting zstd for {}", path.display()))?,
+                    .ctx(|| format!("starting zstd for {}", origin.display()))?,
             )
         } else if media_type.ends_with(".tar") || media_type.ends_with(".tar.v1") {
             Box::new(reader)
         } else {
             return Err(Error::input(
-                path,
+                origin,
                 format!("unsupported layer media type {media_type:?}"),
             ));
         },

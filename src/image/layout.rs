@@ -170,10 +170,10 @@ impl BlobStore {
         })
     }
 
-    /// Copy a file in as a blob, hashing it on the way.
-    pub fn copy_hashed(&self, src: &Path) -> Result<Blob> {
-        let file = File::open(src).ctx(|| format!("opening {}", src.display()))?;
-        let mut reader = HashReader::new(file);
+    /// Copy a file (or the `(offset, size)` range of one) in as a blob, hashing it on
+    /// the way.
+    pub fn copy_hashed(&self, src: &Path, range: Option<(u64, u64)>) -> Result<Blob> {
+        let mut reader = HashReader::new(open_range(src, range)?);
         let mut tmp = self.temp()?;
         copy(&mut reader, tmp.as_file_mut()).ctx(|| format!("copying {}", src.display()))?;
         let (digest, size) = reader.finish();
@@ -181,15 +181,21 @@ impl BlobStore {
         Ok(Blob { digest, size })
     }
 
-    /// Copy a blob from another file, checking it against `expected` (digest and
-    /// size) as it is copied; a mismatch is refused as bad input naming `origin`.
-    pub fn copy_verified(&self, src: &Path, expected: &Blob, origin: &str) -> Result<()> {
+    /// Copy a blob from another file (or the `(offset, size)` range of one), checking
+    /// it against `expected` (digest and size) as it is copied; a mismatch is refused as
+    /// bad input naming `origin`.
+    pub fn copy_verified(
+        &self,
+        src: &Path,
+        range: Option<(u64, u64)>,
+        expected: &Blob,
+        origin: &str,
+    ) -> Result<()> {
         let dst = self.path(&expected.digest)?;
         if dst.exists() {
             return Ok(());
         }
-        let file = File::open(src).ctx(|| format!("opening {}", src.display()))?;
-        let mut reader = HashReader::new(file);
+        let mut reader = HashReader::new(open_range(src, range)?);
         let mut tmp = self.temp()?;
         copy(&mut reader, tmp.as_file_mut()).ctx(|| format!("copying {}", src.display()))?;
         let (digest, size) = reader.finish();
@@ -204,6 +210,20 @@ impl BlobStore {
         }
         self.commit(tmp, &digest)
     }
+}
+
+/// A file, or the `(offset, size)` range of one (a member of a tar archive).
+pub fn open_range(path: &Path, range: Option<(u64, u64)>) -> Result<io::Take<File>> {
+    use std::io::Seek as _;
+    let mut file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    Ok(match range {
+        Some((offset, size)) => {
+            file.seek(io::SeekFrom::Start(offset))
+                .ctx(|| format!("reading {}", path.display()))?;
+            file.take(size)
+        }
+        None => file.take(u64::MAX),
+    })
 }
 
 /// Copy through a fixed buffer.

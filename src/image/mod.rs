@@ -11,15 +11,18 @@
 //! directory beside the output and renamed into place at the end. The same inputs and
 //! `SOURCE_DATE_EPOCH` give the same digests. [`push`] sends a layout to a registry.
 
+pub mod archive;
 pub mod containerfile;
 pub mod dpkgdb;
 pub mod layer;
 pub mod layout;
+pub mod pull;
 pub mod push;
 pub mod set;
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 use serde::Serialize;
+use sha2::Digest as _;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Read};
@@ -49,9 +52,41 @@ pub enum Base {
     Oci { dir: PathBuf, tag: Option<String> },
     /// A root filesystem tarball (plain, gzip or zstd), used as the base layer as is.
     Rootfs(PathBuf),
+    /// An image in a registry (`docker://HOST[:PORT]/NAME[:TAG|@sha256:HEX]`), pulled
+    /// into the cache first.
+    Registry(String),
+    /// A docker-archive tar, optionally one image of it (`docker-archive:FILE[:TAG]`).
+    DockerArchive { file: PathBuf, tag: Option<String> },
 }
 
 impl Base {
+    /// Parse `oci:DIR[:TAG]`, `docker://REF`, `docker-archive:FILE[:TAG]` (or a bare
+    /// directory, an OCI layout).
+    pub fn parse(text: &str) -> Result<Base> {
+        if let Some(rest) = text.strip_prefix("docker://") {
+            push::Reference::parse(rest)?;
+            return Ok(Base::Registry(text.to_string()));
+        }
+        if let Some(rest) = text.strip_prefix("docker-archive:") {
+            // FILE[:NAME:TAG]: the longest prefix naming an existing file is the file.
+            let mut split = (rest, None);
+            for (i, _) in rest.match_indices(':').rev() {
+                if Path::new(&rest[..i]).is_file() {
+                    split = (&rest[..i], Some(rest[i + 1..].to_string()));
+                    break;
+                }
+            }
+            if Path::new(rest).is_file() {
+                split = (rest, None);
+            }
+            return Ok(Base::DockerArchive {
+                file: PathBuf::from(split.0),
+                tag: split.1.filter(|t| !t.is_empty()),
+            });
+        }
+        Base::parse_oci(text)
+    }
+
     /// Parse `oci:DIR[:TAG]` (or a bare directory).
     pub fn parse_oci(text: &str) -> Result<Base> {
         let (dir, tag) = Base::oci_parts(text)?;
@@ -134,6 +169,13 @@ pub struct BuildRequest {
     pub source: Option<String>,
     /// Clamp for mtimes and the `created` time (`SOURCE_DATE_EPOCH`).
     pub source_date_epoch: Option<u64>,
+    /// `org.opencontainers.image.base.name` [default: from the base: the registry
+    /// reference, the layout or archive and tag, the rootfs file name].
+    pub base_name: Option<String>,
+    /// Where bases pulled from a registry are kept (`<cache>/oci`, by digest).
+    pub cache_dir: PathBuf,
+    /// Allow plain http (and unverified https) to a base's registry.
+    pub insecure_registry: bool,
 }
 
 /// One package's layer in the report.
@@ -345,6 +387,8 @@ fn scan_layer(reader: impl Read, origin: &Path, files: &mut BaseFiles) -> Result
 /// A base layer to copy into the output.
 struct BaseLayer {
     src: PathBuf,
+    /// `(offset, size)` of the layer in `src` (a docker-archive member), or all of it.
+    range: Option<(u64, u64)>,
     layer: Layer,
 }
 
@@ -357,22 +401,56 @@ struct BaseImage {
     files: BaseFiles,
 }
 
+/// The OCI layer media type of a tar stream by its first bytes (plain, gzip or zstd).
+fn tar_layer_type(head: &[u8]) -> Option<&'static str> {
+    match crate::payload::detect_compression(head) {
+        Some(crate::payload::Compression::Gzip) => {
+            Some("application/vnd.oci.image.layer.v1.tar+gzip")
+        }
+        Some(crate::payload::Compression::Zstd) => {
+            Some("application/vnd.oci.image.layer.v1.tar+zstd")
+        }
+        Some(crate::payload::Compression::None) => Some("application/vnd.oci.image.layer.v1.tar"),
+        _ => None,
+    }
+}
+
+/// A base's config must be for `arch` and name one `diff_id` per layer.
+fn check_base_config(
+    config: &ImageConfiguration,
+    arch: &str,
+    layers: usize,
+    origin: &Path,
+) -> Result<()> {
+    if config.architecture().to_string() != arch {
+        return Err(Error::input(
+            origin,
+            format!(
+                "the base is for {}, the packages for {arch}",
+                config.architecture()
+            ),
+        ));
+    }
+    if config.rootfs().diff_ids().len() != layers {
+        return Err(Error::input(
+            origin,
+            "the base's config and manifest list different numbers of layers",
+        ));
+    }
+    Ok(())
+}
+
 fn read_rootfs(path: &Path) -> Result<BaseImage> {
     let mut head = [0u8; 512];
     let n = fs::File::open(path)
         .and_then(|f| f.take(512).read(&mut head))
         .ctx(|| format!("reading {}", path.display()))?;
-    let media_type = match crate::payload::detect_compression(&head[..n]) {
-        Some(crate::payload::Compression::Gzip) => "application/vnd.oci.image.layer.v1.tar+gzip",
-        Some(crate::payload::Compression::Zstd) => "application/vnd.oci.image.layer.v1.tar+zstd",
-        Some(crate::payload::Compression::None) => "application/vnd.oci.image.layer.v1.tar",
-        _ => {
-            return Err(Error::input(
-                path,
-                "a base rootfs must be a tar, .tar.gz or .tar.zst (OCI layers are not xz)",
-            ))
-        }
-    };
+    let media_type = tar_layer_type(&head[..n]).ok_or_else(|| {
+        Error::input(
+            path,
+            "a base rootfs must be a tar, .tar.gz or .tar.zst (OCI layers are not xz)",
+        )
+    })?;
     let mut files = BaseFiles::default();
     let diff_id = scan_layer(layer::open_layer(path, media_type)?, path, &mut files)?;
     Ok(BaseImage {
@@ -384,6 +462,7 @@ fn read_rootfs(path: &Path) -> Result<BaseImage> {
         digest: String::new(),
         layers: vec![BaseLayer {
             src: path.to_path_buf(),
+            range: None,
             layer: Layer {
                 blob: Blob {
                     digest: String::new(),
@@ -454,25 +533,50 @@ fn select_manifest(dir: &Path, tag: Option<&str>, arch: &str) -> Result<(String,
 
 fn read_oci(dir: &Path, tag: Option<&str>, arch: &str) -> Result<BaseImage> {
     let (digest, manifest) = select_manifest(dir, tag, arch)?;
+    let name = match tag {
+        Some(t) => format!("oci:{}:{t}", dir.display()),
+        None => format!("oci:{}", dir.display()),
+    };
+    read_oci_manifest(dir, digest, &manifest, name, arch)
+}
+
+/// The OCI layer media type of a layer descriptor's (Docker's are mapped to OCI's, as
+/// the image korgpkg writes is an OCI image).
+fn oci_layer_type(media_type: &str, origin: &Path) -> Result<String> {
+    Ok(match media_type {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip".to_string()
+        }
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+            "application/vnd.oci.image.layer.v1.tar+zstd".to_string()
+        }
+        "application/vnd.docker.image.rootfs.diff.tar" => {
+            "application/vnd.oci.image.layer.v1.tar".to_string()
+        }
+        m if m.starts_with("application/vnd.oci.image.layer.v1.tar") => m.to_string(),
+        m => {
+            return Err(Error::input(
+                origin,
+                format!("unsupported base layer media type {m:?}"),
+            ))
+        }
+    })
+}
+
+/// A base from one manifest of an OCI layout (or the cache a registry base is pulled
+/// into): its config and every layer, each checked against its `diff_id`.
+fn read_oci_manifest(
+    dir: &Path,
+    digest: String,
+    manifest: &ImageManifest,
+    name: String,
+    arch: &str,
+) -> Result<BaseImage> {
     let config_digest = manifest.config().digest().to_string();
     let (config, _): (ImageConfiguration, _) =
         layout::read_json_blob(dir, &config_digest, "image config")?;
-    if config.architecture().to_string() != arch {
-        return Err(Error::input(
-            dir,
-            format!(
-                "the base is for {}, the packages for {arch}",
-                config.architecture()
-            ),
-        ));
-    }
+    check_base_config(&config, arch, manifest.layers().len(), dir)?;
     let diff_ids = config.rootfs().diff_ids();
-    if diff_ids.len() != manifest.layers().len() {
-        return Err(Error::input(
-            dir,
-            "the base's config and manifest list different numbers of layers",
-        ));
-    }
     let mut files = BaseFiles::default();
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers().iter().zip(diff_ids) {
@@ -480,7 +584,7 @@ fn read_oci(dir: &Path, tag: Option<&str>, arch: &str) -> Result<BaseImage> {
         let hex = layout::sha256_hex(&d)
             .ok_or_else(|| Error::input(dir, format!("layer digest {d:?} is not sha256")))?;
         let src = dir.join("blobs/sha256").join(hex);
-        let media_type = desc.media_type().to_string();
+        let media_type = oci_layer_type(desc.media_type().as_ref(), &src)?;
         let actual = scan_layer(layer::open_layer(&src, &media_type)?, &src, &mut files)?;
         if &actual != diff_id {
             return Err(Error::input(
@@ -490,6 +594,7 @@ fn read_oci(dir: &Path, tag: Option<&str>, arch: &str) -> Result<BaseImage> {
         }
         layers.push(BaseLayer {
             src,
+            range: None,
             layer: Layer {
                 blob: Blob {
                     digest: d,
@@ -501,15 +606,117 @@ fn read_oci(dir: &Path, tag: Option<&str>, arch: &str) -> Result<BaseImage> {
         });
     }
     Ok(BaseImage {
-        name: match tag {
-            Some(t) => format!("oci:{}:{t}", dir.display()),
-            None => format!("oci:{}", dir.display()),
-        },
+        name,
         digest,
         layers,
         config: Some(config),
         files,
     })
+}
+
+/// A base from a docker-archive (see [`archive`]): the config by its path in
+/// `manifest.json`, each layer member read in place and checked against its `diff_id`.
+fn read_docker_archive(file: &Path, tag: Option<&str>, arch: &str) -> Result<BaseImage> {
+    let archive = archive::DockerArchive::open(file)?;
+    let image = archive.image(tag)?;
+    let config_bytes = archive.read_small(&image.config)?;
+    let config: ImageConfiguration = serde_json::from_slice(&config_bytes)
+        .map_err(|e| Error::input(file, format!("{}: not an image config: {e}", image.config)))?;
+    check_base_config(&config, arch, image.layers.len(), file)?;
+    let diff_ids = config.rootfs().diff_ids();
+    let mut files = BaseFiles::default();
+    let mut layers = Vec::new();
+    for (member, diff_id) in image.layers.iter().zip(diff_ids) {
+        let range = archive.member(member)?;
+        let mut head = [0u8; 512];
+        let n = layout::open_range(file, Some(range))?
+            .read(&mut head)
+            .ctx(|| format!("reading {member} in {}", file.display()))?;
+        let media_type = tar_layer_type(&head[..n]).ok_or_else(|| {
+            Error::input(
+                file,
+                format!("{member}: a layer must be a tar, .tar.gz or .tar.zst"),
+            )
+        })?;
+        // One pass: the blob's digest outside, the diff_id and base files inside.
+        let origin = file.join(member);
+        let (outer_tx, outer_rx) = std::sync::mpsc::channel();
+        let outer = ReportingHashReader {
+            inner: Some(HashReader::new(layout::open_range(file, Some(range))?)),
+            done: outer_tx,
+        };
+        let actual = scan_layer(
+            layer::decoder(outer, media_type, &origin)?,
+            &origin,
+            &mut files,
+        )?;
+        let (blob_digest, size) = outer_rx.recv().unwrap_or_default();
+        if &actual != diff_id {
+            return Err(Error::input(
+                file,
+                format!("{member}: layer content is {actual}, the base's config says {diff_id}"),
+            ));
+        }
+        if size != range.1 {
+            return Err(Error::input(file, format!("{member}: truncated layer")));
+        }
+        layers.push(BaseLayer {
+            src: file.to_path_buf(),
+            range: Some(range),
+            layer: Layer {
+                blob: Blob {
+                    digest: blob_digest,
+                    size,
+                },
+                diff_id: diff_id.clone(),
+                media_type: media_type.to_string(),
+            },
+        });
+    }
+    let file_name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match image.repo_tags.iter().flatten().next() {
+        Some(t) => t.clone(),
+        None => file_name,
+    };
+    Ok(BaseImage {
+        name,
+        // A docker-archive has no manifest digest: the image ID (config digest) names it.
+        digest: format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(&config_bytes))
+        ),
+        layers,
+        config: Some(config),
+        files,
+    })
+}
+
+/// A [`HashReader`] that drains its input to the end when dropped and sends the digest
+/// and count: the layer decoder owns it and may stop before the compressed stream's end.
+struct ReportingHashReader<R: Read> {
+    inner: Option<HashReader<R>>,
+    done: std::sync::mpsc::Sender<(String, u64)>,
+}
+
+impl<R: Read> Read for ReportingHashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Some(r) => r.read(buf),
+            None => Ok(0),
+        }
+    }
+}
+
+impl<R: Read> Drop for ReportingHashReader<R> {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.inner.take() {
+            let _ = io::copy(&mut r, &mut io::sink());
+            let _ = self.done.send(r.finish());
+        }
+    }
 }
 
 /// The package fields the image needs from a control file.
@@ -559,7 +766,8 @@ struct Prepared {
 }
 
 /// Read a platform's packages and base, check the dependencies and the build user.
-fn prepare(input: &PlatformInput, user: Option<User>) -> Result<Prepared> {
+fn prepare(input: &PlatformInput, req: &BuildRequest) -> Result<Prepared> {
+    let user = req.user;
     if input.packages.is_empty() {
         return Err(Error::Usage(
             "image build: name at least one package".into(),
@@ -591,14 +799,30 @@ fn prepare(input: &PlatformInput, user: Option<User>) -> Result<Prepared> {
             "no OCI platform for Debian architecture {deb_arch}"
         ))
     })?;
-    let base = match &input.base {
-        Base::Rootfs(p) => read_rootfs(p)?,
-        Base::Oci { dir, tag } => read_oci(dir, tag.as_deref(), arch)?,
+    let (mut base, base_origin) = match &input.base {
+        Base::Rootfs(p) => (read_rootfs(p)?, p.clone()),
+        Base::Oci { dir, tag } => (read_oci(dir, tag.as_deref(), arch)?, dir.clone()),
+        Base::DockerArchive { file, tag } => (
+            read_docker_archive(file, tag.as_deref(), arch)?,
+            file.clone(),
+        ),
+        Base::Registry(reference) => {
+            let pulled = pull::pull(
+                reference,
+                arch,
+                variant,
+                req.insecure_registry,
+                &req.cache_dir,
+            )?;
+            let (m, _): (ImageManifest, _) =
+                layout::read_json_blob(&pulled.dir, &pulled.manifest, "image manifest")?;
+            let base = read_oci_manifest(&pulled.dir, pulled.manifest, &m, pulled.name, arch)?;
+            (base, PathBuf::from(reference))
+        }
     };
-    let base_origin = match &input.base {
-        Base::Rootfs(p) => p.clone(),
-        Base::Oci { dir, .. } => dir.clone(),
-    };
+    if let Some(n) = &req.base_name {
+        base.name = n.clone();
+    }
 
     // Dependencies: every relation must be met by the base or the image's packages.
     let status_text = base.files.status.clone().unwrap_or_default();
@@ -673,10 +897,10 @@ fn write_platform(
     } = prepared;
     for b in &mut base.layers {
         if b.layer.blob.digest.is_empty() {
-            b.layer.blob = store.copy_hashed(&b.src)?;
+            b.layer.blob = store.copy_hashed(&b.src, b.range)?;
             base.digest = b.layer.blob.digest.clone();
         } else {
-            store.copy_verified(&b.src, &b.layer.blob, "base layer")?;
+            store.copy_verified(&b.src, b.range, &b.layer.blob, "base layer")?;
         }
     }
     let clamp = req.source_date_epoch;
@@ -930,7 +1154,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     // Every platform is read and checked before anything is written.
     let mut prepared = Vec::new();
     for input in &req.platforms {
-        let p = prepare(input, req.user)?;
+        let p = prepare(input, req)?;
         if prepared
             .iter()
             .any(|q: &Prepared| q.arch == p.arch && q.variant == p.variant)

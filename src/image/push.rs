@@ -50,10 +50,12 @@ pub struct Reference {
     pub host: String,
     pub name: String,
     pub tag: Option<String>,
+    /// `@sha256:<hex>` (a pull by digest).
+    pub digest: Option<String>,
 }
 
 impl Reference {
-    /// Parse `[docker://]HOST[:PORT]/NAME[:TAG]`.
+    /// Parse `[docker://]HOST[:PORT]/NAME[:TAG|@sha256:HEX]`.
     pub fn parse(text: &str) -> Result<Reference> {
         let rest = text.strip_prefix("docker://").unwrap_or(text);
         let (host, path) = rest
@@ -68,6 +70,17 @@ impl Reference {
                 "{text:?}: bad registry host {host:?}"
             )));
         }
+        let (path, digest) = match path.split_once('@') {
+            Some((p, d)) => {
+                if layout::sha256_hex(d).is_none() {
+                    return Err(Error::Usage(format!(
+                        "{text:?}: {d:?} is not a sha256:<64 hex> digest"
+                    )));
+                }
+                (p, Some(d.to_string()))
+            }
+            None => (path, None),
+        };
         let (name, tag) = match path.rsplit_once(':') {
             Some((n, t)) => (n, Some(t.to_string())),
             None => (path, None),
@@ -80,6 +93,7 @@ impl Reference {
             host: host.to_string(),
             name: name.to_string(),
             tag,
+            digest,
         })
     }
 
@@ -157,7 +171,7 @@ pub fn credentials(host: &str) -> Result<Credentials> {
 }
 
 /// A registry session: base URL, repository name and the current Authorization.
-struct Session {
+pub(super) struct Session {
     http: Client,
     base: String,
     name: String,
@@ -165,6 +179,8 @@ struct Session {
     auth: Option<String>,
     /// Upload blobs larger than this in chunks of this size (`None`: monolithic).
     chunk: Option<u64>,
+    /// The scope asked for when a Bearer challenge names none.
+    actions: &'static str,
 }
 
 /// The parameters of a `WWW-Authenticate` challenge (`Bearer realm="...",service="..."`).
@@ -193,16 +209,47 @@ fn challenge(header: &str) -> (String, Vec<(String, String)>) {
 }
 
 impl Session {
-    fn url(&self, path: &str) -> String {
+    /// A session with `dest`'s registry: https, or plain http to 127.0.0.1/localhost or
+    /// with `insecure`; credentials from [`credentials`]. `actions` is the scope asked
+    /// of a token server whose challenge names none (`pull` or `pull,push`).
+    pub(super) fn open(
+        dest: &Reference,
+        insecure: bool,
+        chunk: Option<u64>,
+        actions: &'static str,
+    ) -> Result<Session> {
+        let plain = dest.loopback() || insecure;
+        let scheme = if plain { "http" } else { "https" };
+        let http = Client::builder()
+            .user_agent(concat!("korgpkg/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(3600))
+            .tls_danger_accept_invalid_certs(insecure)
+            .build()
+            .map_err(|e| {
+                Error::network(&dest.host, format!("cannot set up the HTTP client: {e}"))
+            })?;
+        Ok(Session {
+            http,
+            base: format!("{scheme}://{}", dest.host),
+            name: dest.name.clone(),
+            creds: credentials(&dest.host)?,
+            auth: None,
+            chunk,
+            actions,
+        })
+    }
+
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}/v2/{}/{path}", self.base, self.name)
     }
 
-    fn net(&self, url: &str, e: impl std::fmt::Display) -> Error {
+    pub(super) fn net(&self, url: &str, e: impl std::fmt::Display) -> Error {
         Error::network(url, crate::error::one_line(&e.to_string()))
     }
 
     /// Send a request made by `make` (called again after authenticating).
-    fn send(
+    pub(super) fn send(
         &mut self,
         url: &str,
         make: &dyn Fn(&Client) -> Result<RequestBuilder>,
@@ -213,8 +260,14 @@ impl Session {
                 rb = rb.header(reqwest::header::AUTHORIZATION, a);
             }
             let resp = rb.send().map_err(|e| self.net(url, e))?;
-            if resp.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+            if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
+            }
+            if attempt == 1 {
+                return Err(self.net(
+                    url,
+                    "401 Unauthorized after authenticating: the registry refused the credentials",
+                ));
             }
             let header = resp
                 .headers()
@@ -252,8 +305,8 @@ impl Session {
                 {
                     return Err(self.net(url, format!("token realm {realm:?} is not https")));
                 }
-                let scope =
-                    get("scope").unwrap_or_else(|| format!("repository:{}:pull,push", self.name));
+                let scope = get("scope")
+                    .unwrap_or_else(|| format!("repository:{}:{}", self.name, self.actions));
                 let mut query = vec![("scope", scope)];
                 if let Some(s) = get("service") {
                     query.push(("service", s));
@@ -265,8 +318,17 @@ impl Session {
                     rb = rb.header(reqwest::header::AUTHORIZATION, basic(c));
                 }
                 let resp = rb.send().map_err(|e| self.net(&realm, e))?;
-                if !resp.status().is_success() {
-                    return Err(self.net(&realm, format!("token request: {}", resp.status())));
+                let status = resp.status();
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                    let why = if self.creds.is_some() {
+                        "the credentials for this registry were refused"
+                    } else {
+                        "the token server wants credentials (KORGPKG_REGISTRY_USER/PASSWORD, REGISTRY_AUTH_FILE or ~/.docker/config.json)"
+                    };
+                    return Err(self.net(&realm, format!("token request: {status}: {why}")));
+                }
+                if !status.is_success() {
+                    return Err(self.net(&realm, format!("token request: {status}")));
                 }
                 let mut text = String::new();
                 resp.take(1 << 20)
@@ -441,6 +503,12 @@ fn manifest_blobs(layout: &Path, doc: &Doc) -> Result<Vec<(String, u64)>> {
 /// Push (see the module docs).
 pub fn push(req: &PushRequest) -> Result<PushReport> {
     let dest = Reference::parse(&req.destination)?;
+    if dest.digest.is_some() {
+        return Err(Error::Usage(format!(
+            "{}: push to a tag (NAME:TAG), not a digest",
+            req.destination
+        )));
+    }
     let index_path = req.layout.join("index.json");
     let index: oci_spec::image::ImageIndex =
         serde_json::from_slice(&layout::read_small(&index_path)?)
@@ -505,23 +573,7 @@ pub fn push(req: &PushRequest) -> Result<PushReport> {
         ));
     }
 
-    let plain = dest.loopback() || req.insecure;
-    let scheme = if plain { "http" } else { "https" };
-    let http = Client::builder()
-        .user_agent(concat!("korgpkg/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
-        .timeout(Duration::from_secs(3600))
-        .tls_danger_accept_invalid_certs(req.insecure)
-        .build()
-        .map_err(|e| Error::network(&dest.host, format!("cannot set up the HTTP client: {e}")))?;
-    let mut session = Session {
-        http,
-        base: format!("{scheme}://{}", dest.host),
-        name: dest.name.clone(),
-        creds: credentials(&dest.host)?,
-        auth: None,
-        chunk: req.chunk_size,
-    };
+    let mut session = Session::open(&dest, req.insecure, req.chunk_size, "pull,push")?;
     let mut uploaded = Vec::new();
     let mut existing = Vec::new();
     let mut manifests = Vec::new();
@@ -597,6 +649,10 @@ mod tests {
         assert!(Reference::parse("noslash").is_err());
         assert!(Reference::parse("h/UPPER:1").is_err());
         assert!(Reference::parse("h/x:-bad").is_err());
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let r = Reference::parse(&format!("docker://h:1/base@{d}")).expect("parses");
+        assert_eq!((r.name.as_str(), r.tag, r.digest), ("base", None, Some(d)));
+        assert!(Reference::parse("h/base@sha256:short").is_err());
     }
 
     #[test]

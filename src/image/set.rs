@@ -10,7 +10,8 @@
 //! platforms = ["linux/amd64"]
 //! user = "1000:1000"
 //! [image.bases]
-//! amd64 = "bookworm-amd64.tar"     # a rootfs tarball, or "oci:DIR[:TAG]"
+//! amd64 = "bookworm-amd64.tar"     # a rootfs tarball, "oci:DIR[:TAG]",
+//!                                  # "docker://HOST/NAME:TAG", "docker-archive:FILE"
 //! ```
 
 use serde::Deserialize;
@@ -29,7 +30,8 @@ pub struct SetImage {
     pub packages: Vec<String>,
     #[serde(default)]
     pub platforms: Vec<String>,
-    /// GOARCH → base (`oci:DIR[:TAG]` or a rootfs tarball), relative to the set file.
+    /// GOARCH → base (`oci:DIR[:TAG]`, `docker://REF`, `docker-archive:FILE[:TAG]` or a
+    /// rootfs tarball); paths are relative to the set file.
     pub bases: BTreeMap<String, String>,
     #[serde(default)]
     pub user: Option<String>,
@@ -82,17 +84,16 @@ impl ImageSet {
             }
             dirs.push(img.dir());
             for base in img.bases.values_mut() {
-                let (oci, rest) = match base.strip_prefix("oci:") {
-                    Some(r) => (true, r.to_string()),
-                    None => (false, base.clone()),
-                };
+                if base.starts_with("docker://") {
+                    continue;
+                }
+                let (prefix, rest) = ["oci:", "docker-archive:"]
+                    .iter()
+                    .find_map(|p| base.strip_prefix(p).map(|r| (*p, r.to_string())))
+                    .unwrap_or(("", base.clone()));
                 let p = PathBuf::from(&rest);
                 let joined = if p.is_absolute() { p } else { dir.join(p) };
-                *base = if oci {
-                    format!("oci:{}", joined.display())
-                } else {
-                    joined.display().to_string()
-                };
+                *base = format!("{prefix}{}", joined.display());
             }
         }
         if set.images.is_empty() {
