@@ -22,7 +22,7 @@ use object::{Endianness, ReadCache, ReadRef};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -173,6 +173,160 @@ fn scan_data(path: &str, mode: u32, data: &FileData) -> Result<Option<ElfFile>> 
             parse(path, mode, &cache)
         }
         DataSource::Inline(bytes) => parse(path, mode, &bytes[..]),
+        DataSource::Streamed => Err(Error::Usage(format!(
+            "{path}: a streamed payload is scanned with deps::StreamScanner"
+        ))),
+    }
+}
+
+/// ELF files up to this size are held in memory while they pass by [`StreamScanner`];
+/// larger ones are spooled to an unlinked temporary file.
+pub const STREAM_BUFFER_LIMIT: u64 = 64 << 20;
+
+/// Scans a payload's ELF files while its bytes stream past once, for
+/// [`crate::payload::stream_payload`]: each regular file that starts with the ELF magic
+/// is collected (one at a time: in memory up to [`STREAM_BUFFER_LIMIT`], else in an
+/// unlinked temporary file in the work directory) and parsed by the same code as
+/// [`scan`] when its last byte has passed, so the report is the same. A malformed ELF
+/// file is reported by [`StreamScanner::finish`], after the archive's own checks.
+pub struct StreamScanner {
+    work_dir: PathBuf,
+    report: ElfReport,
+    current: Option<Collecting>,
+    error: Option<Error>,
+}
+
+struct Collecting {
+    path: String,
+    mode: u32,
+    size: u64,
+    seen: u64,
+    /// The first bytes, until the magic is known; then the whole file (small files).
+    head: Vec<u8>,
+    spool: Option<File>,
+    elf: Option<bool>,
+}
+
+impl StreamScanner {
+    /// A scanner spooling large ELF files below `work_dir`.
+    pub fn new(work_dir: &Path) -> Self {
+        StreamScanner {
+            work_dir: work_dir.to_path_buf(),
+            report: ElfReport::default(),
+            current: None,
+            error: None,
+        }
+    }
+
+    /// The next entry of the payload, in any order.
+    pub fn entry(&mut self, entry: &crate::payload::Entry) -> Result<()> {
+        self.current = None;
+        let base = entry.path.rsplit('/').next().unwrap_or("").to_string();
+        match &entry.kind {
+            EntryKind::File(data) => {
+                self.report.shipped.insert(base);
+                if data.size >= 64 {
+                    self.current = Some(Collecting {
+                        path: entry.path.clone(),
+                        mode: entry.mode,
+                        size: data.size,
+                        seen: 0,
+                        head: Vec::new(),
+                        spool: None,
+                        elf: None,
+                    });
+                }
+            }
+            EntryKind::HardLink { .. } | EntryKind::Symlink(_) => {
+                self.report.shipped.insert(base);
+            }
+            EntryKind::Directory => {}
+        }
+        Ok(())
+    }
+
+    /// The next bytes of the current file.
+    pub fn data(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some(c) = self.current.as_mut() else {
+            return Ok(());
+        };
+        c.seen += bytes.len() as u64;
+        match c.elf {
+            Some(false) => return Ok(()),
+            Some(true) => c.keep(bytes)?,
+            None => {
+                c.head.extend_from_slice(bytes);
+                if c.head.len() >= 4 {
+                    let is_elf = &c.head[..4] == b"\x7fELF";
+                    c.elf = Some(is_elf);
+                    if !is_elf {
+                        c.head = Vec::new();
+                    } else if c.size > STREAM_BUFFER_LIMIT {
+                        let mut f = tempfile::tempfile_in(&self.work_dir).ctx(|| {
+                            format!(
+                                "creating a temporary file in {} for {}",
+                                self.work_dir.display(),
+                                c.path
+                            )
+                        })?;
+                        f.write_all(&c.head)
+                            .ctx(|| format!("spooling {} for its ELF headers", c.path))?;
+                        c.head = Vec::new();
+                        c.spool = Some(f);
+                    } else {
+                        c.head.reserve_exact(c.size as usize - c.head.len());
+                    }
+                }
+            }
+        }
+        if c.seen == c.size {
+            let c = self.current.take();
+            if let Some(c) = c.filter(|c| c.elf == Some(true)) {
+                match c.parse() {
+                    Ok(Some(f)) => self.report.add(f),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The report, ELF files sorted by path as [`scan`] lists them.
+    pub fn finish(mut self) -> Result<ElfReport> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.report.files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(self.report)
+    }
+}
+
+impl Collecting {
+    fn keep(&mut self, bytes: &[u8]) -> Result<()> {
+        match &mut self.spool {
+            Some(f) => f
+                .write_all(bytes)
+                .ctx(|| format!("spooling {} for its ELF headers", self.path)),
+            None => {
+                self.head.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    fn parse(self) -> Result<Option<ElfFile>> {
+        match self.spool {
+            Some(mut f) => {
+                f.flush()
+                    .ctx(|| format!("spooling {} for its ELF headers", self.path))?;
+                let cache = ReadCache::new(f);
+                parse(&self.path, self.mode, &cache)
+            }
+            None => parse(&self.path, self.mode, &self.head[..]),
+        }
     }
 }
 
