@@ -164,6 +164,16 @@ impl Payload {
         &self.stats
     }
 
+    /// A payload without entries (what a moved-out payload leaves behind).
+    pub fn empty() -> Payload {
+        Payload {
+            entries: Vec::new(),
+            prefix: String::new(),
+            stats: PayloadStats::default(),
+            _staging: Vec::new(),
+        }
+    }
+
     /// This payload plus `extra` entries (replacing any of the same path), sharing the
     /// staged contents: one format's variant of a payload (rpm's kernel layout).
     pub fn with_entries(&self, extra: Vec<Entry>) -> Payload {

@@ -330,6 +330,30 @@ fn derive_all(
 /// derive dependencies and complete the metadata. The staging directory is in
 /// `req.out_dir` (created if missing) and removed when the result is dropped.
 pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<Prepared> {
+    prepare_with(specs, templates, req, &mut |name, reader, opts, tap| {
+        Ok((payload::stage_stream(name, reader, &req.out_dir, opts, tap)?, None))
+    })
+}
+
+/// How [`prepare_with`] reads the tarball: the payload, and the ELF report if the read
+/// made one on the way (else [`deps::scan`] reads the staged files afterwards).
+type ReadPayload<'r> = dyn FnMut(
+        &Path,
+        Box<dyn Read + Send>,
+        &StageOptions<'_>,
+        Option<&mut (dyn std::io::Write + Send)>,
+    ) -> Result<(payload::Payload, Option<Result<ElfReport>>)>
+    + 'r;
+
+/// [`prepare`] with the tarball read by `read` (staging, or streaming to packagers).
+/// Whatever `read` found wrong with ELF files is reported only after every check of the
+/// archive and its signature passed.
+fn prepare_with(
+    specs: &SpecSet,
+    templates: &Templates,
+    req: &BuildRequest,
+    read: &mut ReadPayload<'_>,
+) -> Result<Prepared> {
     let plan = plan(specs, templates, req)?;
     let spec = specs
         .get(&plan.spec)
@@ -380,7 +404,7 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
     let tap = verifier
         .as_mut()
         .map(|v| v as &mut (dyn std::io::Write + Send));
-    let staged = payload::stage_stream(&req.tarball, reader, &req.out_dir, &opts, tap);
+    let staged = read(&req.tarball, reader, &opts, tap);
     let tarball_sha256 = hex::encode(
         hasher
             .lock()
@@ -390,7 +414,7 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
     );
     // A broken archive is reported as such first; then every check must pass before
     // anything is packaged.
-    let payload = staged?;
+    let (payload, scanned) = staged?;
     let mut signer = None;
     if let Some(v) = &req.verification {
         if let Some(expected) = &v.sha256 {
@@ -403,7 +427,10 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
 
     // The deps stage: dependencies derived from the ELF files, merged into the spec's.
     let mut meta = plan.meta.clone();
-    let report = deps::scan(&payload)?;
+    let report = match scanned {
+        Some(report) => report?,
+        None => deps::scan(&payload)?,
+    };
     let (foreign_arch, unmapped) = derive_all(specs, spec, req, &plan.outputs, &report, &mut meta)?;
     meta.build_time = req.source_date_epoch.unwrap_or(payload.stats().max_mtime);
     meta.installed_size = payload.stats().file_bytes;
@@ -446,6 +473,276 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
 /// successful build without verification (`--allow-unverified`) says so in one warning
 /// line on stderr (a failed one prints only its error).
 pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildReport> {
+    if let Some(epoch) = req.source_date_epoch {
+        let mut restage = false;
+        match build_one_pass(specs, templates, req, epoch, &mut restage) {
+            Err(_) if restage => {}
+            done => return done.inspect(|_| warn_unverified(req)),
+        }
+    }
+    build_staged(specs, templates, req)
+}
+
+fn warn_unverified(req: &BuildRequest) {
+    if req.verification.is_none() {
+        eprintln!(
+            "korgpkg: warning: {}: packaged UNVERIFIED bytes (--allow-unverified): no signature was checked, and the packages say so",
+            req.tarball.display()
+        );
+    }
+}
+
+/// What flows from the tarball reader to one format's writer thread.
+enum Flow {
+    Entry(payload::Entry),
+    Data(Arc<[u8]>),
+    /// Every check passed: write the package.
+    Finish(Arc<PackageMeta>, Arc<payload::Payload>),
+}
+
+/// Messages in flight per format (at most this many 256 KiB chunks).
+const FLOW_DEPTH: usize = 16;
+
+/// The [`payload::StreamVisitor`] of a one-pass build: each entry and chunk goes to the
+/// ELF scanner and to every format's thread.
+struct OnePass<'r> {
+    scanner: Option<deps::StreamScanner>,
+    senders: Vec<std::sync::mpsc::SyncSender<Flow>>,
+    rpm: bool,
+    restage: &'r mut bool,
+    sink_failed: bool,
+}
+
+impl OnePass<'_> {
+    fn send(&mut self, make: impl Fn() -> Flow) -> Result<()> {
+        for tx in &self.senders {
+            if tx.send(make()).is_err() {
+                self.sink_failed = true;
+                return Err(Error::Usage("a package writer stopped".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl payload::StreamVisitor for OnePass<'_> {
+    fn entry(&mut self, entry: &payload::Entry) -> Result<()> {
+        if let (true, payload::EntryKind::File(d)) = (self.rpm, &entry.kind) {
+            if d.size > u64::from(u32::MAX) {
+                *self.restage = true;
+                return Err(Error::input(
+                    &entry.path,
+                    "4 GiB or larger: the rpm needs a staged payload",
+                ));
+            }
+        }
+        if let Some(s) = self.scanner.as_mut() {
+            s.entry(entry)?;
+        }
+        self.send(|| Flow::Entry(entry.clone()))
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Some(s) = self.scanner.as_mut() {
+            s.data(bytes)?;
+        }
+        let chunk: Arc<[u8]> = bytes.into();
+        self.send(|| Flow::Data(chunk.clone()))
+    }
+}
+
+/// A file's bytes as they arrive on a format's channel, ending after `left` bytes.
+struct FlowReader<'a> {
+    rx: &'a std::sync::mpsc::Receiver<Flow>,
+    chunk: Arc<[u8]>,
+    at: usize,
+    left: u64,
+}
+
+impl Read for FlowReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Flow::Data(c)) => {
+                    self.chunk = c;
+                    self.at = 0;
+                }
+                _ => return Err(std::io::Error::other("the payload stream stopped")),
+            }
+        }
+        let n = buf
+            .len()
+            .min(self.chunk.len() - self.at)
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// One format's thread of a one-pass build: feed its sink what arrives, then write the
+/// package into a registered temp file beside its final path.
+fn run_sink(
+    mut sink: Box<dyn crate::package::PayloadSink + '_>,
+    rx: std::sync::mpsc::Receiver<Flow>,
+    o: &PlannedOutput,
+) -> Result<Written> {
+    loop {
+        match rx.recv() {
+            Ok(Flow::Entry(e)) => {
+                let left = match &e.kind {
+                    payload::EntryKind::File(d) => d.size,
+                    _ => 0,
+                };
+                let mut r = FlowReader {
+                    rx: &rx,
+                    chunk: Arc::from(&[][..]),
+                    at: 0,
+                    left,
+                };
+                sink.entry(&e, &mut r)?;
+                if r.left != 0 {
+                    return Err(Error::Usage(format!("{}: contents not consumed", e.path)));
+                }
+            }
+            Ok(Flow::Data(_)) => {
+                return Err(Error::Usage("payload bytes without an entry".into()));
+            }
+            Ok(Flow::Finish(meta, payload)) => {
+                return write_temp(o, |out| sink.finish(&meta, &payload, out));
+            }
+            Err(_) => return Err(Error::Usage("the build stopped before its end".into())),
+        }
+    }
+}
+
+/// Build `req` in one pass over the tarball: while it is decoded and checked, each
+/// entry and chunk is hashed, scanned for ELF dependencies and passed to every format's
+/// thread, which compresses its data stream into a temporary file; once the archive,
+/// its signature and the symlink check passed, each writes its package (control parts
+/// from the sorted list, then the compressed stream) and all are renamed into place.
+/// Data streams follow the archive order; `restage` is set when this payload needs the
+/// staged path (a file of 4 GiB or more with an rpm).
+fn build_one_pass(
+    specs: &SpecSet,
+    templates: &Templates,
+    req: &BuildRequest,
+    epoch: u64,
+    restage: &mut bool,
+) -> Result<BuildReport> {
+    let planned = plan(specs, templates, req)?;
+    std::fs::create_dir_all(&req.out_dir)
+        .ctx(|| format!("creating output directory {}", req.out_dir.display()))?;
+    let mut pre_meta = planned.meta.clone();
+    pre_meta.build_time = epoch;
+    let cancel = Cancel::new();
+    let ctx = BuildContext {
+        templates,
+        options: &req.options,
+        cancel: &cancel,
+    };
+    let outputs = &planned.outputs;
+    let first_failure = AtomicUsize::new(usize::MAX);
+    let (prepared, results) = std::thread::scope(|s| -> Result<_> {
+        let mut senders = Vec::new();
+        let mut handles = Vec::new();
+        for (i, o) in outputs.iter().enumerate() {
+            let sink = packager(o.format).sink(&pre_meta, &ctx)?;
+            let (tx, rx) = std::sync::mpsc::sync_channel(FLOW_DEPTH);
+            senders.push(tx);
+            let (ctx, first_failure) = (&ctx, &first_failure);
+            handles.push(s.spawn(move || {
+                let written = run_sink(sink, rx, o);
+                if written.is_err() {
+                    let _ = first_failure.compare_exchange(
+                        usize::MAX,
+                        i,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                    ctx.cancel.cancel();
+                }
+                written
+            }));
+        }
+        let mut visitor = OnePass {
+            scanner: Some(deps::StreamScanner::new(&req.out_dir)),
+            senders,
+            rpm: outputs.iter().any(|o| o.format == Format::Rpm),
+            restage,
+            sink_failed: false,
+        };
+        let prepared = prepare_with(specs, templates, req, &mut |name, reader, opts, tap| {
+            let payload = payload::stream_payload(name, reader, opts, tap, &mut visitor)?;
+            let report = visitor.scanner.take().map(deps::StreamScanner::finish);
+            Ok((payload, report))
+        });
+        let sink_failed = visitor.sink_failed;
+        let mut senders = std::mem::take(&mut visitor.senders);
+        let prepared = match prepared {
+            Ok(mut p) => {
+                let payload = std::mem::replace(&mut p.payload, payload::Payload::empty());
+                let (meta, payload) = (Arc::new(p.meta.clone()), Arc::new(payload));
+                for tx in senders.drain(..) {
+                    let _ = tx.send(Flow::Finish(meta.clone(), payload.clone()));
+                }
+                Ok((p, payload))
+            }
+            Err(e) => {
+                cancel.cancel();
+                Err((e, sink_failed))
+            }
+        };
+        drop(senders);
+        let results: Vec<Result<Written>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Usage("a packager thread panicked".into())))
+            })
+            .collect();
+        Ok((prepared, results))
+    })?;
+    let (prepared, payload) = match prepared {
+        Ok(p) => p,
+        // A writer's own failure explains a stopped stream better than the stop does.
+        Err((e, sink_failed)) => {
+            let first = first_failure.load(Ordering::SeqCst);
+            return Err(match results.into_iter().nth(first) {
+                Some(Err(w)) if sink_failed => w,
+                _ => e,
+            });
+        }
+    };
+    if let Some(pb) = &prepared.bar {
+        pb.finish_and_clear();
+    }
+    let meta = &prepared.meta;
+    let outputs = commit(meta, outputs, results, first_failure.load(Ordering::SeqCst))?;
+    Ok(BuildReport {
+        package: meta.name.clone(),
+        foreign_arch: prepared.foreign_arch,
+        unmapped: prepared.unmapped,
+        version: meta.version.clone(),
+        upstream_version: meta.upstream_version.clone(),
+        prefix: meta.prefix.clone(),
+        build_time: meta.build_time,
+        payload: payload.stats().clone(),
+        outputs,
+    })
+}
+
+/// [`build`] through a staged payload: stage once while verifying, then write every
+/// format from the staged files.
+fn build_staged(
+    specs: &SpecSet,
+    templates: &Templates,
+    req: &BuildRequest,
+) -> Result<BuildReport> {
     let Prepared {
         plan,
         meta,
@@ -475,12 +772,7 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
         pb.finish_and_clear();
     }
     let outputs = outputs?;
-    if req.verification.is_none() {
-        eprintln!(
-            "korgpkg: warning: {}: packaged UNVERIFIED bytes (--allow-unverified): no signature was checked, and the packages say so",
-            req.tarball.display()
-        );
-    }
+    warn_unverified(req);
     Ok(BuildReport {
         package: meta.name.clone(),
         foreign_arch,
@@ -519,7 +811,6 @@ pub fn write_packages<'p>(
     }
     // Each thread also hashes its finished file, so the hashing overlaps the others'
     // compression instead of following it.
-    type Written = (tempfile::NamedTempFile, Registration, u64, String);
     let first_failure = AtomicUsize::new(usize::MAX);
     let results: Vec<Result<Written>> = std::thread::scope(|s| {
         let handles: Vec<_> = planned
@@ -551,8 +842,22 @@ pub fn write_packages<'p>(
             })
             .collect()
     });
+    commit(meta, planned, results, first_failure.load(Ordering::SeqCst))
+}
+
+/// A finished package in its registered temp file, with its size and sha256.
+type Written = (tempfile::NamedTempFile, Registration, u64, String);
+
+/// Rename every format's finished temp file into place, all or none, and describe them;
+/// if any format failed, return the failure of format `first` (the one that stopped the
+/// others) and rename nothing.
+fn commit(
+    meta: &PackageMeta,
+    planned: &[PlannedOutput],
+    results: Vec<Result<Written>>,
+    first: usize,
+) -> Result<Vec<Output>> {
     // The failure that stopped the others, not the "stopped" errors it caused.
-    let first = first_failure.load(Ordering::SeqCst);
     let mut temps = Vec::new();
     let mut failure = None;
     for (i, r) in results.into_iter().enumerate() {
@@ -608,11 +913,16 @@ fn write_one(
     o: &PlannedOutput,
     payload: &crate::payload::Payload,
     ctx: &BuildContext<'_>,
-) -> Result<(tempfile::NamedTempFile, Registration, u64, String)> {
+) -> Result<Written> {
+    write_temp(o, |out| packager(o.format).write(meta, payload, ctx, out))
+}
+
+/// Run `fill` on a registered temp file beside `o`'s final path, sync it and hash it.
+fn write_temp(o: &PlannedOutput, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<Written> {
     let out_dir = o.path.parent().unwrap_or(Path::new("."));
     let (mut tmp, registration) = crate::cleanup::temp_file_in(out_dir)
         .ctx(|| format!("creating a temporary file in {}", out_dir.display()))?;
-    packager(o.format).write(meta, payload, ctx, tmp.as_file_mut())?;
+    fill(tmp.as_file_mut())?;
     tmp.as_file()
         .sync_all()
         .ctx(|| format!("writing {}", o.path.display()))?;

@@ -112,11 +112,73 @@ pub trait Packager: Send + Sync {
         out: &mut File,
     ) -> Result<()>;
 
+    /// A sink that takes the payload entry by entry, in any order (a one-pass build
+    /// passes the tarball's order), compressing the data stream into a temporary file
+    /// as the bytes arrive, and writes the package in [`PayloadSink::finish`]. `meta`
+    /// gives the name, options and `build_time` (the mtime of generated entries), which
+    /// must not change before `finish`.
+    fn sink<'a>(
+        &self,
+        meta: &PackageMeta,
+        ctx: &'a BuildContext<'a>,
+    ) -> Result<Box<dyn PayloadSink + 'a>>;
+
     /// Whether a file with these leading bytes (and this name) is of this format.
     fn detect(&self, head: &[u8], path: &Path) -> bool;
 
     /// Read a package of this format, made by anyone.
     fn inspect(&self, path: &Path) -> Result<Inspection>;
+}
+
+/// One format's package being written while the payload streams past.
+pub trait PayloadSink: Send {
+    /// The next entry; a regular file's bytes are read from `data` (exactly its size).
+    /// Ancestor directories missing so far are added before it.
+    fn entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()>;
+
+    /// Add the generated entries not passed yet, then write the whole package to `out`:
+    /// `meta` is complete (relations, provenance) and `payload` lists every entry with
+    /// its digests, sorted by path, for the parts written from the sorted list
+    /// (control files, md5sums, the rpm header).
+    fn finish(self: Box<Self>, meta: &PackageMeta, payload: &Payload, out: &mut File)
+        -> Result<()>;
+}
+
+/// Pass `entries` (a staged payload's, laid out) to `sink` in order, reading each file's
+/// staged contents; stops once `cancel` is set.
+pub fn feed(
+    sink: &mut dyn PayloadSink,
+    entries: &[Entry],
+    cancel: &crate::cleanup::Cancel,
+) -> Result<()> {
+    for e in entries {
+        cancel.check().ctx(|| "writing the package".into())?;
+        match &e.kind {
+            EntryKind::File(data) => sink.entry(e, &mut cancel.reader(data.open()?))?,
+            _ => sink.entry(e, &mut std::io::empty())?,
+        }
+    }
+    Ok(())
+}
+
+/// The ancestor directories of `path`, top down, that `present` does not know, without
+/// `/` and, unless `own_system_dirs`, without [`SYSTEM_DIRS`] (rpm).
+pub fn missing_ancestors(
+    path: &str,
+    present: &dyn Fn(&str) -> bool,
+    own_system_dirs: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut p = path;
+    while let Some(i) = p.rfind('/') {
+        p = &p[..i];
+        if p.is_empty() || present(p) || (!own_system_dirs && SYSTEM_DIRS.contains(&p)) {
+            continue;
+        }
+        out.push(p.to_string());
+    }
+    out.reverse();
+    out
 }
 
 /// The packager for `format`.
