@@ -498,6 +498,8 @@ enum Flow {
     Data(Arc<[u8]>),
     /// Every check passed: write the package.
     Finish(Arc<PackageMeta>, Arc<payload::Payload>),
+    /// This format needs a second read (hard links arrived): stop without output.
+    Abandon,
 }
 
 /// Messages in flight per format (at most this many 256 KiB chunks).
@@ -507,7 +509,12 @@ const FLOW_DEPTH: usize = 16;
 /// ELF scanner and to every format's thread.
 struct OnePass<'r> {
     scanner: Option<deps::StreamScanner>,
-    senders: Vec<std::sync::mpsc::SyncSender<Flow>>,
+    /// Per format still fed: its index in the plan, whether it needs hard-link groups
+    /// before their contents ([`crate::package::PayloadSink::needs_links_first`]), and
+    /// its channel.
+    senders: Vec<(usize, bool, std::sync::mpsc::SyncSender<Flow>)>,
+    /// Formats dropped at the first hard link, to be written by a second read.
+    abandoned: Vec<usize>,
     rpm: bool,
     restage: &'r mut bool,
     sink_failed: bool,
@@ -515,7 +522,7 @@ struct OnePass<'r> {
 
 impl OnePass<'_> {
     fn send(&mut self, make: impl Fn() -> Flow) -> Result<()> {
-        for tx in &self.senders {
+        for (_, _, tx) in &self.senders {
             if tx.send(make()).is_err() {
                 self.sink_failed = true;
                 return Err(Error::Usage("a package writer stopped".into()));
@@ -538,6 +545,16 @@ impl payload::StreamVisitor for OnePass<'_> {
         }
         if let Some(s) = self.scanner.as_mut() {
             s.entry(entry)?;
+        }
+        if matches!(entry.kind, payload::EntryKind::HardLink { .. }) {
+            let (later, keep) = std::mem::take(&mut self.senders)
+                .into_iter()
+                .partition(|(_, links_first, _)| *links_first);
+            self.senders = keep;
+            for (i, _, tx) in later {
+                let _ = tx.send(Flow::Abandon);
+                self.abandoned.push(i);
+            }
         }
         self.send(|| Flow::Entry(entry.clone()))
     }
@@ -590,7 +607,7 @@ fn run_sink(
     mut sink: Box<dyn crate::package::PayloadSink + '_>,
     rx: std::sync::mpsc::Receiver<Flow>,
     o: &PlannedOutput,
-) -> Result<Written> {
+) -> Result<Option<Written>> {
     loop {
         match rx.recv() {
             Ok(Flow::Entry(e)) => {
@@ -613,8 +630,9 @@ fn run_sink(
                 return Err(Error::Usage("payload bytes without an entry".into()));
             }
             Ok(Flow::Finish(meta, payload)) => {
-                return write_temp(o, |out| sink.finish(&meta, &payload, out));
+                return write_temp(o, |out| sink.finish(&meta, &payload, out)).map(Some);
             }
+            Ok(Flow::Abandon) => return Ok(None),
             Err(_) => return Err(Error::Usage("the build stopped before its end".into())),
         }
     }
@@ -653,7 +671,7 @@ fn build_one_pass(
         for (i, o) in outputs.iter().enumerate() {
             let sink = packager(o.format).sink(&pre_meta, &ctx)?;
             let (tx, rx) = std::sync::mpsc::sync_channel(FLOW_DEPTH);
-            senders.push(tx);
+            senders.push((i, sink.needs_links_first(), tx));
             let (ctx, first_failure) = (&ctx, &first_failure);
             handles.push(s.spawn(move || {
                 let written = run_sink(sink, rx, o);
@@ -672,6 +690,7 @@ fn build_one_pass(
         let mut visitor = OnePass {
             scanner: Some(deps::StreamScanner::new(&req.out_dir)),
             senders,
+            abandoned: Vec::new(),
             rpm: outputs.iter().any(|o| o.format == Format::Rpm),
             restage,
             sink_failed: false,
@@ -682,15 +701,16 @@ fn build_one_pass(
             Ok((payload, report))
         });
         let sink_failed = visitor.sink_failed;
+        let abandoned = std::mem::take(&mut visitor.abandoned);
         let mut senders = std::mem::take(&mut visitor.senders);
         let prepared = match prepared {
             Ok(mut p) => {
                 let payload = std::mem::replace(&mut p.payload, payload::Payload::empty());
                 let (meta, payload) = (Arc::new(p.meta.clone()), Arc::new(payload));
-                for tx in senders.drain(..) {
+                for (_, _, tx) in senders.drain(..) {
                     let _ = tx.send(Flow::Finish(meta.clone(), payload.clone()));
                 }
-                Ok((p, payload))
+                Ok((p, payload, abandoned))
             }
             Err(e) => {
                 cancel.cancel();
@@ -698,7 +718,7 @@ fn build_one_pass(
             }
         };
         drop(senders);
-        let results: Vec<Result<Written>> = handles
+        let results: Vec<Result<Option<Written>>> = handles
             .into_iter()
             .map(|h| {
                 h.join()
@@ -707,7 +727,7 @@ fn build_one_pass(
             .collect();
         Ok((prepared, results))
     })?;
-    let (prepared, payload) = match prepared {
+    let (prepared, payload, abandoned) = match prepared {
         Ok(p) => p,
         // A writer's own failure explains a stopped stream better than the stop does.
         Err((e, sink_failed)) => {
@@ -718,11 +738,22 @@ fn build_one_pass(
             });
         }
     };
+    let mut results: Vec<Result<Written>> = results
+        .into_iter()
+        .map(|r| r.and_then(|w| w.ok_or_else(|| Error::Usage("not written".into()))))
+        .collect();
+    let first = first_failure.load(Ordering::SeqCst);
+    if first == usize::MAX {
+        for i in abandoned {
+            results[i] = second_pass(specs, req, &prepared, &payload, &pre_meta, &ctx, &outputs[i]);
+        }
+    }
     if let Some(pb) = &prepared.bar {
         pb.finish_and_clear();
     }
     let meta = &prepared.meta;
-    let outputs = commit(meta, outputs, results, first_failure.load(Ordering::SeqCst))?;
+    let first = results.iter().position(|r| r.is_err()).unwrap_or(first);
+    let outputs = commit(meta, outputs, results, first)?;
     Ok(BuildReport {
         package: meta.name.clone(),
         foreign_arch: prepared.foreign_arch,
@@ -733,6 +764,87 @@ fn build_one_pass(
         build_time: meta.build_time,
         payload: payload.stats().clone(),
         outputs,
+    })
+}
+
+/// Write the format of `o`, whose sink needs every hard-link group before its contents,
+/// by reading the tarball a second time with the groups the first read found. The
+/// compressed file must hash to what the first read verified, so the second read sees
+/// the same bytes.
+fn second_pass(
+    specs: &SpecSet,
+    req: &BuildRequest,
+    prepared: &Prepared,
+    payload: &Arc<payload::Payload>,
+    pre_meta: &PackageMeta,
+    ctx: &BuildContext<'_>,
+    o: &PlannedOutput,
+) -> Result<Written> {
+    let spec = specs
+        .get(&prepared.plan.spec)
+        .ok_or_else(|| Error::Usage(format!("spec {} vanished", prepared.plan.spec)))?;
+    let exclude = |rel: &str| spec.is_excluded(rel);
+    let opts = StageOptions {
+        top_dir: &prepared.plan.top_dir,
+        prefix: &prepared.plan.prefix,
+        exclude: &exclude,
+        clamp_mtime: req.source_date_epoch,
+    };
+    let mut sink = packager(o.format).sink(pre_meta, ctx)?;
+    sink.expect_links(&crate::package::link_groups(payload));
+    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(FLOW_DEPTH);
+        let writer = s.spawn(move || run_sink(sink, rx, o));
+        let mut restage = false;
+        let mut visitor = OnePass {
+            scanner: None,
+            senders: vec![(0, false, tx)],
+            abandoned: Vec::new(),
+            rpm: false,
+            restage: &mut restage,
+            sink_failed: false,
+        };
+        let read = payload::open_tarball_hashed(&req.tarball, None, hasher.clone()).and_then(
+            |reader| payload::stream_payload(&req.tarball, reader, &opts, None, &mut visitor),
+        );
+        let mut senders = std::mem::take(&mut visitor.senders);
+        let same = hex::encode(
+            hasher
+                .lock()
+                .map_err(|_| Error::Usage("hash state poisoned".into()))?
+                .clone()
+                .finalize(),
+        ) == prepared.meta.provenance.as_ref().map_or("", |p| p.sha256.as_str());
+        match (read, same) {
+            (Ok(_), true) => {
+                for (_, _, tx) in senders.drain(..) {
+                    let _ = tx.send(Flow::Finish(
+                        Arc::new(prepared.meta.clone()),
+                        payload.clone(),
+                    ));
+                }
+            }
+            (Ok(_), false) => {
+                drop(senders);
+                let _ = writer.join();
+                return Err(Error::input(
+                    &req.tarball,
+                    "changed while it was read a second time (for the rpm's hard links)",
+                ));
+            }
+            (Err(e), _) => {
+                drop(senders);
+                return Err(match writer.join() {
+                    Ok(Err(w)) if visitor.sink_failed => w,
+                    _ => e,
+                });
+            }
+        }
+        writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Usage("a packager thread panicked".into())))?
+            .ok_or_else(|| Error::Usage("the rpm was not written".into()))
     })
 }
 

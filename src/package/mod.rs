@@ -19,7 +19,7 @@ pub mod tarball;
 pub mod verify;
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -136,12 +136,38 @@ pub trait PayloadSink: Send {
     /// Ancestor directories missing so far are added before it.
     fn entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()>;
 
+    /// Whether this format needs every name of a hard-link group before the group's
+    /// contents (rpm: the contents travel with the group's last name). Such a sink is
+    /// given the groups by [`PayloadSink::expect_links`] before its first entry, which
+    /// takes a second read of the archive when the first one found hard links.
+    fn needs_links_first(&self) -> bool {
+        false
+    }
+
+    /// The hard-link groups of the payload: the name that carries each group's contents
+    /// in the archive → its other names, sorted.
+    fn expect_links(&mut self, _groups: &HashMap<String, Vec<String>>) {}
+
     /// Add the generated entries not passed yet, then write the whole package to `out`:
     /// `meta` is complete (relations, provenance) and `payload` lists every entry with
     /// its digests, sorted by path, for the parts written from the sorted list
     /// (control files, md5sums, the rpm header).
     fn finish(self: Box<Self>, meta: &PackageMeta, payload: &Payload, out: &mut File)
         -> Result<()>;
+}
+
+/// The hard-link groups of `payload`, as [`PayloadSink::expect_links`] takes them.
+pub fn link_groups(payload: &Payload) -> HashMap<String, Vec<String>> {
+    let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+    for e in payload.entries() {
+        if let EntryKind::HardLink { target, .. } = &e.kind {
+            groups.entry(target.clone()).or_default().push(e.path.clone());
+        }
+    }
+    for names in groups.values_mut() {
+        names.sort();
+    }
+    groups
 }
 
 /// Pass `entries` (a staged payload's, laid out) to `sink` in order, reading each file's

@@ -111,6 +111,7 @@ impl Packager for Rpm {
             mtime: meta.build_time,
             cpio: cpio::Writer::new(HashingWriter::new(enc)),
             written: HashMap::new(),
+            links: HashMap::new(),
             buf: vec![0u8; COPY_BUFFER],
         }))
     }
@@ -174,6 +175,8 @@ struct RpmSink<'a> {
     cpio: cpio::Writer<HashingWriter<super::Compressed<HashingWriter<BufWriter<File>>>>>,
     /// Path → cpio inode of every entry written.
     written: HashMap<String, u32>,
+    /// Hard-link groups: contents-carrying name → the other names, written before it.
+    links: HashMap<String, Vec<String>>,
     buf: Vec<u8>,
 }
 
@@ -185,7 +188,26 @@ impl RpmSink<'_> {
             Error::input(path, "modification time does not fit an rpm v4 header (32 bits)")
         })?;
         let perm = e.mode & 0o7777;
-        let ino = self.written.len() as u32 + 1;
+        let mut ino = self.written.len() as u32 + 1;
+        if let (EntryKind::File(_), Some(others)) = (&e.kind, self.links.get(path)) {
+            // rpm reads a group's contents with its last name and links the names seen
+            // before it to that file, so the other names go first, without contents.
+            let mut header = cpio::Header {
+                ino,
+                mode: S_IFREG | perm,
+                nlink: others.len() as u32 + 1,
+                mtime,
+                size: 0,
+            };
+            for other in others {
+                self.cpio
+                    .entry(&format!(".{other}"), &header)
+                    .ctx(|| format!("adding {other} to the rpm payload"))?;
+                self.written.insert(other.clone(), ino);
+            }
+            header.size = 0;
+            ino = header.ino;
+        }
         let (mode, size, ino) = match &e.kind {
             EntryKind::Directory => (S_IFDIR | perm, 0, ino),
             EntryKind::Symlink(t) => (S_IFLNK | 0o777, t.len() as u64, ino),
@@ -223,6 +245,14 @@ impl RpmSink<'_> {
 }
 
 impl PayloadSink for RpmSink<'_> {
+    fn needs_links_first(&self) -> bool {
+        true
+    }
+
+    fn expect_links(&mut self, groups: &HashMap<String, Vec<String>>) {
+        self.links = groups.clone();
+    }
+
     fn entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()> {
         self.ctx
             .cancel
