@@ -56,6 +56,11 @@ impl Packager for Deb {
             DebCompression::Xz => 6,
             DebCompression::Gzip => ctx.options.gzip_level as i32,
         };
+        // A template that cannot render fails now, before any compression.
+        let probe = ControlData::new(meta, Format::Deb, 0);
+        for name in ["deb/control", "deb/copyright", "deb/changelog"] {
+            ctx.templates.render(name, &probe)?;
+        }
         let tmp = tempfile::tempfile().ctx(|| "creating a temporary file for data.tar".into())?;
         let sink = BufWriter::with_capacity(COPY_BUFFER, tmp);
         Ok(Box::new(DebSink {

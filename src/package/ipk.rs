@@ -49,6 +49,9 @@ impl Packager for Ipk {
         meta: &PackageMeta,
         ctx: &'a BuildContext<'a>,
     ) -> Result<Box<dyn PayloadSink + 'a>> {
+        // A template that cannot render fails now, before any compression.
+        ctx.templates
+            .render("ipk/control", &ControlData::new(meta, Format::Ipk, 0))?;
         let tmp =
             tempfile::tempfile().ctx(|| "creating a temporary file for data.tar.gz".into())?;
         let sink = BufWriter::with_capacity(COPY_BUFFER, tmp);
