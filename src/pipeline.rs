@@ -467,13 +467,16 @@ fn prepare_with(
     })
 }
 
-/// Run the whole pipeline for `req`: stage the payload once, write every format in
-/// parallel into temporary files in the output directory, and rename them into place
-/// only if all succeeded. On error nothing new is left in the output directory. A
+/// Run the whole pipeline for `req` and rename every format's package into place only
+/// if all succeeded. With `SOURCE_DATE_EPOCH` (the build time every data stream starts
+/// with) the tarball is read once and every format is written while it is decoded
+/// ([`build_one_pass`]); without it, or with `KORGPKG_STAGED=1`, or when a file of
+/// 4 GiB or more meets an rpm, the payload is staged first ([`build_staged`]). On error nothing new is left in the output directory. A
 /// successful build without verification (`--allow-unverified`) says so in one warning
 /// line on stderr (a failed one prints only its error).
 pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildReport> {
-    if let Some(epoch) = req.source_date_epoch {
+    let staged_only = std::env::var_os("KORGPKG_STAGED").is_some_and(|v| v == "1");
+    if let (Some(epoch), false) = (req.source_date_epoch, staged_only) {
         let mut restage = false;
         match build_one_pass(specs, templates, req, epoch, &mut restage) {
             Err(_) if restage => {}
