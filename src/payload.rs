@@ -1348,11 +1348,7 @@ impl<'a> Stager<'a> {
             stats.files += 1;
             stats.file_bytes += data.size;
             stats.hardlinks += names.len() as u64 - 1;
-            let primary = if streamed {
-                abs(&orig)
-            } else {
-                abs(&names[0])
-            };
+            let primary = if streamed { abs(&orig) } else { abs(&names[0]) };
             for n in names {
                 primary_of.insert(n, (primary.clone(), data.clone()));
             }

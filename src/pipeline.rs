@@ -331,7 +331,10 @@ fn derive_all(
 /// `req.out_dir` (created if missing) and removed when the result is dropped.
 pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<Prepared> {
     prepare_with(specs, templates, req, &mut |name, reader, opts, tap| {
-        Ok((payload::stage_stream(name, reader, &req.out_dir, opts, tap)?, None))
+        Ok((
+            payload::stage_stream(name, reader, &req.out_dir, opts, tap)?,
+            None,
+        ))
     })
 }
 
@@ -748,7 +751,15 @@ fn build_one_pass(
     let first = first_failure.load(Ordering::SeqCst);
     if first == usize::MAX {
         for i in abandoned {
-            results[i] = second_pass(specs, req, &prepared, &payload, &pre_meta, &ctx, &outputs[i]);
+            results[i] = second_pass(
+                specs,
+                req,
+                &prepared,
+                &payload,
+                &pre_meta,
+                &ctx,
+                &outputs[i],
+            );
         }
     }
     if let Some(pb) = &prepared.bar {
@@ -808,9 +819,10 @@ fn second_pass(
             restage: &mut restage,
             sink_failed: false,
         };
-        let read = payload::open_tarball_hashed(&req.tarball, None, hasher.clone()).and_then(
-            |reader| payload::stream_payload(&req.tarball, reader, &opts, None, &mut visitor),
-        );
+        let read =
+            payload::open_tarball_hashed(&req.tarball, None, hasher.clone()).and_then(|reader| {
+                payload::stream_payload(&req.tarball, reader, &opts, None, &mut visitor)
+            });
         let mut senders = std::mem::take(&mut visitor.senders);
         let same = hex::encode(
             hasher
@@ -818,7 +830,11 @@ fn second_pass(
                 .map_err(|_| Error::Usage("hash state poisoned".into()))?
                 .clone()
                 .finalize(),
-        ) == prepared.meta.provenance.as_ref().map_or("", |p| p.sha256.as_str());
+        ) == prepared
+            .meta
+            .provenance
+            .as_ref()
+            .map_or("", |p| p.sha256.as_str());
         match (read, same) {
             (Ok(_), true) => {
                 for (_, _, tx) in senders.drain(..) {
@@ -853,11 +869,7 @@ fn second_pass(
 
 /// [`build`] through a staged payload: stage once while verifying, then write every
 /// format from the staged files.
-fn build_staged(
-    specs: &SpecSet,
-    templates: &Templates,
-    req: &BuildRequest,
-) -> Result<BuildReport> {
+fn build_staged(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildReport> {
     let Prepared {
         plan,
         meta,

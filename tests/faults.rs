@@ -350,9 +350,25 @@ fn a_publish_on_a_full_disk_leaves_the_previous_generation_and_no_orphans() {
     assert!(good && !text.contains("W:"), "{text}");
 }
 
+/// Run `cmd` to its end: exit code, stderr and the CPU time it used (user + system).
+/// The child is reaped by `wait4`, which also reports its CPU time.
+#[allow(clippy::zombie_processes)]
 fn run_cpu(cmd: &mut std::process::Command) -> (Option<i32>, String, f64) {
-    let (code, text, cpu, _) = run_rusage(cmd);
-    (code, text, cpu)
+    let err = tempfile::NamedTempFile::new().expect("tmp");
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(err.reopen().expect("reopen"))
+        .spawn()
+        .expect("start");
+    let mut status = 0;
+    // SAFETY: rusage is plain data filled by wait4 for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as i32;
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut ru) }, pid);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let text = std::fs::read_to_string(err.path()).unwrap_or_default();
+    (code, text, secs(ru.ru_utime) + secs(ru.ru_stime))
 }
 
 #[test]

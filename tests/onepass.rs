@@ -96,10 +96,16 @@ fn unsorted_items() -> Vec<(String, Item)> {
         (p(""), Item::Dir("", 0o755)),
         (p("zeta"), Item::Dir("", 0o755)),
         (p("zeta/tool"), Item::File(String::new(), 0o755, elf)),
-        (p("lib/z.txt"), Item::File(String::new(), 0o644, b"z\n".to_vec())),
+        (
+            p("lib/z.txt"),
+            Item::File(String::new(), 0o644, b"z\n".to_vec()),
+        ),
         (p("bin"), Item::Dir("", 0o755)),
         (p("bin/tool-2"), Item::HardLink("", "zeta/tool")),
-        (p("lib/a.txt"), Item::File(String::new(), 0o644, b"a\n".to_vec())),
+        (
+            p("lib/a.txt"),
+            Item::File(String::new(), 0o644, b"a\n".to_vec()),
+        ),
         (p("alpha"), Item::Dir("", 0o755)),
         (p("alpha/tool"), Item::HardLink("", "zeta/tool")),
         (p("bin/cc"), Item::Symlink("", "../zeta/tool")),
@@ -206,7 +212,10 @@ fn text_tarball(dir: &Path, mib: usize) -> PathBuf {
     let items = vec![
         (TOP.to_string(), Item::Dir("", 0o755)),
         (format!("{TOP}/lib"), Item::Dir("", 0o755)),
-        (format!("{TOP}/lib/big.c"), Item::File(String::new(), 0o644, text)),
+        (
+            format!("{TOP}/lib/big.c"),
+            Item::File(String::new(), 0o644, text),
+        ),
     ];
     write(dir, "llvm-18.1.8-x86_64.tar.gz", &gz(&tar_bytes(&items)))
 }

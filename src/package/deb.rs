@@ -39,7 +39,12 @@ impl Packager for Deb {
         ctx: &BuildContext<'_>,
         out: &mut File,
     ) -> Result<()> {
-        let entries = super::layout(payload, generated(meta, payload, ctx)?, meta.build_time, true);
+        let entries = super::layout(
+            payload,
+            generated(meta, payload, ctx)?,
+            meta.build_time,
+            true,
+        );
         let mut sink = self.sink(meta, ctx)?;
         super::feed(sink.as_mut(), &entries, ctx.cancel)?;
         sink.finish(meta, payload, out)

@@ -7,9 +7,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use super::tarball::{self, ArWriter, DataTar};
-use super::{
-    BuildContext, Compressed, ControlData, Inspection, IpkOuter, Packager, PayloadSink,
-};
+use super::{BuildContext, Compressed, ControlData, Inspection, IpkOuter, Packager, PayloadSink};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{Format, PackageMeta};
 use crate::payload::{EntryKind, Payload, COPY_BUFFER};

@@ -161,7 +161,10 @@ pub fn link_groups(payload: &Payload) -> HashMap<String, Vec<String>> {
     let mut groups: HashMap<String, Vec<String>> = HashMap::new();
     for e in payload.entries() {
         if let EntryKind::HardLink { target, .. } = &e.kind {
-            groups.entry(target.clone()).or_default().push(e.path.clone());
+            groups
+                .entry(target.clone())
+                .or_default()
+                .push(e.path.clone());
         }
     }
     for names in groups.values_mut() {

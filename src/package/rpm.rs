@@ -9,6 +9,12 @@
 //! their contents travel once, with the last name of the group; the archive lists files
 //! without hard links first, then each hard-link group; files of 4 GiB or more switch the
 //! archive to rpm's "stripped" cpio headers and the sizes to 64-bit tags.
+//!
+//! A one-pass build ([`Packager::sink`]) writes the archive in the order entries arrive
+//! (the tarball's), so its file list is sorted except within a hard-link group, whose
+//! contents-carrying name takes the group's last row; the group's other names come
+//! before the contents in the archive, which needs the groups up front
+//! ([`PayloadSink::expect_links`]: a second read of the tarball).
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
@@ -22,8 +28,7 @@ use rpm::{
 };
 
 use super::{
-    cpio, BuildContext, FileKind, InspectedFile, Inspection, Packager, PayloadSink,
-    RpmCompression,
+    cpio, BuildContext, FileKind, InspectedFile, Inspection, Packager, PayloadSink, RpmCompression,
 };
 use crate::cleanup::Cancel;
 use crate::error::{Error, IoContext, Result};
@@ -97,8 +102,8 @@ impl Packager for Rpm {
         meta: &PackageMeta,
         ctx: &'a BuildContext<'a>,
     ) -> Result<Box<dyn PayloadSink + 'a>> {
-        let tmp = tempfile::tempfile()
-            .ctx(|| "writing the rpm payload to a temporary file".into())?;
+        let tmp =
+            tempfile::tempfile().ctx(|| "writing the rpm payload to a temporary file".into())?;
         let compressed = HashingWriter::new(BufWriter::with_capacity(COPY_BUFFER, tmp));
         let compressor = compressor(ctx);
         let enc = match compressor {
@@ -185,14 +190,17 @@ impl RpmSink<'_> {
         let path = &e.path;
         let ctx = || format!("adding {path} to the rpm payload");
         let mtime = u32::try_from(e.mtime).map_err(|_| {
-            Error::input(path, "modification time does not fit an rpm v4 header (32 bits)")
+            Error::input(
+                path,
+                "modification time does not fit an rpm v4 header (32 bits)",
+            )
         })?;
         let perm = e.mode & 0o7777;
-        let mut ino = self.written.len() as u32 + 1;
+        let ino = self.written.len() as u32 + 1;
         if let (EntryKind::File(_), Some(others)) = (&e.kind, self.links.get(path)) {
             // rpm reads a group's contents with its last name and links the names seen
             // before it to that file, so the other names go first, without contents.
-            let mut header = cpio::Header {
+            let header = cpio::Header {
                 ino,
                 mode: S_IFREG | perm,
                 nlink: others.len() as u32 + 1,
@@ -205,8 +213,6 @@ impl RpmSink<'_> {
                     .ctx(|| format!("adding {other} to the rpm payload"))?;
                 self.written.insert(other.clone(), ino);
             }
-            header.size = 0;
-            ino = header.ino;
         }
         let (mode, size, ino) = match &e.kind {
             EntryKind::Directory => (S_IFDIR | perm, 0, ino),
@@ -216,7 +222,10 @@ impl RpmSink<'_> {
                 S_IFREG | perm,
                 0,
                 self.written.get(target).copied().ok_or_else(|| {
-                    Error::input(path, format!("hard link to {target}, which was not written"))
+                    Error::input(
+                        path,
+                        format!("hard link to {target}, which was not written"),
+                    )
                 })?,
             ),
         };
@@ -261,8 +270,7 @@ impl PayloadSink for RpmSink<'_> {
         if entry.path == "/" || self.written.contains_key(&entry.path) {
             return Ok(());
         }
-        for dir in super::missing_ancestors(&entry.path, &|p| self.written.contains_key(p), false)
-        {
+        for dir in super::missing_ancestors(&entry.path, &|p| self.written.contains_key(p), false) {
             let d = Entry {
                 path: dir,
                 mode: 0o755,
@@ -291,7 +299,10 @@ impl PayloadSink for RpmSink<'_> {
         let entries = super::layout(payload, extra, meta.build_time, false);
         let mut plan = plan(&entries, false)?;
         if plan.rows.len() != self.written.len()
-            || plan.rows.iter().any(|r| !self.written.contains_key(&r.entry.path))
+            || plan
+                .rows
+                .iter()
+                .any(|r| !self.written.contains_key(&r.entry.path))
         {
             return Err(Error::Usage(format!(
                 "the rpm payload of {} lists {} entries, its header {}",
