@@ -611,7 +611,7 @@ impl Read for FlowReader<'_> {
 /// package into a registered temp file beside its final path.
 fn run_sink(
     mut sink: Box<dyn crate::package::PayloadSink + '_>,
-    rx: std::sync::mpsc::Receiver<Flow>,
+    rx: &std::sync::mpsc::Receiver<Flow>,
     o: &PlannedOutput,
 ) -> Result<Option<Written>> {
     loop {
@@ -622,7 +622,7 @@ fn run_sink(
                     _ => 0,
                 };
                 let mut r = FlowReader {
-                    rx: &rx,
+                    rx,
                     chunk: Arc::from(&[][..]),
                     at: 0,
                     left,
@@ -680,7 +680,9 @@ fn build_one_pass(
             senders.push((i, sink.needs_links_first(), tx));
             let (ctx, first_failure) = (&ctx, &first_failure);
             handles.push(s.spawn(move || {
-                let written = run_sink(sink, rx, o);
+                let written = run_sink(sink, &rx, o);
+                // Recorded while the channel is still open, so the failures this one
+                // causes (the reader stops, the others see the stream end) come later.
                 if written.is_err() {
                     let _ = first_failure.compare_exchange(
                         usize::MAX,
@@ -690,6 +692,7 @@ fn build_one_pass(
                     );
                     ctx.cancel.cancel();
                 }
+                drop(rx);
                 written
             }));
         }
@@ -809,7 +812,7 @@ fn second_pass(
     let hasher = Arc::new(Mutex::new(Sha256::new()));
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(FLOW_DEPTH);
-        let writer = s.spawn(move || run_sink(sink, rx, o));
+        let writer = s.spawn(move || run_sink(sink, &rx, o));
         let mut restage = false;
         let mut visitor = OnePass {
             scanner: None,

@@ -276,3 +276,34 @@ fn peak_memory_does_not_grow_with_the_payload() {
         "peak RSS grew from {small} KiB to {big} KiB with the payload"
     );
 }
+
+#[test]
+fn a_full_disk_stops_every_format_of_a_one_pass_build_leaving_nothing() {
+    let Some(fs) = Tmpfs::mount("6m") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    // 24 MiB that does not compress: the formats' temporary data fills 6 MiB at once.
+    let tarball = noise_tarball(tmp.path(), 24);
+    let out = fs.dir.join("out");
+    let started = std::time::Instant::now();
+    let mut c = korgpkg();
+    c.args(["build", "korg-clang-18", "--allow-unverified", "--from"])
+        .arg(&tarball)
+        .arg("--out")
+        .arg(&out)
+        .env("SOURCE_DATE_EPOCH", MTIME.to_string())
+        .env("TMPDIR", &fs.dir);
+    let o = run(&mut c);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert_eq!(dir_listing(&out), Vec::<String>::new());
+    assert_eq!(dir_listing(&fs.dir), ["out"], "temporary files left");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}
