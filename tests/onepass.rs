@@ -307,3 +307,52 @@ fn a_full_disk_stops_every_format_of_a_one_pass_build_leaving_nothing() {
         started.elapsed()
     );
 }
+
+/// The `.tar.sign` is checked in the same pass that writes the packages: a signature over
+/// other bytes leaves nothing, a good one gives packages that name their signer.
+#[test]
+fn the_tar_signature_is_checked_in_the_one_pass() {
+    use common::mirror::{Mirror, DIR};
+    use korgpkg::verify::testkeys::Hash;
+    let build = |m: &Mirror| {
+        run(m
+            .korgpkg()
+            .env("SOURCE_DATE_EPOCH", MTIME.to_string())
+            .args([
+                "build",
+                "korg-clang-18",
+                "--format",
+                "deb,rpm,ipk",
+                "--json",
+            ])
+            .arg("--out")
+            .arg(m.out()))
+    };
+    let m = Mirror::new();
+    let other = m
+        .dev
+        .sign_detached(&m.releases[0].tar, Hash::Sha256, true, true);
+    m.server
+        .file(&format!("{DIR}/llvm-18.1.8-x86_64.tar.sign"), other);
+    let o = build(&m);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(err.contains("BAD signature"), "{err}");
+    assert!(
+        dir_listing(&m.out()).is_empty(),
+        "{:?}",
+        dir_listing(&m.out())
+    );
+
+    let m = Mirror::new();
+    let o = build(&m);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    for f in ["deb", "rpm", "ipk"] {
+        assert!(output_path(&report, f).is_file(), "{f}");
+    }
+    assert!(
+        report.to_string().contains("\"signer\""),
+        "provenance names the signer: {report}"
+    );
+}
