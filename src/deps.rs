@@ -22,7 +22,7 @@ use object::{Endianness, ReadCache, ReadRef};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
@@ -173,6 +173,160 @@ fn scan_data(path: &str, mode: u32, data: &FileData) -> Result<Option<ElfFile>> 
             parse(path, mode, &cache)
         }
         DataSource::Inline(bytes) => parse(path, mode, &bytes[..]),
+        DataSource::Streamed => Err(Error::Usage(format!(
+            "{path}: a streamed payload is scanned with deps::StreamScanner"
+        ))),
+    }
+}
+
+/// ELF files up to this size are held in memory while they pass by [`StreamScanner`];
+/// larger ones are spooled to an unlinked temporary file.
+pub const STREAM_BUFFER_LIMIT: u64 = 64 << 20;
+
+/// Scans a payload's ELF files while its bytes stream past once, for
+/// [`crate::payload::stream_payload`]: each regular file that starts with the ELF magic
+/// is collected (one at a time: in memory up to [`STREAM_BUFFER_LIMIT`], else in an
+/// unlinked temporary file in the work directory) and parsed by the same code as
+/// [`scan`] when its last byte has passed, so the report is the same. A malformed ELF
+/// file is reported by [`StreamScanner::finish`], after the archive's own checks.
+pub struct StreamScanner {
+    work_dir: PathBuf,
+    report: ElfReport,
+    current: Option<Collecting>,
+    error: Option<Error>,
+}
+
+struct Collecting {
+    path: String,
+    mode: u32,
+    size: u64,
+    seen: u64,
+    /// The first bytes, until the magic is known; then the whole file (small files).
+    head: Vec<u8>,
+    spool: Option<File>,
+    elf: Option<bool>,
+}
+
+impl StreamScanner {
+    /// A scanner spooling large ELF files below `work_dir`.
+    pub fn new(work_dir: &Path) -> Self {
+        StreamScanner {
+            work_dir: work_dir.to_path_buf(),
+            report: ElfReport::default(),
+            current: None,
+            error: None,
+        }
+    }
+
+    /// The next entry of the payload, in any order.
+    pub fn entry(&mut self, entry: &crate::payload::Entry) -> Result<()> {
+        self.current = None;
+        let base = entry.path.rsplit('/').next().unwrap_or("").to_string();
+        match &entry.kind {
+            EntryKind::File(data) => {
+                self.report.shipped.insert(base);
+                if data.size >= 64 {
+                    self.current = Some(Collecting {
+                        path: entry.path.clone(),
+                        mode: entry.mode,
+                        size: data.size,
+                        seen: 0,
+                        head: Vec::new(),
+                        spool: None,
+                        elf: None,
+                    });
+                }
+            }
+            EntryKind::HardLink { .. } | EntryKind::Symlink(_) => {
+                self.report.shipped.insert(base);
+            }
+            EntryKind::Directory => {}
+        }
+        Ok(())
+    }
+
+    /// The next bytes of the current file.
+    pub fn data(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some(c) = self.current.as_mut() else {
+            return Ok(());
+        };
+        c.seen += bytes.len() as u64;
+        match c.elf {
+            Some(false) => return Ok(()),
+            Some(true) => c.keep(bytes)?,
+            None => {
+                c.head.extend_from_slice(bytes);
+                if c.head.len() >= 4 {
+                    let is_elf = &c.head[..4] == b"\x7fELF";
+                    c.elf = Some(is_elf);
+                    if !is_elf {
+                        c.head = Vec::new();
+                    } else if c.size > STREAM_BUFFER_LIMIT {
+                        let mut f = tempfile::tempfile_in(&self.work_dir).ctx(|| {
+                            format!(
+                                "creating a temporary file in {} for {}",
+                                self.work_dir.display(),
+                                c.path
+                            )
+                        })?;
+                        f.write_all(&c.head)
+                            .ctx(|| format!("spooling {} for its ELF headers", c.path))?;
+                        c.head = Vec::new();
+                        c.spool = Some(f);
+                    } else {
+                        c.head.reserve_exact(c.size as usize - c.head.len());
+                    }
+                }
+            }
+        }
+        if c.seen == c.size {
+            let c = self.current.take();
+            if let Some(c) = c.filter(|c| c.elf == Some(true)) {
+                match c.parse() {
+                    Ok(Some(f)) => self.report.add(f),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.error.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The report, ELF files sorted by path as [`scan`] lists them.
+    pub fn finish(mut self) -> Result<ElfReport> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.report.files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(self.report)
+    }
+}
+
+impl Collecting {
+    fn keep(&mut self, bytes: &[u8]) -> Result<()> {
+        match &mut self.spool {
+            Some(f) => f
+                .write_all(bytes)
+                .ctx(|| format!("spooling {} for its ELF headers", self.path)),
+            None => {
+                self.head.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    fn parse(self) -> Result<Option<ElfFile>> {
+        match self.spool {
+            Some(mut f) => {
+                f.flush()
+                    .ctx(|| format!("spooling {} for its ELF headers", self.path))?;
+                let cache = ReadCache::new(f);
+                parse(&self.path, self.mode, &cache)
+            }
+            None => parse(&self.path, self.mode, &self.head[..]),
+        }
     }
 }
 
@@ -836,6 +990,92 @@ pub fn derive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regular files of this machine's binary and library directories (not recursive),
+    /// plus every file over the in-memory limit there (libLLVM, where installed).
+    fn system_files() -> Vec<PathBuf> {
+        let mut small = Vec::new();
+        let mut large = Vec::new();
+        for dir in ["/usr/bin", "/usr/lib/x86_64-linux-gnu", "/usr/lib"] {
+            let Ok(rd) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut paths: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths {
+                let Ok(m) = std::fs::symlink_metadata(&p) else {
+                    continue;
+                };
+                if !m.is_file() {
+                    continue;
+                }
+                if m.len() > STREAM_BUFFER_LIMIT {
+                    large.push(p);
+                } else if small.len() < 400 {
+                    small.push(p);
+                }
+            }
+        }
+        small.extend(large.into_iter().take(2));
+        small
+    }
+
+    /// The stream scanner, fed in uneven chunks, reports exactly what the staged scan
+    /// reports for every real file (ELF or not, in memory or spooled).
+    #[test]
+    fn streamed_scans_equal_staged_scans_of_real_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let work = tempfile::tempdir().expect("tmp");
+        let mut elf = 0;
+        for p in system_files() {
+            let Ok(meta) = std::fs::metadata(&p) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o777;
+            let data = FileData {
+                size: meta.len(),
+                sha256: [0; 32],
+                md5: [0; 16],
+                links: 1,
+                inode: 1,
+                source: DataSource::Staged(p.clone()),
+            };
+            let name = p.display().to_string();
+            let staged = scan_data(&name, mode, &data).map_err(|e| e.to_string());
+            let mut scanner = StreamScanner::new(work.path());
+            let entry = crate::payload::Entry {
+                path: name.clone(),
+                mode,
+                mtime: 0,
+                kind: EntryKind::File(FileData {
+                    source: DataSource::Streamed,
+                    ..data
+                }),
+            };
+            scanner.entry(&entry).expect("entry");
+            let mut f = File::open(&p).expect("open");
+            let mut buf = vec![0u8; 100_003];
+            loop {
+                let n = f.read(&mut buf[..3 + elf % 100_000]).expect("read");
+                if n == 0 {
+                    break;
+                }
+                scanner.data(&buf[..n]).expect("data");
+            }
+            let streamed = scanner.finish().map_err(|e| e.to_string());
+            match (staged, streamed) {
+                (Ok(Some(a)), Ok(r)) => {
+                    elf += 1;
+                    assert_eq!(r.files.len(), 1, "{name}");
+                    assert_eq!(format!("{a:?}"), format!("{:?}", r.files[0]), "{name}");
+                }
+                (Ok(None), Ok(r)) => assert!(r.files.is_empty(), "{name}"),
+                (Err(a), Err(b)) => assert_eq!(a, b, "{name}"),
+                (a, b) => panic!("{name}: staged {a:?}, streamed {b:?}"),
+            }
+        }
+        assert!(elf > 50, "only {elf} ELF files found");
+    }
 
     fn file(needed: &[&str], needs: &[(&str, &[&str])]) -> ElfFile {
         ElfFile {

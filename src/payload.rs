@@ -74,6 +74,9 @@ pub enum DataSource {
     Staged(PathBuf),
     /// Small generated content (copyright files, changelogs).
     Inline(Arc<[u8]>),
+    /// Streamed once to every consumer while the tarball was read ([`stream_payload`]);
+    /// the bytes are not kept anywhere.
+    Streamed,
 }
 
 impl FileData {
@@ -96,6 +99,11 @@ impl FileData {
                 Box::new(File::open(p).ctx(|| format!("opening staged file {}", p.display()))?)
             }
             DataSource::Inline(b) => Box::new(&b[..]),
+            DataSource::Streamed => {
+                return Err(Error::Usage(
+                    "a streamed payload's contents cannot be read again".into(),
+                ))
+            }
         })
     }
 
@@ -154,6 +162,16 @@ impl Payload {
     /// Counts of what the payload holds.
     pub fn stats(&self) -> &PayloadStats {
         &self.stats
+    }
+
+    /// A payload without entries (what a moved-out payload leaves behind).
+    pub fn empty() -> Payload {
+        Payload {
+            entries: Vec::new(),
+            prefix: String::new(),
+            stats: PayloadStats::default(),
+            _staging: Vec::new(),
+        }
     }
 
     /// This payload plus `extra` entries (replacing any of the same path), sharing the
@@ -629,7 +647,51 @@ pub fn stage_stream(
     let staging = crate::cleanup::TempDir::staging_in(work_dir)
         .ctx(|| format!("creating a staging directory in {}", work_dir.display()))?;
     let staging_dir = staging.path().to_path_buf();
-    let mut stager = Stager::new(name, opts, &staging_dir);
+    let stager = Stager::new(name, opts, Contents::Staged(&staging_dir));
+    read_archive(name, reader, opts, tap, stager, Some(staging))
+}
+
+/// Receives the entries of a tarball in archive order while [`stream_payload`] reads it,
+/// so every consumer sees each byte once and nothing is staged on disk.
+pub trait StreamVisitor {
+    /// The next entry, already validated and mapped below the prefix; every ancestor
+    /// directory came before it. A regular file's `size` bytes follow through
+    /// [`StreamVisitor::data`]; its digests are zero here and complete in the final
+    /// [`Payload`]. A hard link's data names its (earlier) target's complete digests.
+    fn entry(&mut self, entry: &Entry) -> Result<()>;
+
+    /// The next bytes of the current regular file.
+    fn data(&mut self, bytes: &[u8]) -> Result<()>;
+}
+
+/// Read and validate a tar stream in one pass, as [`stage_stream`] does (every check
+/// applies, the symlink check once the whole list is known), handing each entry and its
+/// bytes to `visitor` in archive order instead of staging them. Directories the archive
+/// does not list are passed before their first child, with the mtime `clamp_mtime`
+/// (else that child's); a directory entry that comes after an entry below it, or
+/// repeats one with another mode or mtime, is refused (its first form was already
+/// passed on). The returned payload has the sorted entry list with every digest; each
+/// hard-link group's contents belong to its first name in archive order. Its contents
+/// cannot be read again ([`DataSource::Streamed`]).
+pub fn stream_payload(
+    name: &Path,
+    reader: impl Read,
+    opts: &StageOptions<'_>,
+    tap: Option<&mut (dyn Write + Send)>,
+    visitor: &mut dyn StreamVisitor,
+) -> Result<Payload> {
+    let stager = Stager::new(name, opts, Contents::Streamed(visitor));
+    read_archive(name, reader, opts, tap, stager, None)
+}
+
+fn read_archive(
+    name: &Path,
+    reader: impl Read,
+    opts: &StageOptions<'_>,
+    tap: Option<&mut (dyn Write + Send)>,
+    mut stager: Stager<'_>,
+    staging: Option<crate::cleanup::TempDir>,
+) -> Result<Payload> {
     let mut archive = tar::Archive::new(TarGuard::new(TapReader {
         inner: reader,
         tap,
@@ -670,11 +732,21 @@ enum LinkProblem {
     Loop,
 }
 
+/// Where the stager puts file contents.
+enum Contents<'a> {
+    /// Numbered files in this private directory.
+    Staged(&'a Path),
+    /// Nowhere: each entry and its bytes go to the visitor as they are read.
+    Streamed(&'a mut dyn StreamVisitor),
+}
+
 /// What the stager knows about a path seen so far.
 struct Stager<'a> {
     name: &'a Path,
     opts: &'a StageOptions<'a>,
-    dir: &'a Path,
+    contents: Contents<'a>,
+    /// Directories passed to the visitor without an archive entry of their own.
+    implicit: std::collections::HashSet<String>,
     top: Vec<&'a str>,
     /// Relative path (below top dir) → entry; "" is the top directory itself.
     entries: BTreeMap<String, Staged>,
@@ -697,11 +769,12 @@ enum StagedKind {
 }
 
 impl<'a> Stager<'a> {
-    fn new(name: &'a Path, opts: &'a StageOptions<'a>, dir: &'a Path) -> Self {
+    fn new(name: &'a Path, opts: &'a StageOptions<'a>, contents: Contents<'a>) -> Self {
         Stager {
             name,
             opts,
-            dir,
+            contents,
+            implicit: Default::default(),
             top: opts.top_dir.split('/').filter(|c| !c.is_empty()).collect(),
             entries: BTreeMap::new(),
             next_inode: 1,
@@ -833,14 +906,37 @@ impl<'a> Stager<'a> {
                 }
             }
         }
+        let streaming = matches!(self.contents, Contents::Streamed(_));
         if let Some(prev) = self.entries.get(&rel) {
-            if is_dir && matches!(prev.kind, StagedKind::Dir) {
-                // Repeated directory entries are harmless; the last mode wins.
-            } else {
+            if !(is_dir && matches!(prev.kind, StagedKind::Dir)) {
                 return Err(self.reject(&raw_path, "appears twice in the archive"));
             }
+            if streaming {
+                // Streamed in archive order: the directory was already passed on.
+                if self.implicit.contains(&rel) {
+                    return Err(self.reject(
+                        &raw_path,
+                        "directory entry comes after entries below it (packages follow the archive order, so a directory must precede its contents)",
+                    ));
+                }
+                if prev.mode != mode & 0o777 || prev.mtime != mtime {
+                    return Err(self.reject(
+                        &raw_path,
+                        "repeats an earlier directory entry with another mode or mtime",
+                    ));
+                }
+                return Ok(());
+            }
+            // Repeated directory entries are harmless; the last mode wins.
+        }
+        if streaming {
+            self.pass_ancestors(&rel, mtime)?;
         }
 
+        let perm = match etype {
+            T::Symlink => 0o777,
+            _ => mode & 0o777,
+        };
         let kind = match etype {
             T::Directory => StagedKind::Dir,
             T::Symlink => {
@@ -867,15 +963,47 @@ impl<'a> Stager<'a> {
             }
             _ => {
                 let size = entry.size();
-                let data = self.stage_file(entry, size, &raw_path)?;
+                let data = self.stage_file(entry, size, &raw_path, &rel, perm, mtime)?;
                 StagedKind::File { data }
             }
         };
-        let perm = match kind {
-            StagedKind::Dir => mode & 0o777,
-            StagedKind::Symlink(_) => 0o777,
-            _ => mode & 0o777,
-        };
+        if let Contents::Streamed(_) = self.contents {
+            let passed = match &kind {
+                StagedKind::Dir => Some(Entry {
+                    path: self.install_path(&rel),
+                    mode: perm,
+                    mtime,
+                    kind: EntryKind::Directory,
+                }),
+                StagedKind::Symlink(t) => Some(Entry {
+                    path: self.install_path(&rel),
+                    mode: perm,
+                    mtime,
+                    kind: EntryKind::Symlink(t.clone()),
+                }),
+                StagedKind::HardLink(t) => match self.entries.get(t) {
+                    Some(Staged {
+                        mode: file_mode,
+                        kind: StagedKind::File { data },
+                        ..
+                    }) => Some(Entry {
+                        path: self.install_path(&rel),
+                        mode: *file_mode,
+                        mtime,
+                        kind: EntryKind::HardLink {
+                            target: self.install_path(t),
+                            data: data.clone(),
+                        },
+                    }),
+                    _ => None,
+                },
+                // Passed on before its bytes (in `stage_file`).
+                StagedKind::File { .. } => None,
+            };
+            if let (Some(e), Contents::Streamed(v)) = (passed, &mut self.contents) {
+                v.entry(&e)?;
+            }
+        }
         self.entries.insert(
             rel,
             Staged {
@@ -884,6 +1012,55 @@ impl<'a> Stager<'a> {
                 kind,
             },
         );
+        Ok(())
+    }
+
+    /// The install path of `rel` (below the top directory).
+    fn install_path(&self, rel: &str) -> String {
+        let prefix = self.opts.prefix.trim_end_matches('/');
+        if rel.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/{rel}")
+        }
+    }
+
+    /// Pass on every ancestor directory of `rel` the archive has not listed yet, top
+    /// down, with mode 0755 and the clamp mtime (else `mtime`, the child's).
+    fn pass_ancestors(&mut self, rel: &str, mtime: u64) -> Result<()> {
+        if rel.is_empty() {
+            return Ok(());
+        }
+        let mut ancestors = vec![String::new()];
+        let mut at = 0;
+        while let Some(i) = rel[at..].find('/') {
+            ancestors.push(rel[..at + i].to_string());
+            at += i + 1;
+        }
+        let mtime = self.opts.clamp_mtime.unwrap_or(mtime);
+        for a in ancestors {
+            if self.entries.contains_key(&a) {
+                continue;
+            }
+            let e = Entry {
+                path: self.install_path(&a),
+                mode: 0o755,
+                mtime,
+                kind: EntryKind::Directory,
+            };
+            if let Contents::Streamed(v) = &mut self.contents {
+                v.entry(&e)?;
+            }
+            self.implicit.insert(a.clone());
+            self.entries.insert(
+                a,
+                Staged {
+                    mode: 0o755,
+                    mtime,
+                    kind: StagedKind::Dir,
+                },
+            );
+        }
         Ok(())
     }
 
@@ -1031,17 +1208,49 @@ impl<'a> Stager<'a> {
         Ok(())
     }
 
+    /// Read one regular file's bytes, hashing them, into a numbered staging file or,
+    /// when streaming, to the visitor right after the file's entry.
+    #[allow(clippy::too_many_arguments)]
     fn stage_file<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         size: u64,
         raw_path: &str,
+        rel: &str,
+        perm: u32,
+        mtime: u64,
     ) -> Result<FileData> {
         let inode = self.next_inode;
         self.next_inode += 1;
-        let path = self.dir.join(format!("{inode:08}"));
-        let mut out =
-            File::create_new(&path).ctx(|| format!("creating staged file {}", path.display()))?;
+        let mut data = FileData {
+            size,
+            sha256: [0; 32],
+            md5: [0; 16],
+            links: 1,
+            inode,
+            source: DataSource::Streamed,
+        };
+        let mut out = match &mut self.contents {
+            Contents::Staged(dir) => {
+                let path = dir.join(format!("{inode:08}"));
+                let file = File::create_new(&path)
+                    .ctx(|| format!("creating staged file {}", path.display()))?;
+                data.source = DataSource::Staged(path.clone());
+                Some((file, path))
+            }
+            Contents::Streamed(_) => None,
+        };
+        if out.is_none() {
+            let e = Entry {
+                path: self.install_path(rel),
+                mode: perm,
+                mtime,
+                kind: EntryKind::File(data.clone()),
+            };
+            if let Contents::Streamed(v) = &mut self.contents {
+                v.entry(&e)?;
+            }
+        }
         let mut sha = Sha256::new();
         let mut md5 = Md5::new();
         let mut buf = vec![0u8; COPY_BUFFER];
@@ -1058,8 +1267,13 @@ impl<'a> Stager<'a> {
             }
             sha.update(&buf[..n]);
             md5.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .ctx(|| format!("writing staged file {}", path.display()))?;
+            match (&mut out, &mut self.contents) {
+                (Some((file, path)), _) => file
+                    .write_all(&buf[..n])
+                    .ctx(|| format!("writing staged file {}", path.display()))?,
+                (None, Contents::Streamed(v)) => v.data(&buf[..n])?,
+                (None, Contents::Staged(_)) => {}
+            }
             copied += n as u64;
         }
         if copied != size {
@@ -1068,19 +1282,16 @@ impl<'a> Stager<'a> {
                 format!("truncated tarball: entry {raw_path:?} has {copied} of {size} bytes"),
             ));
         }
-        Ok(FileData {
-            size,
-            sha256: sha.finalize().into(),
-            md5: md5.finalize().into(),
-            links: 1,
-            inode,
-            source: DataSource::Staged(path),
-        })
+        data.sha256 = sha.finalize().into();
+        data.md5 = md5.finalize().into();
+        Ok(data)
     }
 
     /// Turn the staged map into the sorted entry list, adding implicit directories and
-    /// assigning each hard-link group's data to its first path in sorted order.
-    fn finish(mut self, staging: crate::cleanup::TempDir) -> Result<Payload> {
+    /// assigning each hard-link group's data to its first path in sorted order (staged)
+    /// or to the name that carried it in the archive (streamed, already passed on so).
+    fn finish(mut self, staging: Option<crate::cleanup::TempDir>) -> Result<Payload> {
+        let streamed = matches!(self.contents, Contents::Streamed(_));
         let max_mtime = self.entries.values().map(|e| e.mtime).max().unwrap_or(0);
         // Implicit parent directories (and the top directory itself).
         let mut missing = Vec::new();
@@ -1137,7 +1348,7 @@ impl<'a> Stager<'a> {
             stats.files += 1;
             stats.file_bytes += data.size;
             stats.hardlinks += names.len() as u64 - 1;
-            let primary = abs(&names[0]);
+            let primary = if streamed { abs(&orig) } else { abs(&names[0]) };
             for n in names {
                 primary_of.insert(n, (primary.clone(), data.clone()));
             }
@@ -1194,7 +1405,7 @@ impl<'a> Stager<'a> {
             entries,
             prefix: prefix.to_string(),
             stats,
-            _staging: vec![Arc::new(staging)],
+            _staging: staging.into_iter().map(Arc::new).collect(),
         })
     }
 }

@@ -330,6 +330,33 @@ fn derive_all(
 /// derive dependencies and complete the metadata. The staging directory is in
 /// `req.out_dir` (created if missing) and removed when the result is dropped.
 pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<Prepared> {
+    prepare_with(specs, templates, req, &mut |name, reader, opts, tap| {
+        Ok((
+            payload::stage_stream(name, reader, &req.out_dir, opts, tap)?,
+            None,
+        ))
+    })
+}
+
+/// How [`prepare_with`] reads the tarball: the payload, and the ELF report if the read
+/// made one on the way (else [`deps::scan`] reads the staged files afterwards).
+type ReadPayload<'r> = dyn FnMut(
+        &Path,
+        Box<dyn Read + Send>,
+        &StageOptions<'_>,
+        Option<&mut (dyn std::io::Write + Send)>,
+    ) -> Result<(payload::Payload, Option<Result<ElfReport>>)>
+    + 'r;
+
+/// [`prepare`] with the tarball read by `read` (staging, or streaming to packagers).
+/// Whatever `read` found wrong with ELF files is reported only after every check of the
+/// archive and its signature passed.
+fn prepare_with(
+    specs: &SpecSet,
+    templates: &Templates,
+    req: &BuildRequest,
+    read: &mut ReadPayload<'_>,
+) -> Result<Prepared> {
     let plan = plan(specs, templates, req)?;
     let spec = specs
         .get(&plan.spec)
@@ -380,7 +407,7 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
     let tap = verifier
         .as_mut()
         .map(|v| v as &mut (dyn std::io::Write + Send));
-    let staged = payload::stage_stream(&req.tarball, reader, &req.out_dir, &opts, tap);
+    let staged = read(&req.tarball, reader, &opts, tap);
     let tarball_sha256 = hex::encode(
         hasher
             .lock()
@@ -390,7 +417,7 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
     );
     // A broken archive is reported as such first; then every check must pass before
     // anything is packaged.
-    let payload = staged?;
+    let (payload, scanned) = staged?;
     let mut signer = None;
     if let Some(v) = &req.verification {
         if let Some(expected) = &v.sha256 {
@@ -403,7 +430,10 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
 
     // The deps stage: dependencies derived from the ELF files, merged into the spec's.
     let mut meta = plan.meta.clone();
-    let report = deps::scan(&payload)?;
+    let report = match scanned {
+        Some(report) => report?,
+        None => deps::scan(&payload)?,
+    };
     let (foreign_arch, unmapped) = derive_all(specs, spec, req, &plan.outputs, &report, &mut meta)?;
     meta.build_time = req.source_date_epoch.unwrap_or(payload.stats().max_mtime);
     meta.installed_size = payload.stats().file_bytes;
@@ -440,12 +470,409 @@ pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Re
     })
 }
 
-/// Run the whole pipeline for `req`: stage the payload once, write every format in
-/// parallel into temporary files in the output directory, and rename them into place
-/// only if all succeeded. On error nothing new is left in the output directory. A
+/// Run the whole pipeline for `req` and rename every format's package into place only
+/// if all succeeded. With `SOURCE_DATE_EPOCH` (the build time every data stream starts
+/// with) the tarball is read once and every format is written while it is decoded
+/// ([`build_one_pass`]); without it, or with `KORGPKG_STAGED=1`, or when a file of
+/// 4 GiB or more meets an rpm, the payload is staged first ([`build_staged`]). On error nothing new is left in the output directory. A
 /// successful build without verification (`--allow-unverified`) says so in one warning
 /// line on stderr (a failed one prints only its error).
 pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildReport> {
+    let staged_only = std::env::var_os("KORGPKG_STAGED").is_some_and(|v| v == "1");
+    if let (Some(epoch), false) = (req.source_date_epoch, staged_only) {
+        let mut restage = false;
+        match build_one_pass(specs, templates, req, epoch, &mut restage) {
+            Err(_) if restage => {}
+            done => return done.inspect(|_| warn_unverified(req)),
+        }
+    }
+    build_staged(specs, templates, req)
+}
+
+fn warn_unverified(req: &BuildRequest) {
+    if req.verification.is_none() {
+        eprintln!(
+            "korgpkg: warning: {}: packaged UNVERIFIED bytes (--allow-unverified): no signature was checked, and the packages say so",
+            req.tarball.display()
+        );
+    }
+}
+
+/// What flows from the tarball reader to one format's writer thread.
+enum Flow {
+    Entry(payload::Entry),
+    Data(Arc<[u8]>),
+    /// Every check passed: write the package.
+    Finish(Arc<PackageMeta>, Arc<payload::Payload>),
+    /// This format needs a second read (hard links arrived): stop without output.
+    Abandon,
+}
+
+/// Messages in flight per format (at most this many 256 KiB chunks).
+const FLOW_DEPTH: usize = 16;
+
+/// The [`payload::StreamVisitor`] of a one-pass build: each entry and chunk goes to the
+/// ELF scanner and to every format's thread.
+struct OnePass<'r> {
+    scanner: Option<deps::StreamScanner>,
+    /// Per format still fed: its index in the plan, whether it needs hard-link groups
+    /// before their contents ([`crate::package::PayloadSink::needs_links_first`]), and
+    /// its channel.
+    senders: Vec<(usize, bool, std::sync::mpsc::SyncSender<Flow>)>,
+    /// Formats dropped at the first hard link, to be written by a second read.
+    abandoned: Vec<usize>,
+    rpm: bool,
+    restage: &'r mut bool,
+    sink_failed: bool,
+}
+
+impl OnePass<'_> {
+    fn send(&mut self, make: impl Fn() -> Flow) -> Result<()> {
+        for (_, _, tx) in &self.senders {
+            if tx.send(make()).is_err() {
+                self.sink_failed = true;
+                return Err(Error::Usage("a package writer stopped".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl payload::StreamVisitor for OnePass<'_> {
+    fn entry(&mut self, entry: &payload::Entry) -> Result<()> {
+        if let (true, payload::EntryKind::File(d)) = (self.rpm, &entry.kind) {
+            if d.size > u64::from(u32::MAX) {
+                *self.restage = true;
+                return Err(Error::input(
+                    &entry.path,
+                    "4 GiB or larger: the rpm needs a staged payload",
+                ));
+            }
+        }
+        if let Some(s) = self.scanner.as_mut() {
+            s.entry(entry)?;
+        }
+        if matches!(entry.kind, payload::EntryKind::HardLink { .. }) {
+            let (later, keep) = std::mem::take(&mut self.senders)
+                .into_iter()
+                .partition(|(_, links_first, _)| *links_first);
+            self.senders = keep;
+            for (i, _, tx) in later {
+                let _ = tx.send(Flow::Abandon);
+                self.abandoned.push(i);
+            }
+        }
+        self.send(|| Flow::Entry(entry.clone()))
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Some(s) = self.scanner.as_mut() {
+            s.data(bytes)?;
+        }
+        let chunk: Arc<[u8]> = bytes.into();
+        self.send(|| Flow::Data(chunk.clone()))
+    }
+}
+
+/// A file's bytes as they arrive on a format's channel, ending after `left` bytes.
+struct FlowReader<'a> {
+    rx: &'a std::sync::mpsc::Receiver<Flow>,
+    chunk: Arc<[u8]>,
+    at: usize,
+    left: u64,
+}
+
+impl Read for FlowReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Flow::Data(c)) => {
+                    self.chunk = c;
+                    self.at = 0;
+                }
+                _ => return Err(std::io::Error::other("the payload stream stopped")),
+            }
+        }
+        let n = buf
+            .len()
+            .min(self.chunk.len() - self.at)
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// One format's thread of a one-pass build: feed its sink what arrives, then write the
+/// package into a registered temp file beside its final path.
+fn run_sink(
+    mut sink: Box<dyn crate::package::PayloadSink + '_>,
+    rx: &std::sync::mpsc::Receiver<Flow>,
+    o: &PlannedOutput,
+) -> Result<Option<Written>> {
+    loop {
+        match rx.recv() {
+            Ok(Flow::Entry(e)) => {
+                let left = match &e.kind {
+                    payload::EntryKind::File(d) => d.size,
+                    _ => 0,
+                };
+                let mut r = FlowReader {
+                    rx,
+                    chunk: Arc::from(&[][..]),
+                    at: 0,
+                    left,
+                };
+                sink.entry(&e, &mut r)?;
+                if r.left != 0 {
+                    return Err(Error::Usage(format!("{}: contents not consumed", e.path)));
+                }
+            }
+            Ok(Flow::Data(_)) => {
+                return Err(Error::Usage("payload bytes without an entry".into()));
+            }
+            Ok(Flow::Finish(meta, payload)) => {
+                return write_temp(o, |out| sink.finish(&meta, &payload, out)).map(Some);
+            }
+            Ok(Flow::Abandon) => return Ok(None),
+            Err(_) => return Err(Error::Usage("the build stopped before its end".into())),
+        }
+    }
+}
+
+/// Build `req` in one pass over the tarball: while it is decoded and checked, each
+/// entry and chunk is hashed, scanned for ELF dependencies and passed to every format's
+/// thread, which compresses its data stream into a temporary file; once the archive,
+/// its signature and the symlink check passed, each writes its package (control parts
+/// from the sorted list, then the compressed stream) and all are renamed into place.
+/// Data streams follow the archive order; `restage` is set when this payload needs the
+/// staged path (a file of 4 GiB or more with an rpm).
+fn build_one_pass(
+    specs: &SpecSet,
+    templates: &Templates,
+    req: &BuildRequest,
+    epoch: u64,
+    restage: &mut bool,
+) -> Result<BuildReport> {
+    let planned = plan(specs, templates, req)?;
+    std::fs::create_dir_all(&req.out_dir)
+        .ctx(|| format!("creating output directory {}", req.out_dir.display()))?;
+    let mut pre_meta = planned.meta.clone();
+    pre_meta.build_time = epoch;
+    let cancel = Cancel::new();
+    let ctx = BuildContext {
+        templates,
+        options: &req.options,
+        cancel: &cancel,
+    };
+    let outputs = &planned.outputs;
+    let first_failure = AtomicUsize::new(usize::MAX);
+    let (prepared, results) = std::thread::scope(|s| -> Result<_> {
+        let mut senders = Vec::new();
+        let mut handles = Vec::new();
+        for (i, o) in outputs.iter().enumerate() {
+            let sink = packager(o.format).sink(&pre_meta, &ctx)?;
+            let (tx, rx) = std::sync::mpsc::sync_channel(FLOW_DEPTH);
+            senders.push((i, sink.needs_links_first(), tx));
+            let (ctx, first_failure) = (&ctx, &first_failure);
+            handles.push(s.spawn(move || {
+                let written = run_sink(sink, &rx, o);
+                // Recorded while the channel is still open, so the failures this one
+                // causes (the reader stops, the others see the stream end) come later.
+                if written.is_err() {
+                    let _ = first_failure.compare_exchange(
+                        usize::MAX,
+                        i,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                    ctx.cancel.cancel();
+                }
+                drop(rx);
+                written
+            }));
+        }
+        let mut visitor = OnePass {
+            scanner: Some(deps::StreamScanner::new(&req.out_dir)),
+            senders,
+            abandoned: Vec::new(),
+            rpm: outputs.iter().any(|o| o.format == Format::Rpm),
+            restage,
+            sink_failed: false,
+        };
+        let prepared = prepare_with(specs, templates, req, &mut |name, reader, opts, tap| {
+            let payload = payload::stream_payload(name, reader, opts, tap, &mut visitor)?;
+            let report = visitor.scanner.take().map(deps::StreamScanner::finish);
+            Ok((payload, report))
+        });
+        let sink_failed = visitor.sink_failed;
+        let abandoned = std::mem::take(&mut visitor.abandoned);
+        let mut senders = std::mem::take(&mut visitor.senders);
+        let prepared = match prepared {
+            Ok(mut p) => {
+                let payload = std::mem::replace(&mut p.payload, payload::Payload::empty());
+                let (meta, payload) = (Arc::new(p.meta.clone()), Arc::new(payload));
+                for (_, _, tx) in senders.drain(..) {
+                    let _ = tx.send(Flow::Finish(meta.clone(), payload.clone()));
+                }
+                Ok((p, payload, abandoned))
+            }
+            Err(e) => {
+                cancel.cancel();
+                Err((e, sink_failed))
+            }
+        };
+        drop(senders);
+        let results: Vec<Result<Option<Written>>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Usage("a packager thread panicked".into())))
+            })
+            .collect();
+        Ok((prepared, results))
+    })?;
+    let (prepared, payload, abandoned) = match prepared {
+        Ok(p) => p,
+        // A writer's own failure explains a stopped stream better than the stop does.
+        Err((e, sink_failed)) => {
+            let first = first_failure.load(Ordering::SeqCst);
+            return Err(match results.into_iter().nth(first) {
+                Some(Err(w)) if sink_failed => w,
+                _ => e,
+            });
+        }
+    };
+    let mut results: Vec<Result<Written>> = results
+        .into_iter()
+        .map(|r| r.and_then(|w| w.ok_or_else(|| Error::Usage("not written".into()))))
+        .collect();
+    let first = first_failure.load(Ordering::SeqCst);
+    if first == usize::MAX {
+        for i in abandoned {
+            results[i] = second_pass(
+                specs,
+                req,
+                &prepared,
+                &payload,
+                &pre_meta,
+                &ctx,
+                &outputs[i],
+            );
+        }
+    }
+    if let Some(pb) = &prepared.bar {
+        pb.finish_and_clear();
+    }
+    let meta = &prepared.meta;
+    let first = results.iter().position(|r| r.is_err()).unwrap_or(first);
+    let outputs = commit(meta, outputs, results, first)?;
+    Ok(BuildReport {
+        package: meta.name.clone(),
+        foreign_arch: prepared.foreign_arch,
+        unmapped: prepared.unmapped,
+        version: meta.version.clone(),
+        upstream_version: meta.upstream_version.clone(),
+        prefix: meta.prefix.clone(),
+        build_time: meta.build_time,
+        payload: payload.stats().clone(),
+        outputs,
+    })
+}
+
+/// Write the format of `o`, whose sink needs every hard-link group before its contents,
+/// by reading the tarball a second time with the groups the first read found. The
+/// compressed file must hash to what the first read verified, so the second read sees
+/// the same bytes.
+fn second_pass(
+    specs: &SpecSet,
+    req: &BuildRequest,
+    prepared: &Prepared,
+    payload: &Arc<payload::Payload>,
+    pre_meta: &PackageMeta,
+    ctx: &BuildContext<'_>,
+    o: &PlannedOutput,
+) -> Result<Written> {
+    let spec = specs
+        .get(&prepared.plan.spec)
+        .ok_or_else(|| Error::Usage(format!("spec {} vanished", prepared.plan.spec)))?;
+    let exclude = |rel: &str| spec.is_excluded(rel);
+    let opts = StageOptions {
+        top_dir: &prepared.plan.top_dir,
+        prefix: &prepared.plan.prefix,
+        exclude: &exclude,
+        clamp_mtime: req.source_date_epoch,
+    };
+    let mut sink = packager(o.format).sink(pre_meta, ctx)?;
+    sink.expect_links(&crate::package::link_groups(payload));
+    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(FLOW_DEPTH);
+        let writer = s.spawn(move || run_sink(sink, &rx, o));
+        let mut restage = false;
+        let mut visitor = OnePass {
+            scanner: None,
+            senders: vec![(0, false, tx)],
+            abandoned: Vec::new(),
+            rpm: false,
+            restage: &mut restage,
+            sink_failed: false,
+        };
+        let read =
+            payload::open_tarball_hashed(&req.tarball, None, hasher.clone()).and_then(|reader| {
+                payload::stream_payload(&req.tarball, reader, &opts, None, &mut visitor)
+            });
+        let mut senders = std::mem::take(&mut visitor.senders);
+        let same = hex::encode(
+            hasher
+                .lock()
+                .map_err(|_| Error::Usage("hash state poisoned".into()))?
+                .clone()
+                .finalize(),
+        ) == prepared
+            .meta
+            .provenance
+            .as_ref()
+            .map_or("", |p| p.sha256.as_str());
+        match (read, same) {
+            (Ok(_), true) => {
+                for (_, _, tx) in senders.drain(..) {
+                    let _ = tx.send(Flow::Finish(
+                        Arc::new(prepared.meta.clone()),
+                        payload.clone(),
+                    ));
+                }
+            }
+            (Ok(_), false) => {
+                drop(senders);
+                let _ = writer.join();
+                return Err(Error::input(
+                    &req.tarball,
+                    "changed while it was read a second time (for the rpm's hard links)",
+                ));
+            }
+            (Err(e), _) => {
+                drop(senders);
+                return Err(match writer.join() {
+                    Ok(Err(w)) if visitor.sink_failed => w,
+                    _ => e,
+                });
+            }
+        }
+        writer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Usage("a packager thread panicked".into())))?
+            .ok_or_else(|| Error::Usage("the rpm was not written".into()))
+    })
+}
+
+/// [`build`] through a staged payload: stage once while verifying, then write every
+/// format from the staged files.
+fn build_staged(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildReport> {
     let Prepared {
         plan,
         meta,
@@ -475,12 +902,7 @@ pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Resu
         pb.finish_and_clear();
     }
     let outputs = outputs?;
-    if req.verification.is_none() {
-        eprintln!(
-            "korgpkg: warning: {}: packaged UNVERIFIED bytes (--allow-unverified): no signature was checked, and the packages say so",
-            req.tarball.display()
-        );
-    }
+    warn_unverified(req);
     Ok(BuildReport {
         package: meta.name.clone(),
         foreign_arch,
@@ -519,7 +941,6 @@ pub fn write_packages<'p>(
     }
     // Each thread also hashes its finished file, so the hashing overlaps the others'
     // compression instead of following it.
-    type Written = (tempfile::NamedTempFile, Registration, u64, String);
     let first_failure = AtomicUsize::new(usize::MAX);
     let results: Vec<Result<Written>> = std::thread::scope(|s| {
         let handles: Vec<_> = planned
@@ -551,8 +972,22 @@ pub fn write_packages<'p>(
             })
             .collect()
     });
+    commit(meta, planned, results, first_failure.load(Ordering::SeqCst))
+}
+
+/// A finished package in its registered temp file, with its size and sha256.
+type Written = (tempfile::NamedTempFile, Registration, u64, String);
+
+/// Rename every format's finished temp file into place, all or none, and describe them;
+/// if any format failed, return the failure of format `first` (the one that stopped the
+/// others) and rename nothing.
+fn commit(
+    meta: &PackageMeta,
+    planned: &[PlannedOutput],
+    results: Vec<Result<Written>>,
+    first: usize,
+) -> Result<Vec<Output>> {
     // The failure that stopped the others, not the "stopped" errors it caused.
-    let first = first_failure.load(Ordering::SeqCst);
     let mut temps = Vec::new();
     let mut failure = None;
     for (i, r) in results.into_iter().enumerate() {
@@ -608,11 +1043,16 @@ fn write_one(
     o: &PlannedOutput,
     payload: &crate::payload::Payload,
     ctx: &BuildContext<'_>,
-) -> Result<(tempfile::NamedTempFile, Registration, u64, String)> {
+) -> Result<Written> {
+    write_temp(o, |out| packager(o.format).write(meta, payload, ctx, out))
+}
+
+/// Run `fill` on a registered temp file beside `o`'s final path, sync it and hash it.
+fn write_temp(o: &PlannedOutput, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<Written> {
     let out_dir = o.path.parent().unwrap_or(Path::new("."));
     let (mut tmp, registration) = crate::cleanup::temp_file_in(out_dir)
         .ctx(|| format!("creating a temporary file in {}", out_dir.display()))?;
-    packager(o.format).write(meta, payload, ctx, tmp.as_file_mut())?;
+    fill(tmp.as_file_mut())?;
     tmp.as_file()
         .sync_all()
         .ctx(|| format!("writing {}", o.path.display()))?;

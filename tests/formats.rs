@@ -48,17 +48,6 @@ fn check_installed_tree(root: &Path) {
     );
 }
 
-fn fresh_dpkg_root() -> tempfile::TempDir {
-    let root = tempfile::tempdir().expect("root");
-    let admin = root.path().join("var/lib/dpkg");
-    for d in ["info", "updates", "triggers"] {
-        std::fs::create_dir_all(admin.join(d)).expect("admindir");
-    }
-    std::fs::write(admin.join("status"), b"").expect("status");
-    std::fs::write(admin.join("available"), b"").expect("available");
-    root
-}
-
 #[test]
 fn deb_is_accepted_by_dpkg_deb_lintian_and_dpkg() {
     need_tool("dpkg-deb");

@@ -22,13 +22,27 @@ fn tarball_with(dir: &std::path::Path, entries: &[Vec<u8>]) -> std::path::PathBu
     write(dir, "llvm-18.1.8-x86_64.tar.xz", &xz(&tar))
 }
 
+/// Both build paths must refuse: staged (no `SOURCE_DATE_EPOCH`) and one pass.
 fn rejected(entries: &[Vec<u8>], needle: &str) {
+    rejected_by(entries, needle, false);
+    rejected_by(entries, needle, true);
+}
+
+fn rejected_by(entries: &[Vec<u8>], needle: &str, one_pass: bool) {
     let tmp = tempfile::tempdir().expect("tmp");
     let tarball = tarball_with(tmp.path(), entries);
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).expect("out");
     std::fs::write(out.join("keep.txt"), b"pre-existing").expect("keep");
-    let o = build("korg-clang-18", &tarball, &out, &[]);
+    let mut c = korgpkg();
+    c.args(["build", "korg-clang-18", "--allow-unverified", "--from"])
+        .arg(&tarball)
+        .arg("--out")
+        .arg(&out);
+    if one_pass {
+        c.env("SOURCE_DATE_EPOCH", MTIME.to_string());
+    }
+    let o = run(&mut c);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
         o.status.code(),

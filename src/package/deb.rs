@@ -3,12 +3,14 @@
 //! `copyright` file and `changelog.Debian.gz` so lintian finds no errors.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::Path;
 
 use super::arread::ArReader;
-use super::tarball::{self, ArWriter};
-use super::{BuildContext, Compressed, ControlData, DebCompression, Inspection, Packager};
+use super::tarball::{self, ArWriter, DataTar};
+use super::{
+    BuildContext, Compressed, ControlData, DebCompression, Inspection, Packager, PayloadSink,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{Format, PackageMeta};
 use crate::payload::{EntryKind, Payload, COPY_BUFFER};
@@ -37,30 +39,112 @@ impl Packager for Deb {
         ctx: &BuildContext<'_>,
         out: &mut File,
     ) -> Result<()> {
-        let mtime = meta.build_time;
-        let doc = format!("/usr/share/doc/{}", meta.name);
+        let entries = super::layout(
+            payload,
+            generated(meta, payload, ctx)?,
+            meta.build_time,
+            true,
+        );
+        let mut sink = self.sink(meta, ctx)?;
+        super::feed(sink.as_mut(), &entries, ctx.cancel)?;
+        sink.finish(meta, payload, out)
+    }
+
+    fn sink<'a>(
+        &self,
+        meta: &PackageMeta,
+        ctx: &'a BuildContext<'a>,
+    ) -> Result<Box<dyn PayloadSink + 'a>> {
+        let compression = ctx.options.deb_compression;
+        let level = match compression {
+            DebCompression::Zstd => ctx.options.zstd_level,
+            DebCompression::Xz => 6,
+            DebCompression::Gzip => ctx.options.gzip_level as i32,
+        };
+        // A template that cannot render fails now, before any compression.
         let probe = ControlData::new(meta, Format::Deb, 0);
-        let mut copyright = ctx.templates.render("deb/copyright", &probe)?;
-        if !copyright.ends_with('\n') {
-            copyright.push('\n');
+        for name in ["deb/control", "deb/copyright", "deb/changelog"] {
+            ctx.templates.render(name, &probe)?;
         }
-        let changelog = ctx.templates.render("deb/changelog", &probe)?;
-        let changelog_gz = super::gzip_reproducible(changelog.as_bytes())?;
-        let next_inode = payload.entries().len() as u32 + 1;
-        let extra = vec![
-            super::generated_file(
-                format!("{doc}/changelog.Debian.gz"),
-                changelog_gz,
-                mtime,
-                next_inode,
-            ),
-            super::generated_file(
-                format!("{doc}/copyright"),
-                copyright.into_bytes(),
-                mtime,
-                next_inode + 1,
-            ),
-        ];
+        let tmp = tempfile::tempfile().ctx(|| "creating a temporary file for data.tar".into())?;
+        let sink = BufWriter::with_capacity(COPY_BUFFER, tmp);
+        Ok(Box::new(DebSink {
+            ctx,
+            tar: DataTar::new(compress(compression, level, sink)?, meta.build_time)?,
+        }))
+    }
+
+    fn detect(&self, head: &[u8], path: &Path) -> bool {
+        head.starts_with(b"!<arch>\n") && path.extension().is_some_and(|e| e == "deb")
+    }
+
+    fn inspect(&self, path: &Path) -> Result<Inspection> {
+        inspect_ar(path, Format::Deb)
+    }
+}
+
+/// The files a .deb adds to the payload: `changelog.Debian.gz` and `copyright` below
+/// `/usr/share/doc/<name>/`.
+fn generated(
+    meta: &PackageMeta,
+    payload: &Payload,
+    ctx: &BuildContext<'_>,
+) -> Result<Vec<crate::payload::Entry>> {
+    let mtime = meta.build_time;
+    let doc = format!("/usr/share/doc/{}", meta.name);
+    let probe = ControlData::new(meta, Format::Deb, 0);
+    let mut copyright = ctx.templates.render("deb/copyright", &probe)?;
+    if !copyright.ends_with('\n') {
+        copyright.push('\n');
+    }
+    let changelog = ctx.templates.render("deb/changelog", &probe)?;
+    let changelog_gz = super::gzip_reproducible(changelog.as_bytes())?;
+    let next_inode = payload.entries().len() as u32 + 1;
+    Ok(vec![
+        super::generated_file(
+            format!("{doc}/changelog.Debian.gz"),
+            changelog_gz,
+            mtime,
+            next_inode,
+        ),
+        super::generated_file(
+            format!("{doc}/copyright"),
+            copyright.into_bytes(),
+            mtime,
+            next_inode + 1,
+        ),
+    ])
+}
+
+/// A .deb's data.tar being compressed into a temporary file.
+struct DebSink<'a> {
+    ctx: &'a BuildContext<'a>,
+    tar: DataTar<Compressed<BufWriter<File>>>,
+}
+
+impl PayloadSink for DebSink<'_> {
+    fn entry(&mut self, entry: &crate::payload::Entry, data: &mut dyn Read) -> Result<()> {
+        self.ctx
+            .cancel
+            .check()
+            .ctx(|| "writing the data archive".into())?;
+        self.tar.entry(entry, data)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        meta: &PackageMeta,
+        payload: &Payload,
+        out: &mut File,
+    ) -> Result<()> {
+        let DebSink { ctx, mut tar } = *self;
+        let mtime = meta.build_time;
+        let extra = generated(meta, payload, ctx)?;
+        for e in &extra {
+            if let (false, EntryKind::File(d)) = (tar.contains(&e.path), &e.kind) {
+                tar.entry(e, &mut d.open()?)?;
+            }
+        }
         let entries = super::layout(payload, extra, mtime, true);
 
         let data = ControlData::new(meta, Format::Deb, super::installed_size_kib(&entries));
@@ -92,38 +176,31 @@ impl Packager for Deb {
             DebCompression::Xz => ("xz", 6),
             DebCompression::Gzip => ("gz", ctx.options.gzip_level as i32),
         };
-        let compression = ctx.options.deb_compression;
-        let mut control_member = compress(compression, level, Vec::new())?;
+        let mut control_member = compress(ctx.options.deb_compression, level, Vec::new())?;
         control_member
             .write_all(&control_tar)
             .ctx(|| "compressing control.tar".into())?;
         let control_member = control_member.finish()?;
+        let mut data_file = finish_temp(tar.finish()?.finish()?, "data.tar")?;
 
         let mut ar = ArWriter::new(out, mtime)?;
         ar.append("debian-binary", b"2.0\n")?;
         ar.append(&format!("control.tar.{ext}"), &control_member)?;
         ar.append_streamed(&format!("data.tar.{ext}"), |f| {
-            let sink = BufWriter::with_capacity(COPY_BUFFER, f);
-            let enc = tarball::write_data_tar(
-                &entries,
-                mtime,
-                compress(compression, level, sink)?,
-                ctx.cancel,
-            )?;
-            enc.finish()?
-                .flush()
-                .ctx(|| "writing data.tar to the package".into())
+            io::copy(&mut ctx.cancel.reader(&mut data_file), f)
+                .ctx(|| "writing data.tar to the package".into())?;
+            Ok(())
         })?;
         Ok(())
     }
+}
 
-    fn detect(&self, head: &[u8], path: &Path) -> bool {
-        head.starts_with(b"!<arch>\n") && path.extension().is_some_and(|e| e == "deb")
-    }
-
-    fn inspect(&self, path: &Path) -> Result<Inspection> {
-        inspect_ar(path, Format::Deb)
-    }
+/// Flush a compressed member's temporary file and rewind it for copying.
+pub(super) fn finish_temp(w: BufWriter<File>, what: &str) -> Result<File> {
+    let ctx = || format!("writing {what} to a temporary file");
+    let mut f = w.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
+    f.seek(io::SeekFrom::Start(0)).ctx(ctx)?;
+    Ok(f)
 }
 
 /// A compressing writer for a .deb member.

@@ -6,8 +6,8 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use super::tarball::{self, ArWriter};
-use super::{BuildContext, Compressed, ControlData, Inspection, IpkOuter, Packager};
+use super::tarball::{self, ArWriter, DataTar};
+use super::{BuildContext, Compressed, ControlData, Inspection, IpkOuter, Packager, PayloadSink};
 use crate::error::{Error, IoContext, Result};
 use crate::model::{Format, PackageMeta};
 use crate::payload::{EntryKind, Payload, COPY_BUFFER};
@@ -36,6 +36,72 @@ impl Packager for Ipk {
         ctx: &BuildContext<'_>,
         out: &mut File,
     ) -> Result<()> {
+        let entries = super::layout(payload, Vec::new(), meta.build_time, true);
+        let mut sink = self.sink(meta, ctx)?;
+        super::feed(sink.as_mut(), &entries, ctx.cancel)?;
+        sink.finish(meta, payload, out)
+    }
+
+    fn sink<'a>(
+        &self,
+        meta: &PackageMeta,
+        ctx: &'a BuildContext<'a>,
+    ) -> Result<Box<dyn PayloadSink + 'a>> {
+        // A template that cannot render fails now, before any compression.
+        ctx.templates
+            .render("ipk/control", &ControlData::new(meta, Format::Ipk, 0))?;
+        let tmp =
+            tempfile::tempfile().ctx(|| "creating a temporary file for data.tar.gz".into())?;
+        let sink = BufWriter::with_capacity(COPY_BUFFER, tmp);
+        Ok(Box::new(IpkSink {
+            ctx,
+            tar: DataTar::new(
+                Compressed::gzip(sink, ctx.options.gzip_level),
+                meta.build_time,
+            )?,
+        }))
+    }
+
+    fn detect(&self, _head: &[u8], path: &Path) -> bool {
+        path.extension().is_some_and(|e| e == "ipk")
+    }
+
+    fn inspect(&self, path: &Path) -> Result<Inspection> {
+        let mut head = [0u8; 2];
+        let mut f = tarball::open(path)?;
+        let n = f
+            .read(&mut head)
+            .ctx(|| format!("reading {}", path.display()))?;
+        if n == 2 && head == [0x1f, 0x8b] {
+            inspect_tar_outer(path)
+        } else {
+            super::deb::inspect_ar(path, Format::Ipk)
+        }
+    }
+}
+
+/// An .ipk's data.tar.gz being compressed into a temporary file.
+struct IpkSink<'a> {
+    ctx: &'a BuildContext<'a>,
+    tar: DataTar<Compressed<BufWriter<File>>>,
+}
+
+impl PayloadSink for IpkSink<'_> {
+    fn entry(&mut self, entry: &crate::payload::Entry, data: &mut dyn Read) -> Result<()> {
+        self.ctx
+            .cancel
+            .check()
+            .ctx(|| "writing the data archive".into())?;
+        self.tar.entry(entry, data)
+    }
+
+    fn finish(
+        self: Box<Self>,
+        meta: &PackageMeta,
+        payload: &Payload,
+        out: &mut File,
+    ) -> Result<()> {
+        let IpkSink { ctx, tar } = *self;
         let mtime = meta.build_time;
         let level = ctx.options.gzip_level;
         let entries = super::layout(payload, Vec::new(), mtime, true);
@@ -60,30 +126,23 @@ impl Packager for Ipk {
         gz.write_all(&control_tar)
             .ctx(|| "compressing control.tar.gz".into())?;
         let control_gz = gz.finish()?;
-        let write_data = |f: &mut File| -> Result<()> {
-            let sink = BufWriter::with_capacity(COPY_BUFFER, f);
-            let enc = tarball::write_data_tar(
-                &entries,
-                mtime,
-                Compressed::gzip(sink, level),
-                ctx.cancel,
-            )?;
-            enc.finish()?.flush().ctx(|| "writing data.tar.gz".into())
-        };
+        let mut tmp = super::deb::finish_temp(tar.finish()?.finish()?, "data.tar.gz")?;
 
         match ctx.options.ipk_outer {
             IpkOuter::Ar => {
                 let mut ar = ArWriter::new(out, mtime)?;
                 ar.append("debian-binary", b"2.0\n")?;
                 ar.append("control.tar.gz", &control_gz)?;
-                ar.append_streamed("data.tar.gz", write_data)?;
+                ar.append_streamed("data.tar.gz", |f| {
+                    std::io::copy(&mut ctx.cancel.reader(&mut tmp), f)
+                        .ctx(|| "writing data.tar.gz".into())?;
+                    Ok(())
+                })?;
             }
             IpkOuter::Tar => {
                 // A tar member's size precedes its bytes and the outer stream is
                 // compressed, so data.tar.gz is made in a temporary file first.
                 let tmp_ctx = || "writing data.tar.gz to a temporary file".to_string();
-                let mut tmp = tempfile::tempfile().ctx(tmp_ctx)?;
-                write_data(&mut tmp)?;
                 let size = tmp.seek(SeekFrom::End(0)).ctx(tmp_ctx)?;
                 tmp.seek(SeekFrom::Start(0)).ctx(tmp_ctx)?;
                 let sink = BufWriter::with_capacity(COPY_BUFFER, &mut *out);
@@ -103,23 +162,6 @@ impl Packager for Ipk {
             }
         }
         Ok(())
-    }
-
-    fn detect(&self, _head: &[u8], path: &Path) -> bool {
-        path.extension().is_some_and(|e| e == "ipk")
-    }
-
-    fn inspect(&self, path: &Path) -> Result<Inspection> {
-        let mut head = [0u8; 2];
-        let mut f = tarball::open(path)?;
-        let n = f
-            .read(&mut head)
-            .ctx(|| format!("reading {}", path.display()))?;
-        if n == 2 && head == [0x1f, 0x8b] {
-            inspect_tar_outer(path)
-        } else {
-            super::deb::inspect_ar(path, Format::Ipk)
-        }
     }
 }
 

@@ -19,7 +19,7 @@ pub mod tarball;
 pub mod verify;
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -112,11 +112,102 @@ pub trait Packager: Send + Sync {
         out: &mut File,
     ) -> Result<()>;
 
+    /// A sink that takes the payload entry by entry, in any order (a one-pass build
+    /// passes the tarball's order), compressing the data stream into a temporary file
+    /// as the bytes arrive, and writes the package in [`PayloadSink::finish`]. `meta`
+    /// gives the name, options and `build_time` (the mtime of generated entries), which
+    /// must not change before `finish`.
+    fn sink<'a>(
+        &self,
+        meta: &PackageMeta,
+        ctx: &'a BuildContext<'a>,
+    ) -> Result<Box<dyn PayloadSink + 'a>>;
+
     /// Whether a file with these leading bytes (and this name) is of this format.
     fn detect(&self, head: &[u8], path: &Path) -> bool;
 
     /// Read a package of this format, made by anyone.
     fn inspect(&self, path: &Path) -> Result<Inspection>;
+}
+
+/// One format's package being written while the payload streams past.
+pub trait PayloadSink: Send {
+    /// The next entry; a regular file's bytes are read from `data` (exactly its size).
+    /// Ancestor directories missing so far are added before it.
+    fn entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()>;
+
+    /// Whether this format needs every name of a hard-link group before the group's
+    /// contents (rpm: the contents travel with the group's last name). Such a sink is
+    /// given the groups by [`PayloadSink::expect_links`] before its first entry, which
+    /// takes a second read of the archive when the first one found hard links.
+    fn needs_links_first(&self) -> bool {
+        false
+    }
+
+    /// The hard-link groups of the payload: the name that carries each group's contents
+    /// in the archive → its other names, sorted.
+    fn expect_links(&mut self, _groups: &HashMap<String, Vec<String>>) {}
+
+    /// Add the generated entries not passed yet, then write the whole package to `out`:
+    /// `meta` is complete (relations, provenance) and `payload` lists every entry with
+    /// its digests, sorted by path, for the parts written from the sorted list
+    /// (control files, md5sums, the rpm header).
+    fn finish(self: Box<Self>, meta: &PackageMeta, payload: &Payload, out: &mut File)
+        -> Result<()>;
+}
+
+/// The hard-link groups of `payload`, as [`PayloadSink::expect_links`] takes them.
+pub fn link_groups(payload: &Payload) -> HashMap<String, Vec<String>> {
+    let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+    for e in payload.entries() {
+        if let EntryKind::HardLink { target, .. } = &e.kind {
+            groups
+                .entry(target.clone())
+                .or_default()
+                .push(e.path.clone());
+        }
+    }
+    for names in groups.values_mut() {
+        names.sort();
+    }
+    groups
+}
+
+/// Pass `entries` (a staged payload's, laid out) to `sink` in order, reading each file's
+/// staged contents; stops once `cancel` is set.
+pub fn feed(
+    sink: &mut dyn PayloadSink,
+    entries: &[Entry],
+    cancel: &crate::cleanup::Cancel,
+) -> Result<()> {
+    for e in entries {
+        cancel.check().ctx(|| "writing the package".into())?;
+        match &e.kind {
+            EntryKind::File(data) => sink.entry(e, &mut cancel.reader(data.open()?))?,
+            _ => sink.entry(e, &mut std::io::empty())?,
+        }
+    }
+    Ok(())
+}
+
+/// The ancestor directories of `path`, top down, that `present` does not know, without
+/// `/` and, unless `own_system_dirs`, without [`SYSTEM_DIRS`] (rpm).
+pub fn missing_ancestors(
+    path: &str,
+    present: &dyn Fn(&str) -> bool,
+    own_system_dirs: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut p = path;
+    while let Some(i) = p.rfind('/') {
+        p = &p[..i];
+        if p.is_empty() || present(p) || (!own_system_dirs && SYSTEM_DIRS.contains(&p)) {
+            continue;
+        }
+        out.push(p.to_string());
+    }
+    out.reverse();
+    out
 }
 
 /// The packager for `format`.

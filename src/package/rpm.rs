@@ -9,6 +9,12 @@
 //! their contents travel once, with the last name of the group; the archive lists files
 //! without hard links first, then each hard-link group; files of 4 GiB or more switch the
 //! archive to rpm's "stripped" cpio headers and the sizes to 64-bit tags.
+//!
+//! A one-pass build ([`Packager::sink`]) writes the archive in the order entries arrive
+//! (the tarball's), so its file list is sorted except within a hard-link group, whose
+//! contents-carrying name takes the group's last row; the group's other names come
+//! before the contents in the archive, which needs the groups up front
+//! ([`PayloadSink::expect_links`]: a second read of the tarball).
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
@@ -21,7 +27,9 @@ use rpm::{
     SignatureHeaderBuilder,
 };
 
-use super::{cpio, BuildContext, FileKind, InspectedFile, Inspection, Packager, RpmCompression};
+use super::{
+    cpio, BuildContext, FileKind, InspectedFile, Inspection, Packager, PayloadSink, RpmCompression,
+};
 use crate::cleanup::Cancel;
 use crate::error::{Error, IoContext, Result};
 use crate::model::relation::{Relation, RelationKind};
@@ -76,48 +84,41 @@ impl Packager for Rpm {
         ctx: &BuildContext<'_>,
         out: &mut File,
     ) -> Result<()> {
-        // The license file, marked `%license` (rpm installs it even with
-        // `--excludedocs`), and a README with the description and provenance, marked
-        // `%doc`, as rpmbuild packages name them.
-        let mut flagged = Vec::new();
-        let mut extra = Vec::new();
-        let mut next_inode = payload.entries().len() as u32 + 1;
-        let mut add = |path: String, text: String, flag: u32| {
-            extra.push(super::generated_file(
-                path.clone(),
-                text.into_bytes(),
-                meta.build_time,
-                next_inode,
-            ));
-            next_inode += 1;
-            flagged.push((path, flag));
-        };
-        if !meta.copyright.licenses.is_empty() {
-            add(
-                format!("/usr/share/licenses/{}/LICENSE", meta.name),
-                meta.copyright.full_text(),
-                RPMFILE_LICENSE,
-            );
-        }
-        add(
-            format!("/usr/share/doc/{}/README", meta.name),
-            readme(meta),
-            RPMFILE_DOC,
-        );
+        let (extra, flagged) = generated(meta, payload);
         let entries = super::layout(payload, extra, meta.build_time, false);
-        let compression = match ctx.options.rpm_compression {
-            RpmCompression::Zstd => Compressor::Zstd(ctx.options.zstd_level),
-            RpmCompression::Gzip => Compressor::Gzip(ctx.options.gzip_level),
-        };
         write_rpm(
             meta,
             &entries,
-            compression,
+            compressor(ctx),
             false,
             &flagged,
             out,
             ctx.cancel,
         )
+    }
+
+    fn sink<'a>(
+        &self,
+        meta: &PackageMeta,
+        ctx: &'a BuildContext<'a>,
+    ) -> Result<Box<dyn PayloadSink + 'a>> {
+        let tmp =
+            tempfile::tempfile().ctx(|| "writing the rpm payload to a temporary file".into())?;
+        let compressed = HashingWriter::new(BufWriter::with_capacity(COPY_BUFFER, tmp));
+        let compressor = compressor(ctx);
+        let enc = match compressor {
+            Compressor::Zstd(level) => super::Compressed::zstd(compressed, level)?,
+            Compressor::Gzip(level) => super::Compressed::gzip(compressed, level),
+        };
+        Ok(Box::new(RpmSink {
+            ctx,
+            compressor,
+            mtime: meta.build_time,
+            cpio: cpio::Writer::new(HashingWriter::new(enc)),
+            written: HashMap::new(),
+            links: HashMap::new(),
+            buf: vec![0u8; COPY_BUFFER],
+        }))
     }
 
     fn detect(&self, head: &[u8], _path: &Path) -> bool {
@@ -126,6 +127,234 @@ impl Packager for Rpm {
 
     fn inspect(&self, path: &Path) -> Result<Inspection> {
         inspect_rpm(path)
+    }
+}
+
+/// The payload compressor the options choose.
+fn compressor(ctx: &BuildContext<'_>) -> Compressor {
+    match ctx.options.rpm_compression {
+        RpmCompression::Zstd => Compressor::Zstd(ctx.options.zstd_level),
+        RpmCompression::Gzip => Compressor::Gzip(ctx.options.gzip_level),
+    }
+}
+
+/// The files an rpm adds to the payload and their `RPMFILE_*` flags: the license file,
+/// marked `%license` (rpm installs it even with `--excludedocs`), and a README with the
+/// description and provenance, marked `%doc`, as rpmbuild packages name them.
+fn generated(meta: &PackageMeta, payload: &Payload) -> (Vec<Entry>, Vec<(String, u32)>) {
+    let mut flagged = Vec::new();
+    let mut extra = Vec::new();
+    let mut next_inode = payload.entries().len() as u32 + 1;
+    let mut add = |path: String, text: String, flag: u32| {
+        extra.push(super::generated_file(
+            path.clone(),
+            text.into_bytes(),
+            meta.build_time,
+            next_inode,
+        ));
+        next_inode += 1;
+        flagged.push((path, flag));
+    };
+    if !meta.copyright.licenses.is_empty() {
+        add(
+            format!("/usr/share/licenses/{}/LICENSE", meta.name),
+            meta.copyright.full_text(),
+            RPMFILE_LICENSE,
+        );
+    }
+    add(
+        format!("/usr/share/doc/{}/README", meta.name),
+        readme(meta),
+        RPMFILE_DOC,
+    );
+    (extra, flagged)
+}
+
+/// An rpm's cpio payload being compressed into a temporary file, in the order the
+/// entries arrive: each file's contents travel with the name that brings them (for a
+/// hard-link group, its first name), the other names of a group with size 0.
+struct RpmSink<'a> {
+    ctx: &'a BuildContext<'a>,
+    compressor: Compressor,
+    mtime: u64,
+    cpio: cpio::Writer<HashingWriter<super::Compressed<HashingWriter<BufWriter<File>>>>>,
+    /// Path → cpio inode of every entry written.
+    written: HashMap<String, u32>,
+    /// Hard-link groups: contents-carrying name → the other names, written before it.
+    links: HashMap<String, Vec<String>>,
+    buf: Vec<u8>,
+}
+
+impl RpmSink<'_> {
+    fn put(&mut self, e: &Entry, data: &mut dyn Read) -> Result<()> {
+        let path = &e.path;
+        let ctx = || format!("adding {path} to the rpm payload");
+        let mtime = u32::try_from(e.mtime).map_err(|_| {
+            Error::input(
+                path,
+                "modification time does not fit an rpm v4 header (32 bits)",
+            )
+        })?;
+        let perm = e.mode & 0o7777;
+        let ino = self.written.len() as u32 + 1;
+        if let (EntryKind::File(_), Some(others)) = (&e.kind, self.links.get(path)) {
+            // rpm reads a group's contents with its last name and links the names seen
+            // before it to that file, so the other names go first, without contents.
+            let header = cpio::Header {
+                ino,
+                mode: S_IFREG | perm,
+                nlink: others.len() as u32 + 1,
+                mtime,
+                size: 0,
+            };
+            for other in others {
+                self.cpio
+                    .entry(&format!(".{other}"), &header)
+                    .ctx(|| format!("adding {other} to the rpm payload"))?;
+                self.written.insert(other.clone(), ino);
+            }
+        }
+        let (mode, size, ino) = match &e.kind {
+            EntryKind::Directory => (S_IFDIR | perm, 0, ino),
+            EntryKind::Symlink(t) => (S_IFLNK | 0o777, t.len() as u64, ino),
+            EntryKind::File(d) => (S_IFREG | perm, d.size, ino),
+            EntryKind::HardLink { target, .. } => (
+                S_IFREG | perm,
+                0,
+                self.written.get(target).copied().ok_or_else(|| {
+                    Error::input(
+                        path,
+                        format!("hard link to {target}, which was not written"),
+                    )
+                })?,
+            ),
+        };
+        let size32 = u32::try_from(size).map_err(|_| {
+            Error::input(
+                path,
+                "files of 4 GiB or more need rpm's stripped cpio headers, written only from a staged payload",
+            )
+        })?;
+        let header = cpio::Header {
+            ino,
+            mode,
+            nlink: 1,
+            mtime,
+            size: size32,
+        };
+        self.cpio.entry(&format!(".{path}"), &header).ctx(ctx)?;
+        match &e.kind {
+            EntryKind::Symlink(t) => self.cpio.data(t.as_bytes()).ctx(ctx)?,
+            EntryKind::File(_) if size > 0 => self.cpio.copy(data, &mut self.buf).ctx(ctx)?,
+            _ => {}
+        }
+        self.written.insert(path.clone(), ino);
+        Ok(())
+    }
+}
+
+impl PayloadSink for RpmSink<'_> {
+    fn needs_links_first(&self) -> bool {
+        true
+    }
+
+    fn expect_links(&mut self, groups: &HashMap<String, Vec<String>>) {
+        self.links = groups.clone();
+    }
+
+    fn entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()> {
+        self.ctx
+            .cancel
+            .check()
+            .ctx(|| "writing the rpm payload".into())?;
+        if entry.path == "/" || self.written.contains_key(&entry.path) {
+            return Ok(());
+        }
+        for dir in super::missing_ancestors(&entry.path, &|p| self.written.contains_key(p), false) {
+            let d = Entry {
+                path: dir,
+                mode: 0o755,
+                mtime: self.mtime,
+                kind: EntryKind::Directory,
+            };
+            self.put(&d, &mut io::empty())?;
+        }
+        self.put(entry, data)
+    }
+
+    fn finish(
+        mut self: Box<Self>,
+        meta: &PackageMeta,
+        payload: &Payload,
+        out: &mut File,
+    ) -> Result<()> {
+        let (mut extra, flagged) = generated(meta, payload);
+        extra.sort_by(|a, b| a.path.cmp(&b.path));
+        for e in &extra {
+            if let EntryKind::File(d) = &e.kind {
+                let mut r = d.open()?;
+                self.entry(e, &mut r)?;
+            }
+        }
+        let entries = super::layout(payload, extra, meta.build_time, false);
+        let mut plan = plan(&entries, false)?;
+        if plan.rows.len() != self.written.len()
+            || plan
+                .rows
+                .iter()
+                .any(|r| !self.written.contains_key(&r.entry.path))
+        {
+            return Err(Error::Usage(format!(
+                "the rpm payload of {} lists {} entries, its header {}",
+                meta.name,
+                self.written.len(),
+                plan.rows.len()
+            )));
+        }
+        carriers_last(&mut plan);
+        let RpmSink {
+            compressor, cpio, ..
+        } = *self;
+        let ctx = || "writing the rpm payload to a temporary file".to_string();
+        let (enc, raw_sha256, raw_len) = cpio
+            .finish()
+            .ctx(|| "finishing the rpm payload".into())?
+            .into_parts();
+        let (buffered, sha256, len) = enc.finish()?.into_parts();
+        let mut file = buffered.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
+        file.seek(SeekFrom::Start(0)).ctx(ctx)?;
+        let payload_file = PayloadFile {
+            file,
+            len,
+            sha256,
+            raw_sha256,
+            raw_len,
+        };
+        assemble(meta, &plan, payload_file, compressor, &flagged, out)
+    }
+}
+
+/// rpm reads a hard-link group's contents from the archive entry of the group's name
+/// that comes last in the header, so the name that carried the contents (the `File`
+/// entry) takes the group's last row; the other rows of the group keep path order.
+fn carriers_last(plan: &mut Plan<'_>) {
+    let mut groups: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, r) in plan.rows.iter().enumerate() {
+        if r.nlink > 1 {
+            groups.entry(r.inode).or_default().push(i);
+        }
+    }
+    for positions in groups.values() {
+        let Some(carrier) = positions
+            .iter()
+            .position(|&i| matches!(plan.rows[i].entry.kind, EntryKind::File(_)))
+        else {
+            continue;
+        };
+        // Rotate the carrier to the end of the group: rows after it move up by one.
+        for k in carrier..positions.len() - 1 {
+            plan.rows.swap(positions[k], positions[k + 1]);
+        }
     }
 }
 
@@ -908,9 +1137,20 @@ fn write_rpm(
 ) -> Result<()> {
     let plan = plan(entries, force_large)?;
     let payload = write_payload(&plan, compressor, cancel)?;
+    assemble(meta, &plan, payload, compressor, flagged, out)
+}
 
-    let mut tags = meta_entries(meta, &plan, compressor)?;
-    tags.extend(file_entries(&plan, flagged));
+/// Write the lead and headers of `plan` and then the compressed `payload` to `out`.
+fn assemble(
+    meta: &PackageMeta,
+    plan: &Plan<'_>,
+    payload: PayloadFile,
+    compressor: Compressor,
+    flagged: &[(String, u32)],
+    out: &mut File,
+) -> Result<()> {
+    let mut tags = meta_entries(meta, plan, compressor)?;
+    tags.extend(file_entries(plan, flagged));
     tags.push(entry(
         IndexTag::RPMTAG_PAYLOADSHA256,
         IndexData::StringArray(vec![payload.sha256.clone()]),

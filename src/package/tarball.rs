@@ -1,7 +1,7 @@
 //! Archive plumbing shared by the Debian-style formats (.deb and .ipk): deterministic
 //! GNU tar members, a streaming `ar` writer, and reading such packages back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -77,38 +77,87 @@ fn set_field(field: &mut [u8], value: &[u8]) {
 /// named `./usr/...`, directories with a trailing slash, preceded by `./` itself, the
 /// way dpkg-deb writes data archives. Stops with an error once `cancel` is set.
 pub fn write_data_tar<W: Write>(entries: &[Entry], mtime: u64, w: W, cancel: &Cancel) -> Result<W> {
-    let mut b = tar::Builder::new(w);
-    let root = header(0o755, mtime, 0, tar::EntryType::Directory);
-    append_named(&mut b, root, "./", None, io::empty())
-        .ctx(|| "writing the data archive".into())?;
+    let mut tar = DataTar::new(w, mtime)?;
     for e in entries {
         cancel.check().ctx(|| "writing the data archive".into())?;
+        match &e.kind {
+            EntryKind::File(data) => tar.entry(e, &mut cancel.reader(data.open()?))?,
+            _ => tar.entry(e, &mut io::empty())?,
+        }
+    }
+    tar.finish()
+}
+
+/// A Debian-style data archive written entry by entry, in the order given: `./` first,
+/// then each entry preceded by those of its ancestor directories not written yet
+/// (mode 0755, the archive's `mtime`), so the archive is valid for any entry order.
+pub struct DataTar<W: Write> {
+    b: tar::Builder<W>,
+    mtime: u64,
+    written: HashSet<String>,
+}
+
+impl<W: Write> DataTar<W> {
+    /// Start an archive in `w` with its `./` member.
+    pub fn new(w: W, mtime: u64) -> Result<Self> {
+        let mut b = tar::Builder::new(w);
+        let root = header(0o755, mtime, 0, tar::EntryType::Directory);
+        append_named(&mut b, root, "./", None, io::empty())
+            .ctx(|| "writing the data archive".into())?;
+        Ok(DataTar {
+            b,
+            mtime,
+            written: HashSet::new(),
+        })
+    }
+
+    /// Whether `path` is in the archive already.
+    pub fn contains(&self, path: &str) -> bool {
+        self.written.contains(path)
+    }
+
+    /// Add `e` (its missing ancestors first); a regular file's bytes are read from `data`.
+    pub fn entry(&mut self, e: &Entry, data: &mut dyn Read) -> Result<()> {
         if e.path == "/" {
-            continue;
+            return Ok(());
+        }
+        for dir in super::missing_ancestors(&e.path, &|p| self.written.contains(p), true) {
+            let h = header(0o755, self.mtime, 0, tar::EntryType::Directory);
+            append_named(&mut self.b, h, &format!(".{dir}/"), None, io::empty())
+                .ctx(|| format!("adding {dir} to the data archive"))?;
+            self.written.insert(dir);
         }
         let name = format!(".{}", e.path);
         let ctx = || format!("adding {} to the data archive", e.path);
         match &e.kind {
             EntryKind::Directory => {
                 let h = header(e.mode, e.mtime, 0, tar::EntryType::Directory);
-                append_named(&mut b, h, &format!("{name}/"), None, io::empty()).ctx(ctx)?;
+                append_named(&mut self.b, h, &format!("{name}/"), None, io::empty()).ctx(ctx)?;
             }
-            EntryKind::File(data) => {
-                let h = header(e.mode, e.mtime, data.size, tar::EntryType::Regular);
-                append_named(&mut b, h, &name, None, cancel.reader(data.open()?)).ctx(ctx)?;
+            EntryKind::File(d) => {
+                let h = header(e.mode, e.mtime, d.size, tar::EntryType::Regular);
+                append_named(&mut self.b, h, &name, None, data).ctx(ctx)?;
             }
             EntryKind::Symlink(target) => {
                 let h = header(0o777, e.mtime, 0, tar::EntryType::Symlink);
-                append_named(&mut b, h, &name, Some(target), io::empty()).ctx(ctx)?;
+                append_named(&mut self.b, h, &name, Some(target), io::empty()).ctx(ctx)?;
             }
             EntryKind::HardLink { target, .. } => {
                 let h = header(e.mode, e.mtime, 0, tar::EntryType::Link);
                 let target = format!(".{target}");
-                append_named(&mut b, h, &name, Some(&target), io::empty()).ctx(ctx)?;
+                append_named(&mut self.b, h, &name, Some(&target), io::empty()).ctx(ctx)?;
             }
         }
+        self.written.insert(e.path.clone());
+        Ok(())
     }
-    b.into_inner().ctx(|| "finishing the data archive".into())
+
+    /// End the archive and return the writer.
+    pub fn finish(self) -> Result<W> {
+        self.b
+            .into_inner()
+            .ctx(|| "finishing the data archive".into())
+    }
 }
 
 /// A small control archive: `./` then each `(name, mode, bytes)` in the given order.

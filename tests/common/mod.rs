@@ -354,6 +354,19 @@ pub fn metadata_bomb(kind: u8, size: u64, rest: &[u8]) -> Vec<u8> {
     z.finish().expect("zstd")
 }
 
+/// An empty dpkg database below a fresh directory, for `dpkg --root`.
+#[allow(dead_code)]
+pub fn fresh_dpkg_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("root");
+    let admin = root.path().join("var/lib/dpkg");
+    for d in ["info", "updates", "triggers"] {
+        std::fs::create_dir_all(admin.join(d)).expect("admindir");
+    }
+    std::fs::write(admin.join("status"), b"").expect("status");
+    std::fs::write(admin.join("available"), b"").expect("available");
+    root
+}
+
 /// Run `cmd` with its address space limited to `bytes` (`ulimit -v`): an attempt to
 /// hold more aborts it.
 pub fn limit_memory(cmd: &mut Command, bytes: u64) -> &mut Command {
