@@ -9,6 +9,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -471,17 +472,16 @@ fn prepare_with(
 }
 
 /// Run the whole pipeline for `req` and rename every format's package into place only
-/// if all succeeded. With `SOURCE_DATE_EPOCH` (the build time every data stream starts
-/// with) the tarball is read once and every format is written while it is decoded
-/// ([`build_one_pass`]); without it, or with `KORGPKG_STAGED=1`, or when a file of
-/// 4 GiB or more meets an rpm, the payload is staged first ([`build_staged`]). On error nothing new is left in the output directory. A
+/// if all succeeded. The tarball is read once and every format is written while it is
+/// decoded ([`build_one_pass`]); with `KORGPKG_STAGED=1`, or when a file of 4 GiB or
+/// more meets an rpm, the payload is staged first ([`build_staged`]). On error nothing new is left in the output directory. A
 /// successful build without verification (`--allow-unverified`) says so in one warning
 /// line on stderr (a failed one prints only its error).
 pub fn build(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<BuildReport> {
     let staged_only = std::env::var_os("KORGPKG_STAGED").is_some_and(|v| v == "1");
-    if let (Some(epoch), false) = (req.source_date_epoch, staged_only) {
+    if !staged_only {
         let mut restage = false;
-        match build_one_pass(specs, templates, req, epoch, &mut restage) {
+        match build_one_pass(specs, templates, req, &mut restage) {
             Err(_) if restage => {}
             done => return done.inspect(|_| warn_unverified(req)),
         }
@@ -516,7 +516,7 @@ const FLOW_DEPTH: usize = 16;
 struct OnePass<'r> {
     scanner: Option<deps::StreamScanner>,
     /// Per format still fed: its index in the plan, whether it needs hard-link groups
-    /// before their contents ([`crate::package::PayloadSink::needs_links_first`]), and
+    /// before their contents ([`crate::package::Packager::needs_links_first`]), and
     /// its channel.
     senders: Vec<(usize, bool, std::sync::mpsc::SyncSender<Flow>)>,
     /// Formats dropped at the first hard link, to be written by a second read.
@@ -607,16 +607,48 @@ impl Read for FlowReader<'_> {
     }
 }
 
-/// One format's thread of a one-pass build: feed its sink what arrives, then write the
-/// package into a registered temp file beside its final path.
+/// Makes one format's sink, given the mtime of the directories its data stream starts
+/// with (the package's ancestors of the prefix).
+type MakeSink<'a> = dyn Fn(u64) -> Result<Box<dyn crate::package::PayloadSink + 'a>> + Sync + 'a;
+
+/// The sink of `format` for a one-pass build: `meta` with `build_time` replaced by the
+/// start time (the generated entries written by `finish` take the final metadata's).
+fn one_pass_sink<'a>(
+    format: Format,
+    meta: &PackageMeta,
+    ctx: &'a BuildContext<'a>,
+    links: Option<&HashMap<String, Vec<String>>>,
+    start: u64,
+) -> Result<Box<dyn crate::package::PayloadSink + 'a>> {
+    let mut meta = meta.clone();
+    meta.build_time = start;
+    let mut sink = packager(format).sink(&meta, ctx)?;
+    if let Some(groups) = links {
+        sink.expect_links(groups);
+    }
+    Ok(sink)
+}
+
+/// One format's thread of a one-pass build: make its sink when the first message
+/// arrives, feed it what arrives, then write the package into a registered temp file
+/// beside its final path. The data stream starts at `SOURCE_DATE_EPOCH` or, without it,
+/// at the mtime of the archive's first entry, both known before the first byte is
+/// written (the newest mtime, today's build time without `SOURCE_DATE_EPOCH`, is known
+/// only at the end); the same archive always gives the same start.
 fn run_sink(
-    mut sink: Box<dyn crate::package::PayloadSink + '_>,
+    make: &MakeSink<'_>,
+    epoch: Option<u64>,
     rx: &std::sync::mpsc::Receiver<Flow>,
     o: &PlannedOutput,
 ) -> Result<Option<Written>> {
+    let mut sink = None;
     loop {
         match rx.recv() {
             Ok(Flow::Entry(e)) => {
+                let sink = match &mut sink {
+                    Some(s) => s,
+                    None => sink.insert(make(epoch.unwrap_or(e.mtime))?),
+                };
                 let left = match &e.kind {
                     payload::EntryKind::File(d) => d.size,
                     _ => 0,
@@ -636,6 +668,10 @@ fn run_sink(
                 return Err(Error::Usage("payload bytes without an entry".into()));
             }
             Ok(Flow::Finish(meta, payload)) => {
+                let sink = match sink {
+                    Some(s) => s,
+                    None => make(epoch.unwrap_or(meta.build_time))?,
+                };
                 return write_temp(o, |out| sink.finish(&meta, &payload, out)).map(Some);
             }
             Ok(Flow::Abandon) => return Ok(None),
@@ -655,14 +691,13 @@ fn build_one_pass(
     specs: &SpecSet,
     templates: &Templates,
     req: &BuildRequest,
-    epoch: u64,
     restage: &mut bool,
 ) -> Result<BuildReport> {
     let planned = plan(specs, templates, req)?;
     std::fs::create_dir_all(&req.out_dir)
         .ctx(|| format!("creating output directory {}", req.out_dir.display()))?;
-    let mut pre_meta = planned.meta.clone();
-    pre_meta.build_time = epoch;
+    let pre_meta = planned.meta.clone();
+    let epoch = req.source_date_epoch;
     let cancel = Cancel::new();
     let ctx = BuildContext {
         templates,
@@ -675,12 +710,12 @@ fn build_one_pass(
         let mut senders = Vec::new();
         let mut handles = Vec::new();
         for (i, o) in outputs.iter().enumerate() {
-            let sink = packager(o.format).sink(&pre_meta, &ctx)?;
             let (tx, rx) = std::sync::mpsc::sync_channel(FLOW_DEPTH);
-            senders.push((i, sink.needs_links_first(), tx));
-            let (ctx, first_failure) = (&ctx, &first_failure);
+            senders.push((i, packager(o.format).needs_links_first(), tx));
+            let (ctx, first_failure, pre_meta) = (&ctx, &first_failure, &pre_meta);
             handles.push(s.spawn(move || {
-                let written = run_sink(sink, &rx, o);
+                let make = |start| one_pass_sink(o.format, pre_meta, ctx, None, start);
+                let written = run_sink(&make, epoch, &rx, o);
                 // Recorded while the channel is still open, so the failures this one
                 // causes (the reader stops, the others see the stream end) come later.
                 if written.is_err() {
@@ -807,12 +842,12 @@ fn second_pass(
         exclude: &exclude,
         clamp_mtime: req.source_date_epoch,
     };
-    let mut sink = packager(o.format).sink(pre_meta, ctx)?;
-    sink.expect_links(&crate::package::link_groups(payload));
+    let groups = crate::package::link_groups(payload);
+    let make = |start| one_pass_sink(o.format, pre_meta, ctx, Some(&groups), start);
     let hasher = Arc::new(Mutex::new(Sha256::new()));
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(FLOW_DEPTH);
-        let writer = s.spawn(move || run_sink(sink, &rx, o));
+        let writer = s.spawn(move || run_sink(&make, req.source_date_epoch, &rx, o));
         let mut restage = false;
         let mut visitor = OnePass {
             scanner: None,

@@ -1,4 +1,4 @@
-//! One-pass builds (`SOURCE_DATE_EPOCH` set): the tarball is decoded once and every
+//! One-pass builds: the tarball is decoded once and every
 //! format is written while it streams, nothing of the payload is staged on disk, and
 //! memory stays flat. Data streams follow the archive order; for a tarball already in
 //! path order the packages equal the staged path's (`KORGPKG_STAGED=1`) byte for byte.
@@ -236,8 +236,48 @@ fn a_one_pass_build_stages_nothing_on_disk() {
     };
     let o = build(false, "one");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(fs.dir.join("one")).expect("rm");
+    // Without SOURCE_DATE_EPOCH too: the data streams start at the first entry's mtime.
+    let mut c = build_cmd(&tarball, &fs.dir.join("no-epoch"), false);
+    c.env("TMPDIR", &fs.dir).env_remove("SOURCE_DATE_EPOCH");
+    let o = run(&mut c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_dir_all(fs.dir.join("no-epoch")).expect("rm");
     let o = build(true, "staged");
     assert!(!o.status.success(), "staging 48 MiB fit into 24 MiB");
+}
+
+/// Without `SOURCE_DATE_EPOCH` a one-pass build is still reproducible: the directories
+/// a data stream starts with take the archive's first mtime, the rest the newest.
+#[test]
+fn one_pass_builds_without_source_date_epoch_are_reproducible() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = write(
+        tmp.path(),
+        "llvm-18.1.8-x86_64.tar.xz",
+        &xz(&tar_bytes(&unsorted_items())),
+    );
+    let build = |out: &str| {
+        let mut c = build_cmd(&tarball, &tmp.path().join(out), false);
+        c.env_remove("SOURCE_DATE_EPOCH");
+        ok(&mut c);
+        let mut files: Vec<_> = std::fs::read_dir(tmp.path().join(out))
+            .expect("out")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        files
+    };
+    let (a, b) = (build("a"), build("b"));
+    assert_eq!(a.len(), 3, "{a:?}");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.file_name(), y.file_name());
+        assert!(
+            std::fs::read(x).expect("read") == std::fs::read(y).expect("read"),
+            "{} differs between two builds without SOURCE_DATE_EPOCH",
+            x.display()
+        );
+    }
 }
 
 /// Peak RSS is measured by GNU time around the build: a child's own `ru_maxrss` would

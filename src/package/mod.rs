@@ -123,6 +123,14 @@ pub trait Packager: Send + Sync {
         ctx: &'a BuildContext<'a>,
     ) -> Result<Box<dyn PayloadSink + 'a>>;
 
+    /// Whether this format's sink needs every name of a hard-link group before the
+    /// group's contents (rpm: the contents travel with the group's last name). Such a
+    /// sink is given the groups by [`PayloadSink::expect_links`] before its first entry,
+    /// which takes a second read of the archive when the first one found hard links.
+    fn needs_links_first(&self) -> bool {
+        false
+    }
+
     /// Whether a file with these leading bytes (and this name) is of this format.
     fn detect(&self, head: &[u8], path: &Path) -> bool;
 
@@ -135,14 +143,6 @@ pub trait PayloadSink: Send {
     /// The next entry; a regular file's bytes are read from `data` (exactly its size).
     /// Ancestor directories missing so far are added before it.
     fn entry(&mut self, entry: &Entry, data: &mut dyn Read) -> Result<()>;
-
-    /// Whether this format needs every name of a hard-link group before the group's
-    /// contents (rpm: the contents travel with the group's last name). Such a sink is
-    /// given the groups by [`PayloadSink::expect_links`] before its first entry, which
-    /// takes a second read of the archive when the first one found hard links.
-    fn needs_links_first(&self) -> bool {
-        false
-    }
 
     /// The hard-link groups of the payload: the name that carries each group's contents
     /// in the archive → its other names, sorted.

@@ -70,6 +70,10 @@ impl Packager for Rpm {
         Format::Rpm
     }
 
+    fn needs_links_first(&self) -> bool {
+        true
+    }
+
     fn file_name(&self, meta: &PackageMeta) -> String {
         format!(
             "{}-{}-{}.{}.rpm",
@@ -254,10 +258,6 @@ impl RpmSink<'_> {
 }
 
 impl PayloadSink for RpmSink<'_> {
-    fn needs_links_first(&self) -> bool {
-        true
-    }
-
     fn expect_links(&mut self, groups: &HashMap<String, Vec<String>>) {
         self.links = groups.clone();
     }
