@@ -804,7 +804,13 @@ fn build_one_pass(
         pb.finish_and_clear();
     }
     let meta = &prepared.meta;
-    let first = results.iter().position(|r| r.is_err()).unwrap_or(first);
+    // The format that failed first explains the others' stops; else (a second read
+    // failed) the first failed format.
+    let first = if first == usize::MAX {
+        results.iter().position(|r| r.is_err()).unwrap_or(first)
+    } else {
+        first
+    };
     let outputs = commit(meta, outputs, results, first)?;
     Ok(BuildReport {
         package: meta.name.clone(),

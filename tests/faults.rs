@@ -20,9 +20,30 @@ fn leftovers(dir: &Path) -> Vec<String> {
 }
 
 /// Start `korgpkg build` in the background (unsigned test tarball).
+/// A build through the staged path (`KORGPKG_STAGED=1`), whose staging directory these
+/// tests watch; [`spawn_one_pass`] for the one-pass build.
 fn spawn_build(tarball: &Path, out: &Path, extra: &[&str]) -> Child {
-    korgpkg()
-        .arg("build")
+    spawn(tarball, out, extra, |c| {
+        c.env("KORGPKG_STAGED", "1");
+    })
+}
+
+/// A one-pass build whose temporary files (the compressed data streams) go to `tmp`.
+fn spawn_one_pass(tarball: &Path, out: &Path, extra: &[&str], tmp: &Path) -> Child {
+    spawn(tarball, out, extra, |c| {
+        c.env("TMPDIR", tmp);
+    })
+}
+
+fn spawn(
+    tarball: &Path,
+    out: &Path,
+    extra: &[&str],
+    setup: impl FnOnce(&mut std::process::Command),
+) -> Child {
+    let mut c = korgpkg();
+    setup(&mut c);
+    c.arg("build")
         .arg("korg-clang-18")
         .arg("--from")
         .arg(tarball)
@@ -94,21 +115,26 @@ fn a_full_disk_fails_every_format_and_compression_promptly_leaving_nothing() {
         &["--format", "ipk", "--ipk-outer", "tar"],
         &[],
     ];
-    for (i, args) in cases.iter().enumerate() {
+    for (i, (args, one_pass)) in cases
+        .iter()
+        .flat_map(|a| [(a, false), (a, true)])
+        .enumerate()
+    {
         let out = fs.dir.join(format!("out{i}"));
-        let c = spawn_build(&tarball, &out, args);
-        let (code, err, took) = finish(c, Duration::from_secs(120), &format!("{args:?}"));
-        assert_eq!(code, Some(1), "{args:?}: {err}");
-        assert!(err.contains("No space left on device"), "{args:?}: {err}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: one line: {err}"
-        );
-        assert_eq!(dir_listing(&out), Vec::<String>::new(), "{args:?}: --out");
+        let c = if one_pass {
+            spawn_one_pass(&tarball, &out, args, &fs.dir)
+        } else {
+            spawn_build(&tarball, &out, args)
+        };
+        let what = format!("{args:?} one pass: {one_pass}");
+        let (code, err, took) = finish(c, Duration::from_secs(120), &what);
+        assert_eq!(code, Some(1), "{what}: {err}");
+        assert!(err.contains("No space left on device"), "{what}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: one line: {err}");
+        assert_eq!(dir_listing(&out), Vec::<String>::new(), "{what}: --out");
         std::fs::remove_dir(&out).expect("--out is empty");
-        assert_eq!(dir_listing(&fs.dir), Vec::<String>::new(), "{args:?}");
-        eprintln!("{args:?}: exit 1 after {took:?}");
+        assert_eq!(dir_listing(&fs.dir), Vec::<String>::new(), "{what}");
+        eprintln!("{what}: exit 1 after {took:?}");
     }
     // The same with the anonymous temp files (rpm payload, tar-outer ipk) on the full
     // disk as well.
@@ -117,19 +143,9 @@ fn a_full_disk_fails_every_format_and_compression_promptly_leaving_nothing() {
         &["--format", "ipk", "--ipk-outer", "tar"],
     ] {
         let out = fs.dir.join("out-tmpdir");
-        let mut c = korgpkg();
-        c.env("TMPDIR", &fs.dir)
-            .arg("build")
-            .arg("korg-clang-18")
-            .arg("--from")
-            .arg(&tarball)
-            .arg("--allow-unverified")
-            .arg("--out")
-            .arg(&out)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let child = c.spawn().expect("start");
+        let child = spawn(&tarball, &out, args, |c| {
+            c.env("TMPDIR", &fs.dir).env("KORGPKG_STAGED", "1");
+        });
         let (code, err, _) = finish(child, Duration::from_secs(120), &format!("{args:?}"));
         assert_eq!(code, Some(1), "{args:?}: {err}");
         assert!(err.contains("No space left on device"), "{args:?}: {err}");
