@@ -177,6 +177,24 @@ fn unsorted_tarballs_with_hard_links_install_and_verify_with_dpkg_and_rpm() {
     check_tree(root.path());
     let verify = ok(&mut rpm(&["-V", "--nodeps", "korg-clang-18"]));
     assert!(verify.trim().is_empty(), "rpm -V: {verify}");
+    // cpio (what rpm2cpio users and rpmlint extract with) sees one file with three names:
+    // every name of the group carries the group's link count.
+    let listing = ok(Command::new("sh").arg("-c").arg(format!(
+        "rpm2cpio '{}' | cpio -itv --quiet",
+        output_path(&report, "rpm").display()
+    )));
+    let links: Vec<&str> = listing
+        .lines()
+        .filter(|l| {
+            ["zeta/tool", "bin/tool-2", "alpha/tool"]
+                .iter()
+                .any(|n| l.ends_with(&format!(" ./{PREFIX}/{n}")))
+        })
+        .collect();
+    assert_eq!(links.len(), 3, "{listing}");
+    for l in links {
+        assert_eq!(l.split_whitespace().nth(1), Some("3"), "{listing}");
+    }
 }
 
 #[test]

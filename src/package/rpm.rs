@@ -201,13 +201,15 @@ impl RpmSink<'_> {
         })?;
         let perm = e.mode & 0o7777;
         let ino = self.written.len() as u32 + 1;
+        let mut nlink = 1;
         if let (EntryKind::File(_), Some(others)) = (&e.kind, self.links.get(path)) {
+            nlink = others.len() as u32 + 1;
             // rpm reads a group's contents with its last name and links the names seen
             // before it to that file, so the other names go first, without contents.
             let header = cpio::Header {
                 ino,
                 mode: S_IFREG | perm,
-                nlink: others.len() as u32 + 1,
+                nlink,
                 mtime,
                 size: 0,
             };
@@ -242,7 +244,7 @@ impl RpmSink<'_> {
         let header = cpio::Header {
             ino,
             mode,
-            nlink: 1,
+            nlink,
             mtime,
             size: size32,
         };
