@@ -1464,6 +1464,10 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
             Target::Build
         }
     };
+    // `KORGPKG_FUZZ_ONLY=N` replays case N alone (same seed and counts as the campaign).
+    let only: Option<usize> = std::env::var("KORGPKG_FUZZ_ONLY")
+        .ok()
+        .and_then(|v| v.trim().parse().ok());
     let next = AtomicUsize::new(0);
     let summary = Mutex::new(Summary::default());
     let errors = Mutex::new(Vec::new());
@@ -1484,6 +1488,9 @@ pub fn run(cfg: &Config) -> Result<Summary, String> {
                     let case = next.fetch_add(1, Ordering::SeqCst);
                     if case >= total {
                         return;
+                    }
+                    if only.is_some_and(|o| o != case) {
+                        continue;
                     }
                     let target = target_of(case);
                     let mut rng = Rng::new(cfg.seed, case as u64);

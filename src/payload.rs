@@ -2,7 +2,8 @@
 //! entry, maps it below the install prefix and stages file contents on disk.
 //!
 //! Tarballs are hostile input. An entry is rejected (with its name in the error) when it
-//! has an absolute path or a `..` component, lies outside the spec's top directory, is a
+//! has an absolute path or a `..` component, a path or link target of `PATH_MAX`
+//! (4096) bytes or more or a name over `NAME_MAX` (255) bytes, lies outside the spec's top directory, is a
 //! device node, FIFO or sparse file (GNU or any PAX form), is setuid/setgid, is a symlink
 //! whose target leaves the package prefix (resolved through the payload's other symlinks
 //! once all entries are known), is a hard link to anything but an earlier regular file,
@@ -25,6 +26,26 @@ use crate::targuard::{self, TarGuard};
 
 /// Size of the copy buffer used for every streamed file.
 pub const COPY_BUFFER: usize = 256 * 1024;
+
+/// Linux's `PATH_MAX` (with the terminating NUL): no archive path or link target may be
+/// this long.
+const PATH_MAX: usize = 4096;
+
+/// Linux's `NAME_MAX`: the longest name of one path component.
+const NAME_MAX: usize = 255;
+
+/// `path` cut to a length an error line can show.
+fn shorten(path: &str) -> std::borrow::Cow<'_, str> {
+    const SHOWN: usize = 160;
+    if path.len() <= SHOWN {
+        return path.into();
+    }
+    let mut end = SHOWN;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &path[..end], path.len()).into()
+}
 
 /// One path in the package, as it will be installed.
 #[derive(Debug, Clone)]
@@ -782,19 +803,37 @@ impl<'a> Stager<'a> {
     }
 
     fn reject(&self, path: &str, why: impl std::fmt::Display) -> Error {
-        Error::input(self.name, format!("entry {path:?}: {why}"))
+        Error::input(self.name, format!("entry {:?}: {why}", shorten(path)))
     }
 
-    /// Split an archive path into normal components, rejecting absolute paths and `..`.
+    /// Split an archive path into normal components, rejecting absolute paths, `..`,
+    /// and paths or names no file system takes (over `PATH_MAX` or `NAME_MAX` bytes),
+    /// before anything walks their components.
     fn components<'p>(&self, raw: &'p str, shown: &str) -> Result<Vec<&'p str>> {
         if raw.starts_with('/') {
             return Err(self.reject(shown, "absolute path"));
+        }
+        if raw.len() >= PATH_MAX {
+            return Err(self.reject(
+                shown,
+                format!(
+                    "path of {} bytes (the limit is {})",
+                    raw.len(),
+                    PATH_MAX - 1
+                ),
+            ));
         }
         let mut out = Vec::new();
         for c in raw.split('/') {
             match c {
                 "" | "." => {}
                 ".." => return Err(self.reject(shown, "path contains `..`")),
+                c if c.len() > NAME_MAX => {
+                    return Err(self.reject(
+                        shown,
+                        format!("a name of {} bytes (the limit is {NAME_MAX})", c.len()),
+                    ))
+                }
                 c => out.push(c),
             }
         }
@@ -860,6 +899,12 @@ impl<'a> Stager<'a> {
         };
         if rel.contains('\n') || rel.contains('\\') {
             return Err(self.reject(&raw_path, "path contains a newline or backslash"));
+        }
+        if self.opts.prefix.len() + 1 + rel.len() >= PATH_MAX {
+            return Err(self.reject(
+                &raw_path,
+                format!("installed path longer than {} bytes", PATH_MAX - 1),
+            ));
         }
         if !rel.is_empty() && (self.opts.exclude)(&rel) {
             return Ok(());
@@ -1072,6 +1117,16 @@ impl<'a> Stager<'a> {
             .map_err(|_| self.reject(raw_path, "link target is not UTF-8"))?;
         if target.is_empty() {
             return Err(self.reject(raw_path, "link with an empty target"));
+        }
+        if target.len() >= PATH_MAX {
+            return Err(self.reject(
+                raw_path,
+                format!(
+                    "link target of {} bytes (the limit is {})",
+                    target.len(),
+                    PATH_MAX - 1
+                ),
+            ));
         }
         if target.len() > MAX_LINK_TARGET {
             return Err(self.reject(

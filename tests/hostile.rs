@@ -22,7 +22,7 @@ fn tarball_with(dir: &std::path::Path, entries: &[Vec<u8>]) -> std::path::PathBu
     write(dir, "llvm-18.1.8-x86_64.tar.xz", &xz(&tar))
 }
 
-/// Both build paths must refuse: staged (no `SOURCE_DATE_EPOCH`) and one pass.
+/// Both build paths must refuse: staged (`KORGPKG_STAGED=1`) and one pass.
 fn rejected(entries: &[Vec<u8>], needle: &str) {
     rejected_by(entries, needle, false);
     rejected_by(entries, needle, true);
@@ -41,6 +41,8 @@ fn rejected_by(entries: &[Vec<u8>], needle: &str, one_pass: bool) {
         .arg(&out);
     if one_pass {
         c.env("SOURCE_DATE_EPOCH", MTIME.to_string());
+    } else {
+        c.env("KORGPKG_STAGED", "1");
     }
     let o = run(&mut c);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -75,6 +77,43 @@ fn dot_dot_component() {
     rejected(
         &[raw_entry(&format!("{TOP}/../evil"), b'0', "", 0o644, b"x")],
         "contains `..`",
+    );
+}
+
+/// An entry whose name comes from a GNU long name record (`L`) or whose link target
+/// comes from a long link record (`K`).
+fn long_entry(name: &str, kind: u8, link: &str, data: &[u8]) -> Vec<u8> {
+    let record = |k: u8, text: &str| {
+        let mut bytes = text.as_bytes().to_vec();
+        bytes.push(0);
+        raw_entry("././@LongLink", k, "", 0o644, &bytes)
+    };
+    let mut out = record(b'L', name);
+    if !link.is_empty() {
+        out.extend(record(b'K', link));
+    }
+    out.extend(raw_entry("placeholder", kind, "placeholder", 0o755, data));
+    out
+}
+
+#[test]
+fn paths_no_file_system_takes_are_refused_before_they_are_walked() {
+    // A directory two million levels deep (4 MB of name, under the 4 MiB record
+    // limit): walking its ancestors once per level took quadratic time.
+    let deep = format!("{TOP}/{}", "n/".repeat(2_000_000));
+    rejected(
+        &[long_entry(&deep, b'5', "", b"")],
+        "bytes (the limit is 4095)",
+    );
+    let long_name = format!("{TOP}/bin/{}", "x".repeat(256));
+    rejected(
+        &[long_entry(&long_name, b'0', "", b"x")],
+        "a name of 256 bytes (the limit is 255)",
+    );
+    let far = "a/".repeat(3000);
+    rejected(
+        &[long_entry(&format!("{TOP}/bin/far"), b'2', &far, b"")],
+        "link target of 6000 bytes (the limit is 4095)",
     );
 }
 
