@@ -268,7 +268,45 @@ fn deb_contents(deb: &Path) -> Vec<String> {
         })
         .collect();
     v.sort();
-    v
+    linked_as_sets(v)
+}
+
+/// Every name of a hard-link group as the file it is (`mode size path (linked)`): which
+/// name carries the contents in a data.tar follows the archive order in korgpkg's one
+/// pass and the path order in dh's, and both install the same tree.
+fn linked_as_sets(v: Vec<String>) -> Vec<String> {
+    let mut links = Vec::new();
+    for l in &v {
+        if let Some((name, target)) = l.strip_prefix('h').and_then(|r| r.split_once(" link to ")) {
+            let name = name.rsplit(' ').next().unwrap_or(name).to_string();
+            links.push((name, target.to_string()));
+        }
+    }
+    let file_of = |path: &str| {
+        v.iter()
+            .find(|l| l.starts_with('-') && l.ends_with(&format!(" {path}")))
+            .cloned()
+    };
+    let mut out: Vec<String> = v
+        .iter()
+        .filter(|l| !l.starts_with('h'))
+        .filter(|l| {
+            !links
+                .iter()
+                .any(|(_, t)| l.starts_with('-') && l.ends_with(&format!(" {t}")))
+        })
+        .cloned()
+        .collect();
+    for (name, target) in &links {
+        let file = file_of(target).expect("a hard link's target is in the package");
+        let (mode_size, _) = file.rsplit_once(' ').expect("mode size path");
+        for p in [name, target] {
+            out.push(format!("{mode_size} {p} (linked)"));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn check_dpkg_buildpackage(package: &str, tarball: &Path, extra: &[&str]) {
