@@ -1093,7 +1093,14 @@ fn write_temp(o: &PlannedOutput, fill: impl FnOnce(&mut File) -> Result<()>) -> 
     let out_dir = o.path.parent().unwrap_or(Path::new("."));
     let (mut tmp, registration) = crate::cleanup::temp_file_in(out_dir)
         .ctx(|| format!("creating a temporary file in {}", out_dir.display()))?;
-    fill(tmp.as_file_mut())?;
+    // An I/O error names the package being written (the disk that filled up).
+    fill(tmp.as_file_mut()).map_err(|e| match e {
+        Error::Io { context, source } => Error::Io {
+            context: format!("writing {}: {context}", o.path.display()),
+            source,
+        },
+        other => other,
+    })?;
     tmp.as_file()
         .sync_all()
         .ctx(|| format!("writing {}", o.path.display()))?;
