@@ -124,11 +124,8 @@ struct DebSink<'a> {
 
 impl PayloadSink for DebSink<'_> {
     fn entry(&mut self, entry: &crate::payload::Entry, data: &mut dyn Read) -> Result<()> {
-        self.ctx
-            .cancel
-            .check()
-            .ctx(|| "writing the data archive".into())?;
-        self.tar.entry(entry, data)
+        self.tar
+            .entry_unless_cancelled(self.ctx.cancel, entry, data)
     }
 
     fn finish(

@@ -73,21 +73,6 @@ fn set_field(field: &mut [u8], value: &[u8]) {
     field[n..].fill(0);
 }
 
-/// Stream `entries` (sorted, absolute paths) into `w` as a GNU tar whose members are
-/// named `./usr/...`, directories with a trailing slash, preceded by `./` itself, the
-/// way dpkg-deb writes data archives. Stops with an error once `cancel` is set.
-pub fn write_data_tar<W: Write>(entries: &[Entry], mtime: u64, w: W, cancel: &Cancel) -> Result<W> {
-    let mut tar = DataTar::new(w, mtime)?;
-    for e in entries {
-        cancel.check().ctx(|| "writing the data archive".into())?;
-        match &e.kind {
-            EntryKind::File(data) => tar.entry(e, &mut cancel.reader(data.open()?))?,
-            _ => tar.entry(e, &mut io::empty())?,
-        }
-    }
-    tar.finish()
-}
-
 /// A Debian-style data archive written entry by entry, in the order given: `./` first,
 /// then each entry preceded by those of its ancestor directories not written yet
 /// (mode 0755, the archive's `mtime`), so the archive is valid for any entry order.
@@ -114,6 +99,17 @@ impl<W: Write> DataTar<W> {
     /// Whether `path` is in the archive already.
     pub fn contains(&self, path: &str) -> bool {
         self.written.contains(path)
+    }
+
+    /// [`DataTar::entry`], unless `cancel` is set (another format of the build failed).
+    pub fn entry_unless_cancelled(
+        &mut self,
+        cancel: &Cancel,
+        e: &Entry,
+        data: &mut dyn Read,
+    ) -> Result<()> {
+        cancel.check().ctx(|| "writing the data archive".into())?;
+        self.entry(e, data)
     }
 
     /// Add `e` (its missing ancestors first); a regular file's bytes are read from `data`.
