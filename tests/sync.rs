@@ -574,17 +574,24 @@ fn policy_errors_exit_3_naming_the_file_and_key() {
     assert!(m.server.requests().is_empty());
 }
 
-#[test]
-fn a_sync_on_a_full_disk_fails_clearly_and_leaves_the_repository_as_it_was() {
-    let Some(fs) = Tmpfs::mount("24m") else {
-        return;
-    };
-    let (mut m, repo) = setup_at(
+/// A repository on a tmpfs of `size` (None where tmpfs cannot be mounted), synced once
+/// from a mirror holding 17.0.6.
+fn synced_on_tmpfs(size: &str) -> Option<(Tmpfs, Mirror, TestRepo)> {
+    let fs = Tmpfs::mount(size)?;
+    let (m, repo) = setup_at(
         &["17.0.6"],
         tempfile::tempdir().expect("tmp"),
         fs.dir.join("repo"),
     );
     sync_json(&m, &repo, &[]);
+    Some((fs, m, repo))
+}
+
+#[test]
+fn a_sync_on_a_full_disk_fails_clearly_and_leaves_the_repository_as_it_was() {
+    let Some((fs, mut m, repo)) = synced_on_tmpfs("24m") else {
+        return;
+    };
     let want: BTreeSet<String> = release_set(17, "17.0.6").into_iter().collect();
     assert_eq!(contents(&repo.root), want);
     let before = snapshot(&repo.root);
@@ -625,15 +632,9 @@ fn a_sync_on_a_full_disk_fails_clearly_and_leaves_the_repository_as_it_was() {
 
 #[test]
 fn a_disk_that_fills_while_publishing_keeps_the_served_generation_and_the_build() {
-    let Some(fs) = Tmpfs::mount("48m") else {
+    let Some((fs, mut m, repo)) = synced_on_tmpfs("48m") else {
         return;
     };
-    let (mut m, repo) = setup_at(
-        &["17.0.6"],
-        tempfile::tempdir().expect("tmp"),
-        fs.dir.join("repo"),
-    );
-    sync_json(&m, &repo, &[]);
     let before = snapshot(&repo.root);
     let gen = generation(&repo.root);
 
