@@ -48,7 +48,7 @@ fn shorten(path: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// One path in the package, as it will be installed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Absolute install path without a trailing slash (`/usr/lib/korg/llvm-18/bin/clang`).
     pub path: String,
@@ -61,7 +61,7 @@ pub struct Entry {
 }
 
 /// The type of an [`Entry`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     Directory,
     /// A regular file (the first, in path order, of a hard-link group).
@@ -76,7 +76,7 @@ pub enum EntryKind {
 }
 
 /// A regular file's contents and digests.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileData {
     pub size: u64,
     pub sha256: [u8; 32],
@@ -89,7 +89,7 @@ pub struct FileData {
 }
 
 /// Where a file's bytes are.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataSource {
     /// A file in the payload's staging directory.
     Staged(PathBuf),
@@ -569,17 +569,24 @@ pub fn detect_compression(head: &[u8]) -> Option<Compression> {
 /// advances with the compressed bytes read.
 pub fn open_tarball(path: &Path, progress: Option<&ProgressBar>) -> Result<Box<dyn Read + Send>> {
     let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
-    decompress(path, Box::new(file), progress)
+    decompress(path, Box::new(file), progress, crate::worker_threads())
 }
 
-/// Like [`open_tarball`], also feeding every compressed byte read to `hasher`.
+/// Like [`open_tarball`], also feeding every compressed byte read to `hasher`, and
+/// decoding a multi-block xz file with up to `decode_threads` threads.
 pub fn open_tarball_hashed(
     path: &Path,
     progress: Option<&ProgressBar>,
     hasher: std::sync::Arc<std::sync::Mutex<Sha256>>,
+    decode_threads: usize,
 ) -> Result<Box<dyn Read + Send>> {
     let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
-    decompress(path, Box::new(HashingReader::new(file, hasher)), progress)
+    decompress(
+        path,
+        Box::new(HashingReader::new(file, hasher)),
+        progress,
+        decode_threads,
+    )
 }
 
 /// Detect the compression of `raw` and return a reader of the uncompressed stream.
@@ -587,6 +594,7 @@ fn decompress(
     path: &Path,
     raw: Box<dyn Read + Send>,
     progress: Option<&ProgressBar>,
+    workers: usize,
 ) -> Result<Box<dyn Read + Send>> {
     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let raw: Box<dyn Read + Send> = match progress {
@@ -607,15 +615,12 @@ fn decompress(
         )
     })?;
     Ok(match compression {
-        Compression::Xz => {
-            let workers = crate::worker_threads();
-            match crate::xz::layout(path) {
-                Some(layout) if crate::xz::parallel_worthwhile(&layout, workers) => {
-                    Box::new(crate::xz::ParallelDecoder::new(reader, layout, workers))
-                }
-                _ => Box::new(xz2::read::XzDecoder::new_multi_decoder(reader)),
+        Compression::Xz => match crate::xz::layout(path) {
+            Some(layout) if crate::xz::parallel_worthwhile(&layout, workers) => {
+                Box::new(crate::xz::ParallelDecoder::new(reader, layout, workers))
             }
-        }
+            _ => Box::new(xz2::read::XzDecoder::new_multi_decoder(reader)),
+        },
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(reader)

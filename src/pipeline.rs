@@ -11,7 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -331,12 +331,19 @@ fn derive_all(
 /// derive dependencies and complete the metadata. The staging directory is in
 /// `req.out_dir` (created if missing) and removed when the result is dropped.
 pub fn prepare(specs: &SpecSet, templates: &Templates, req: &BuildRequest) -> Result<Prepared> {
-    prepare_with(specs, templates, req, &mut |name, reader, opts, tap| {
-        Ok((
-            payload::stage_stream(name, reader, &req.out_dir, opts, tap)?,
-            None,
-        ))
-    })
+    let decode_threads = crate::worker_threads();
+    prepare_with(
+        specs,
+        templates,
+        req,
+        decode_threads,
+        &mut |name, reader, opts, tap| {
+            Ok((
+                payload::stage_stream(name, reader, &req.out_dir, opts, tap)?,
+                None,
+            ))
+        },
+    )
 }
 
 /// How [`prepare_with`] reads the tarball: the payload, and the ELF report if the read
@@ -349,13 +356,15 @@ type ReadPayload<'r> = dyn FnMut(
     ) -> Result<(payload::Payload, Option<Result<ElfReport>>)>
     + 'r;
 
-/// [`prepare`] with the tarball read by `read` (staging, or streaming to packagers).
+/// [`prepare`] with the tarball read by `read` (staging, or streaming to packagers),
+/// a multi-block xz tarball decoded by up to `decode_threads` threads.
 /// Whatever `read` found wrong with ELF files is reported only after every check of the
 /// archive and its signature passed.
 fn prepare_with(
     specs: &SpecSet,
     templates: &Templates,
     req: &BuildRequest,
+    decode_threads: usize,
     read: &mut ReadPayload<'_>,
 ) -> Result<Prepared> {
     let plan = plan(specs, templates, req)?;
@@ -404,7 +413,8 @@ fn prepare_with(
             check_sha256(&req.tarball, expected, &actual)?;
         }
     }
-    let reader = payload::open_tarball_hashed(&req.tarball, bar.as_ref(), hasher.clone())?;
+    let reader =
+        payload::open_tarball_hashed(&req.tarball, bar.as_ref(), hasher.clone(), decode_threads)?;
     let tap = verifier
         .as_mut()
         .map(|v| v as &mut (dyn std::io::Write + Send));
@@ -705,6 +715,23 @@ fn build_one_pass(
         cancel: &cancel,
     };
     let outputs = &planned.outputs;
+    // A format that needs hard-link groups before their contents (rpm) is written by a
+    // second read when the payload has hard links, which only its end can tell. For an
+    // xz tarball, a fast zstd copy of the decoded tar stream is written as it passes
+    // into an anonymous file in the output directory, so that read need not decode
+    // the xz again; other inputs are read again from the tarball.
+    let spool = if decoding_is_slow(&req.tarball)
+        && outputs
+            .iter()
+            .any(|o| packager(o.format).needs_links_first())
+    {
+        Some(
+            tempfile::tempfile_in(&req.out_dir)
+                .ctx(|| format!("creating a temporary file in {}", req.out_dir.display()))?,
+        )
+    } else {
+        None
+    };
     let first_failure = AtomicUsize::new(usize::MAX);
     let (prepared, results) = std::thread::scope(|s| -> Result<_> {
         let mut senders = Vec::new();
@@ -739,11 +766,23 @@ fn build_one_pass(
             restage,
             sink_failed: false,
         };
-        let prepared = prepare_with(specs, templates, req, &mut |name, reader, opts, tap| {
-            let payload = payload::stream_payload(name, reader, opts, tap, &mut visitor)?;
-            let report = visitor.scanner.take().map(deps::StreamScanner::finish);
-            Ok((payload, report))
-        });
+        let decode_threads = one_pass_decode_threads(outputs.len());
+        let prepared = prepare_with(
+            specs,
+            templates,
+            req,
+            decode_threads,
+            &mut |name, reader, opts, tap| {
+                let payload = match &spool {
+                    Some(file) => read_spooling(reader, file, &spool_name(req), |tee| {
+                        payload::stream_payload(name, tee, opts, tap, &mut visitor)
+                    })?,
+                    None => payload::stream_payload(name, reader, opts, tap, &mut visitor)?,
+                };
+                let report = visitor.scanner.take().map(deps::StreamScanner::finish);
+                Ok((payload, report))
+            },
+        );
         let sink_failed = visitor.sink_failed;
         let abandoned = std::mem::take(&mut visitor.abandoned);
         let mut senders = std::mem::take(&mut visitor.senders);
@@ -797,6 +836,7 @@ fn build_one_pass(
                 &pre_meta,
                 &ctx,
                 &outputs[i],
+                spool.as_ref(),
             );
         }
     }
@@ -826,9 +866,11 @@ fn build_one_pass(
 }
 
 /// Write the format of `o`, whose sink needs every hard-link group before its contents,
-/// by reading the tarball a second time with the groups the first read found. The
-/// compressed file must hash to what the first read verified, so the second read sees
-/// the same bytes.
+/// by reading the payload a second time with the groups the first read found: from
+/// `spool` (the compressed copy of the decoded tar stream the first read made) when
+/// there is one, else from the tarball. The second read must give exactly the first
+/// one's entries, every file's SHA-256 included, so it packages only verified bytes.
+#[allow(clippy::too_many_arguments)]
 fn second_pass(
     specs: &SpecSet,
     req: &BuildRequest,
@@ -837,6 +879,7 @@ fn second_pass(
     pre_meta: &PackageMeta,
     ctx: &BuildContext<'_>,
     o: &PlannedOutput,
+    spool: Option<&File>,
 ) -> Result<Written> {
     let spec = specs
         .get(&prepared.plan.spec)
@@ -850,7 +893,11 @@ fn second_pass(
     };
     let groups = crate::package::link_groups(payload);
     let make = |start| one_pass_sink(o.format, pre_meta, ctx, Some(&groups), start);
-    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    let spool_name = spool_name(req);
+    let source = match spool {
+        Some(_) => spool_name.as_path(),
+        None => req.tarball.as_path(),
+    };
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(FLOW_DEPTH);
         let writer = s.spawn(move || run_sink(&make, req.source_date_epoch, &rx, o));
@@ -863,24 +910,19 @@ fn second_pass(
             restage: &mut restage,
             sink_failed: false,
         };
-        let read =
-            payload::open_tarball_hashed(&req.tarball, None, hasher.clone()).and_then(|reader| {
-                payload::stream_payload(&req.tarball, reader, &opts, None, &mut visitor)
-            });
+        let reader: Result<Box<dyn Read>> = match spool {
+            Some(mut file) => file
+                .seek(std::io::SeekFrom::Start(0))
+                .and_then(|_| zstd::stream::read::Decoder::new(file))
+                .map(|d| Box::new(d) as Box<dyn Read>)
+                .ctx(|| format!("reading {}", spool_name.display())),
+            None => payload::open_tarball(&req.tarball, None).map(|r| r as Box<dyn Read>),
+        };
+        let read = reader
+            .and_then(|reader| payload::stream_payload(source, reader, &opts, None, &mut visitor));
         let mut senders = std::mem::take(&mut visitor.senders);
-        let same = hex::encode(
-            hasher
-                .lock()
-                .map_err(|_| Error::Usage("hash state poisoned".into()))?
-                .clone()
-                .finalize(),
-        ) == prepared
-            .meta
-            .provenance
-            .as_ref()
-            .map_or("", |p| p.sha256.as_str());
-        match (read, same) {
-            (Ok(_), true) => {
+        match read {
+            Ok(again) if again.entries() == payload.entries() => {
                 for (_, _, tx) in senders.drain(..) {
                     let _ = tx.send(Flow::Finish(
                         Arc::new(prepared.meta.clone()),
@@ -888,15 +930,15 @@ fn second_pass(
                     ));
                 }
             }
-            (Ok(_), false) => {
+            Ok(_) => {
                 drop(senders);
                 let _ = writer.join();
                 return Err(Error::input(
-                    &req.tarball,
+                    source,
                     "changed while it was read a second time (for the rpm's hard links)",
                 ));
             }
-            (Err(e), _) => {
+            Err(e) => {
                 drop(senders);
                 return Err(match writer.join() {
                     Ok(Err(w)) if visitor.sink_failed => w,
@@ -909,6 +951,116 @@ fn second_pass(
             .unwrap_or_else(|_| Err(Error::Usage("a packager thread panicked".into())))?
             .ok_or_else(|| Error::Usage("the rpm was not written".into()))
     })
+}
+
+/// Threads for decoding a multi-block xz tarball in a one-pass build that writes
+/// `formats` packages: every core when there are more cores than formats, else one.
+/// Each format compresses on every core already, so with fewer cores the formats keep
+/// them busy and parallel decoding would only add its buffers (several decoded blocks
+/// of up to 24 MiB each) without making the build faster.
+fn one_pass_decode_threads(formats: usize) -> usize {
+    let cores = crate::worker_threads();
+    if cores > formats {
+        cores
+    } else {
+        1
+    }
+}
+
+/// Whether decoding `tarball` again costs much more than a spool: xz does (a fast
+/// zstd copy is written and read back several times faster than xz decodes); gzip,
+/// zstd and plain tar decode about as fast as the copy would.
+fn decoding_is_slow(tarball: &Path) -> bool {
+    let mut head = [0u8; 6];
+    File::open(tarball)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && payload::detect_compression(&head) == Some(payload::Compression::Xz)
+}
+
+/// Buffer size for writing and reading the spool.
+const SPOOL_BUFFER: usize = 1 << 20;
+
+/// How errors name the spool of `req`: an anonymous file in the output directory.
+fn spool_name(req: &BuildRequest) -> PathBuf {
+    req.out_dir
+        .join("(copy of the decoded tarball for the rpm's hard links)")
+}
+
+/// zstd level of the spool: fast, since the spool is read once and then deleted.
+const SPOOL_LEVEL: i32 = -20;
+
+/// Run `read` over `reader` while a thread of its own compresses a copy of every byte
+/// it gives into `spool`. A failed spool write is reported (naming `name`) before the
+/// read's own error, which that failure causes.
+fn read_spooling<T>(
+    reader: impl Read,
+    spool: &File,
+    name: &Path,
+    read: impl FnOnce(&mut dyn Read) -> Result<T>,
+) -> Result<T> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let writer = s.spawn(move || -> std::io::Result<()> {
+            let out = std::io::BufWriter::with_capacity(SPOOL_BUFFER, spool);
+            let mut z = zstd::stream::write::Encoder::new(out, SPOOL_LEVEL)?;
+            for chunk in rx {
+                z.write_all(&chunk)?;
+            }
+            z.finish()?.flush()
+        });
+        let mut tee = SpoolingReader {
+            inner: reader,
+            pending: Vec::with_capacity(SPOOL_BUFFER),
+            tx: Some(tx),
+        };
+        let value = read(&mut tee);
+        let rest = tee.send_pending();
+        drop(tee);
+        writer
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the spool writer panicked")))
+            .ctx(|| format!("writing {}", name.display()))?;
+        let value = value?;
+        rest.ctx(|| format!("writing {}", name.display()))?;
+        Ok(value)
+    })
+}
+
+/// A reader that hands every byte read through it, in buffers of [`SPOOL_BUFFER`],
+/// to the spool writer.
+struct SpoolingReader<R> {
+    inner: R,
+    pending: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl<R> SpoolingReader<R> {
+    /// Send what is buffered; an error once the writer has stopped.
+    fn send_pending(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.pending, Vec::with_capacity(SPOOL_BUFFER));
+        match &self.tx {
+            Some(tx) if tx.send(full).is_ok() => Ok(()),
+            _ => {
+                self.tx = None;
+                Err(std::io::Error::other("the spool writer stopped"))
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for SpoolingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() >= SPOOL_BUFFER {
+            self.send_pending()?;
+        }
+        Ok(n)
+    }
 }
 
 /// [`build`] through a staged payload: stage once while verifying, then write every

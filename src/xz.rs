@@ -252,7 +252,7 @@ enum Done {
 }
 
 /// A reader of the decoded contents of a multi-block .xz file, decoded by a pool of
-/// threads. At most `workers + 1` blocks are in flight (read, being decoded, or decoded
+/// threads. At most `workers` blocks are in flight (read, being decoded, or decoded
 /// and waiting) besides the one being read, each decoded into a buffer that is reused,
 /// so memory is bounded by the block size, not the file size.
 pub struct ParallelDecoder {
@@ -274,7 +274,7 @@ impl ParallelDecoder {
     /// own.
     pub fn new(mut raw: impl Read + Send + 'static, layout: Layout, workers: usize) -> Self {
         let workers = workers.max(1);
-        let in_flight = workers + 1;
+        let in_flight = workers;
         let (token_tx, token_rx) = mpsc::sync_channel::<Vec<u8>>(in_flight + 1);
         for _ in 0..in_flight {
             // The channel has room for all of them.

@@ -136,6 +136,35 @@ fn a_full_disk_fails_every_format_and_compression_promptly_leaving_nothing() {
         assert_eq!(dir_listing(&fs.dir), Vec::<String>::new(), "{what}");
         eprintln!("{what}: exit 1 after {took:?}");
     }
+    // An xz tarball: the one-pass rpm also spools a copy of the decoded stream (for a
+    // second read, should hard links turn up) into the output directory. 4 MiB of
+    // noise, the rpm's own temporary file elsewhere: the spool is what fills the disk,
+    // and the error says so.
+    let xz_dir = work.path().join("xz");
+    std::fs::create_dir(&xz_dir).expect("mkdir");
+    let xz_tarball = write(
+        &xz_dir,
+        "llvm-18.1.8-x86_64.tar.xz",
+        &xz(&tar_bytes(&noise_items("llvm-18.1.8-x86_64", 4))),
+    );
+    let out = fs.dir.join("out-xz");
+    let child = spawn(&xz_tarball, &out, &["--format", "rpm"], |c| {
+        c.env("TMPDIR", &xz_dir);
+    });
+    let (code, err, _) = finish(child, Duration::from_secs(120), "xz input");
+    assert_eq!(code, Some(1), "xz input: {err}");
+    assert!(
+        err.contains("copy of the decoded tarball") && err.contains("No space left on device"),
+        "xz input: {err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "xz input: one line: {err}"
+    );
+    assert_eq!(dir_listing(&out), Vec::<String>::new(), "xz input: --out");
+    std::fs::remove_dir(&out).expect("empty");
+    assert_eq!(dir_listing(&fs.dir), Vec::<String>::new(), "xz input");
     // The same with the anonymous temp files (rpm payload, tar-outer ipk) on the full
     // disk as well.
     for args in [

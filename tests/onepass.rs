@@ -132,15 +132,25 @@ fn check_tree(root: &Path) {
 fn unsorted_tarballs_with_hard_links_install_and_verify_with_dpkg_and_rpm() {
     need_tool("dpkg");
     need_tool("rpm");
+    let tar = tar_bytes(&unsorted_items());
+    // gzip: the rpm's second read decodes the tarball again; xz: it reads the spooled
+    // copy of the first read's decoded stream.
+    for (name, bytes) in [
+        ("llvm-18.1.8-x86_64.tar.gz", gz(&tar)),
+        ("llvm-18.1.8-x86_64.tar.xz", xz(&tar)),
+    ] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        install_and_verify(&write(tmp.path(), name, &bytes));
+    }
+}
+
+/// Build `tarball` (the [`unsorted_items`]) twice, then install and verify the deb with
+/// dpkg and the rpm with rpm.
+fn install_and_verify(tarball: &Path) {
     let tmp = tempfile::tempdir().expect("tmp");
-    let tarball = write(
-        tmp.path(),
-        "llvm-18.1.8-x86_64.tar.gz",
-        &gz(&tar_bytes(&unsorted_items())),
-    );
-    let report = built(&tarball, &tmp.path().join("out"), false);
+    let report = built(tarball, &tmp.path().join("out"), false);
     // Reproducible: the archive's order fixes the packages' bytes.
-    let again = built(&tarball, &tmp.path().join("again"), false);
+    let again = built(tarball, &tmp.path().join("again"), false);
     for f in ["deb", "rpm", "ipk"] {
         assert!(
             std::fs::read(output_path(&report, f)).expect("read")
@@ -195,6 +205,53 @@ fn unsorted_tarballs_with_hard_links_install_and_verify_with_dpkg_and_rpm() {
     for l in links {
         assert_eq!(l.split_whitespace().nth(1), Some("3"), "{listing}");
     }
+}
+
+/// With an xz tarball, the rpm of a payload with hard links (written by a second read)
+/// reads a copy of the first read's decoded stream: the tarball's bytes are read once.
+#[test]
+fn an_xz_tarball_with_hard_links_is_read_once_for_every_format() {
+    need_tool("strace");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tarball = write(
+        tmp.path(),
+        "llvm-18.1.8-x86_64.tar.xz",
+        &xz(&tar_bytes(&unsorted_items())),
+    );
+    let size = std::fs::metadata(&tarball).expect("stat").len();
+    let log = tmp.path().join("strace.log");
+    let cmd = build_cmd(&tarball, &tmp.path().join("out"), false);
+    let mut traced = Command::new("strace");
+    traced
+        .args([
+            "-f",
+            "-qq",
+            "-y",
+            "-e",
+            "trace=read,pread64",
+            "-e",
+            "signal=none",
+        ])
+        .arg("-o")
+        .arg(&log)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let report: serde_json::Value = serde_json::from_str(&ok(&mut traced)).expect("--json");
+    for f in ["deb", "rpm", "ipk"] {
+        assert!(output_path(&report, f).is_file(), "no {f}");
+    }
+    let needle = format!("<{}>", tarball.display());
+    let read: u64 = std::fs::read_to_string(&log)
+        .expect("strace log")
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| l.rsplit_once(" = ")?.1.trim().parse::<u64>().ok())
+        .sum();
+    assert!(
+        read >= size && read < size + size / 2,
+        "{read} bytes read from a {size}-byte tarball"
+    );
 }
 
 #[test]
