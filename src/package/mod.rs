@@ -126,7 +126,7 @@ pub trait Packager: Send + Sync {
     /// Whether this format's sink needs every name of a hard-link group before the
     /// group's contents (rpm: the contents travel with the group's last name). Such a
     /// sink is given the groups by [`PayloadSink::expect_links`] before its first entry,
-    /// which takes a second read of the archive when the first one found hard links.
+    /// which takes a second read of the payload when the first one found hard links.
     fn needs_links_first(&self) -> bool {
         false
     }

@@ -14,7 +14,8 @@
 //! (the tarball's), so its file list is sorted except within a hard-link group, whose
 //! contents-carrying name takes the group's last row; the group's other names come
 //! before the contents in the archive, which needs the groups up front
-//! ([`PayloadSink::expect_links`]: a second read of the tarball).
+//! ([`PayloadSink::expect_links`]: a second read of the payload, from the tarball or
+//! from a spooled copy of its decoded stream).
 
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
