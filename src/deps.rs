@@ -17,7 +17,7 @@
 
 use include_dir::{include_dir, Dir};
 use object::elf;
-use object::read::elf::{Dyn, FileHeader, ProgramHeader};
+use object::read::elf::{Dyn, FileHeader, ProgramHeader, SectionHeader};
 use object::{Endianness, ReadCache, ReadRef};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -331,7 +331,7 @@ impl Collecting {
 }
 
 /// Parse one ELF file (`data` starts with `\x7fELF`); `None` for relocatable objects,
-/// core files and other non-loadable ELF types.
+/// core files, other non-loadable ELF types and separate debug-info files.
 fn parse<'d, R: ReadRef<'d>>(path: &str, mode: u32, data: R) -> Result<Option<ElfFile>> {
     let ident = data
         .read_bytes_at(0, 16)
@@ -355,6 +355,12 @@ where
     let endian = header.endian().map_err(|e| bad("header", e))?;
     let e_type = header.e_type(endian);
     if e_type != elf::ET_EXEC && e_type != elf::ET_DYN {
+        return Ok(None);
+    }
+    let sections = header
+        .sections(endian, data)
+        .map_err(|e| bad("section headers", e))?;
+    if is_separate_debug_info(&sections, endian) {
         return Ok(None);
     }
     let e_machine = header.e_machine(endian);
@@ -384,9 +390,6 @@ where
             out.interpreter = Some(String::from_utf8_lossy(interp).into_owned());
         }
     }
-    let sections = header
-        .sections(endian, data)
-        .map_err(|e| bad("section headers", e))?;
     if let Some((dynamic, link)) = sections
         .dynamic(endian, data)
         .map_err(|e| bad("dynamic section", e))?
@@ -439,6 +442,29 @@ where
         }
     }
     Ok(Some(out))
+}
+
+/// Whether the section headers describe a separate debug-info file (what `objcopy
+/// --only-keep-debug` writes, as under `/usr/lib/debug/.build-id/`): every allocated
+/// section but the notes is `SHT_NOBITS`, so the program headers point at bytes the
+/// file does not hold (`PT_INTERP` has no data). No loader runs such a file; it has no
+/// dependencies of its own.
+fn is_separate_debug_info<'d, H, R>(
+    sections: &object::read::elf::SectionTable<'d, H, R>,
+    endian: Endianness,
+) -> bool
+where
+    H: FileHeader<Endian = Endianness>,
+    R: ReadRef<'d>,
+{
+    let mut allocated = sections
+        .iter()
+        .filter(|s| {
+            let flags: u64 = s.sh_flags(endian).into();
+            flags & u64::from(elf::SHF_ALLOC) != 0 && s.sh_type(endian) != elf::SHT_NOTE
+        })
+        .peekable();
+    allocated.peek().is_some() && allocated.all(|s| s.sh_type(endian) == elf::SHT_NOBITS)
 }
 
 /// The ELF class and machine a package arch (rpm spelling) must have, if known.

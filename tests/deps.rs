@@ -579,3 +579,63 @@ fn derived_depends_are_what_makes_the_binary_run_in_a_debian_12_root() {
         }
     }
 }
+
+/// A separate debug-info file, as `/usr/lib/debug/.build-id/` holds (`objcopy
+/// --only-keep-debug` of a real binary): its program headers point at bytes it does not
+/// hold (`PT_INTERP` has no data) and no loader runs it, so it adds no dependency and
+/// fails no build, in `deps` and in one-pass and staged builds alike.
+#[test]
+fn a_separate_debug_info_file_adds_no_dependency_and_fails_nothing() {
+    need_tool("objcopy");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bin = write(tmp.path(), "true", &real_elf());
+    let debug = tmp.path().join("true.debug");
+    ok(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&bin)
+        .arg(&debug));
+    let debug = std::fs::read(&debug).expect("read");
+    let (alone_dir, debug_dir) = (tmp.path().join("alone"), tmp.path().join("debug"));
+    std::fs::create_dir_all(&alone_dir).expect("mkdir");
+    std::fs::create_dir_all(&debug_dir).expect("mkdir");
+    let alone = tarball_with(&alone_dir, "x86_64", &[("true", real_elf())]);
+    let with_debug = tarball_with(
+        &debug_dir,
+        "x86_64",
+        &[("true", real_elf()), ("true.debug", debug)],
+    );
+    let (ok_alone, alone_report, err) = deps_json(&alone, &[]);
+    assert!(ok_alone, "{err}");
+    let (ok_debug, debug_report, err) = deps_json(&with_debug, &[]);
+    assert!(ok_debug, "the debug file failed deps: {err}");
+    for (format, field) in [("deb", "Depends"), ("rpm", "Requires")] {
+        let want = relations(&alone_report, format, field);
+        assert!(!want.is_empty(), "{alone_report}");
+        assert_eq!(relations(&debug_report, format, field), want, "{format}");
+    }
+    let want = relations(&alone_report, "deb", "Depends").join(", ");
+    for staged in ["", "1"] {
+        let out_dir = tmp.path().join(format!("out{staged}"));
+        let o = run(korgpkg()
+            .env("KORGPKG_STAGED", staged)
+            .arg("build")
+            .arg("korg-clang-18")
+            .arg("--from")
+            .arg(&with_debug)
+            .arg("--allow-unverified")
+            .arg("--format")
+            .arg("deb,rpm")
+            .arg("--json")
+            .arg("--out")
+            .arg(&out_dir));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "KORGPKG_STAGED={staged:?}: {err}");
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        let deb = output_path(&report, "deb");
+        assert_eq!(
+            control_field(&deb, "Depends"),
+            want,
+            "KORGPKG_STAGED={staged:?}"
+        );
+    }
+}
