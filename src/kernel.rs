@@ -179,6 +179,7 @@ pub fn build(
                 prefix: &prefix,
                 exclude: &drop_links,
                 clamp_mtime: req.source_date_epoch,
+                md5: true,
             };
             builder.tar(path, reader, &opts).map_err(|e| match e {
                 Error::Input { path, message } if message.contains("outside the top directory") => {

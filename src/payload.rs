@@ -167,6 +167,9 @@ pub struct StageOptions<'a> {
     pub exclude: &'a dyn Fn(&str) -> bool,
     /// Clamp every mtime to this (`SOURCE_DATE_EPOCH`).
     pub clamp_mtime: Option<u64>,
+    /// Whether to take every file's MD5 (the deb's `md5sums` needs it); without it
+    /// the MD5 fields stay zero.
+    pub md5: bool,
 }
 
 impl Payload {
@@ -1326,7 +1329,9 @@ impl<'a> Stager<'a> {
                 break;
             }
             sha.update(&buf[..n]);
-            md5.update(&buf[..n]);
+            if self.opts.md5 {
+                md5.update(&buf[..n]);
+            }
             match (&mut out, &mut self.contents) {
                 (Some((file, path)), _) => file
                     .write_all(&buf[..n])
@@ -1343,7 +1348,9 @@ impl<'a> Stager<'a> {
             ));
         }
         data.sha256 = sha.finalize().into();
-        data.md5 = md5.finalize().into();
+        if self.opts.md5 {
+            data.md5 = md5.finalize().into();
+        }
         Ok(data)
     }
 

@@ -394,6 +394,7 @@ fn prepare_with(
         prefix: &plan.prefix,
         exclude: &exclude,
         clamp_mtime: req.source_date_epoch,
+        md5: true,
     };
     let mut verifier = match &req.verification {
         Some(v) => Some(DetachedVerifier::new(
@@ -717,9 +718,9 @@ fn build_one_pass(
     let outputs = &planned.outputs;
     // A format that needs hard-link groups before their contents (rpm) is written by a
     // second read when the payload has hard links, which only its end can tell. For an
-    // xz tarball, a fast zstd copy of the decoded tar stream is written as it passes
-    // into an anonymous file in the output directory, so that read need not decode
-    // the xz again; other inputs are read again from the tarball.
+    // xz tarball, a plain copy of the decoded tar stream is written as it passes into
+    // an anonymous file in the output directory, so that read need not decode the xz
+    // again; other inputs are read again from the tarball.
     let spool = if decoding_is_slow(&req.tarball)
         && outputs
             .iter()
@@ -867,7 +868,7 @@ fn build_one_pass(
 
 /// Write the format of `o`, whose sink needs every hard-link group before its contents,
 /// by reading the payload a second time with the groups the first read found: from
-/// `spool` (the compressed copy of the decoded tar stream the first read made) when
+/// `spool` (the copy of the decoded tar stream the first read made) when
 /// there is one, else from the tarball. The second read must give exactly the first
 /// one's entries, every file's SHA-256 included, so it packages only verified bytes.
 #[allow(clippy::too_many_arguments)]
@@ -890,6 +891,7 @@ fn second_pass(
         prefix: &prepared.plan.prefix,
         exclude: &exclude,
         clamp_mtime: req.source_date_epoch,
+        md5: false,
     };
     let groups = crate::package::link_groups(payload);
     let make = |start| one_pass_sink(o.format, pre_meta, ctx, Some(&groups), start);
@@ -913,8 +915,9 @@ fn second_pass(
         let reader: Result<Box<dyn Read>> = match spool {
             Some(mut file) => file
                 .seek(std::io::SeekFrom::Start(0))
-                .and_then(|_| zstd::stream::read::Decoder::new(file))
-                .map(|d| Box::new(d) as Box<dyn Read>)
+                .map(|_| {
+                    Box::new(std::io::BufReader::with_capacity(SPOOL_BUFFER, file)) as Box<dyn Read>
+                })
                 .ctx(|| format!("reading {}", spool_name.display())),
             None => payload::open_tarball(&req.tarball, None).map(|r| r as Box<dyn Read>),
         };
@@ -922,7 +925,7 @@ fn second_pass(
             .and_then(|reader| payload::stream_payload(source, reader, &opts, None, &mut visitor));
         let mut senders = std::mem::take(&mut visitor.senders);
         match read {
-            Ok(again) if again.entries() == payload.entries() => {
+            Ok(again) if same_except_md5(again.entries(), payload.entries()) => {
                 for (_, _, tx) in senders.drain(..) {
                     let _ = tx.send(Flow::Finish(
                         Arc::new(prepared.meta.clone()),
@@ -953,6 +956,26 @@ fn second_pass(
     })
 }
 
+/// Whether the second read's `again` gives the first read's `first`, every file's size,
+/// SHA-256 and place included; the second read skips the MD5 (only the deb needs it).
+fn same_except_md5(again: &[payload::Entry], first: &[payload::Entry]) -> bool {
+    let without_md5 = |e: &payload::Entry| {
+        let mut e = e.clone();
+        match &mut e.kind {
+            payload::EntryKind::File(d) | payload::EntryKind::HardLink { data: d, .. } => {
+                d.md5 = [0; 16]
+            }
+            payload::EntryKind::Directory | payload::EntryKind::Symlink(_) => {}
+        }
+        e
+    };
+    again.len() == first.len()
+        && again
+            .iter()
+            .zip(first)
+            .all(|(a, f)| without_md5(a) == without_md5(f))
+}
+
 /// Threads for decoding a multi-block xz tarball in a one-pass build that writes
 /// `formats` packages: every core when there are more cores than formats, else one.
 /// Each format compresses on every core already, so with fewer cores the formats keep
@@ -967,9 +990,9 @@ fn one_pass_decode_threads(formats: usize) -> usize {
     }
 }
 
-/// Whether decoding `tarball` again costs much more than a spool: xz does (a fast
-/// zstd copy is written and read back several times faster than xz decodes); gzip,
-/// zstd and plain tar decode about as fast as the copy would.
+/// Whether decoding `tarball` again costs much more than a spool: xz does (a plain
+/// copy is written and read back in a fraction of the time xz takes to decode);
+/// gzip, zstd and plain tar decode fast enough to read again without a copy on disk.
 fn decoding_is_slow(tarball: &Path) -> bool {
     let mut head = [0u8; 6];
     File::open(tarball)
@@ -987,11 +1010,8 @@ fn spool_name(req: &BuildRequest) -> PathBuf {
         .join("(copy of the decoded tarball for the rpm's hard links)")
 }
 
-/// zstd level of the spool: fast, since the spool is read once and then deleted.
-const SPOOL_LEVEL: i32 = -20;
-
-/// Run `read` over `reader` while a thread of its own compresses a copy of every byte
-/// it gives into `spool`. A failed spool write is reported (naming `name`) before the
+/// Run `read` over `reader` while a thread of its own writes a copy of every byte it
+/// gives into `spool`. A failed spool write is reported (naming `name`) before the
 /// read's own error, which that failure causes.
 fn read_spooling<T>(
     reader: impl Read,
@@ -1002,12 +1022,11 @@ fn read_spooling<T>(
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let writer = s.spawn(move || -> std::io::Result<()> {
-            let out = std::io::BufWriter::with_capacity(SPOOL_BUFFER, spool);
-            let mut z = zstd::stream::write::Encoder::new(out, SPOOL_LEVEL)?;
+            let mut out = spool;
             for chunk in rx {
-                z.write_all(&chunk)?;
+                out.write_all(&chunk)?;
             }
-            z.finish()?.flush()
+            out.flush()
         });
         let mut tee = SpoolingReader {
             inner: reader,
@@ -1403,6 +1422,7 @@ pub fn deps(
             prefix: &plan.prefix,
             exclude: &exclude,
             clamp_mtime: None,
+            md5: true,
         };
         let payload = payload::stage(source, &std::env::temp_dir(), &opts, None, None)?;
         (
@@ -1697,4 +1717,68 @@ pub fn build_selected(
 /// Remove a downloaded tarball from the cache after it failed verification.
 pub fn forget_download(req: &BuildRequest) {
     let _ = std::fs::remove_file(&req.tarball);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_except_md5;
+    use crate::payload::{DataSource, Entry, EntryKind, FileData};
+
+    fn file(path: &str, sha: u8, md5: u8) -> Entry {
+        Entry {
+            path: path.into(),
+            mode: 0o755,
+            mtime: 1,
+            kind: EntryKind::File(FileData {
+                size: 3,
+                sha256: [sha; 32],
+                md5: [md5; 16],
+                links: 2,
+                inode: 1,
+                source: DataSource::Streamed,
+            }),
+        }
+    }
+
+    fn link(path: &str, sha: u8, md5: u8) -> Entry {
+        let EntryKind::File(data) = file(path, sha, md5).kind else {
+            unreachable!()
+        };
+        Entry {
+            kind: EntryKind::HardLink {
+                target: "/p/a".into(),
+                data,
+            },
+            ..file(path, sha, md5)
+        }
+    }
+
+    /// The second read (no MD5) matches the first on everything else, and any other
+    /// difference, a SHA-256 above all, is a mismatch.
+    #[test]
+    fn the_second_read_is_compared_on_everything_but_the_md5() {
+        let first = [file("/p/a", 1, 7), link("/p/b", 1, 7)];
+        assert!(same_except_md5(
+            &[file("/p/a", 1, 0), link("/p/b", 1, 0)],
+            &first
+        ));
+        assert!(!same_except_md5(
+            &[file("/p/a", 2, 0), link("/p/b", 1, 0)],
+            &first
+        ));
+        assert!(!same_except_md5(
+            &[file("/p/a", 1, 0), link("/p/b", 2, 0)],
+            &first
+        ));
+        assert!(!same_except_md5(
+            &[file("/p/a", 1, 0), link("/p/c", 1, 0)],
+            &first
+        ));
+        assert!(!same_except_md5(&[file("/p/a", 1, 0)], &first));
+        let mut bigger = file("/p/a", 1, 0);
+        if let EntryKind::File(d) = &mut bigger.kind {
+            d.size = 4;
+        }
+        assert!(!same_except_md5(&[bigger, link("/p/b", 1, 0)], &first));
+    }
 }
