@@ -959,21 +959,21 @@ fn second_pass(
 /// Whether the second read's `again` gives the first read's `first`, every file's size,
 /// SHA-256 and place included; the second read skips the MD5 (only the deb needs it).
 fn same_except_md5(again: &[payload::Entry], first: &[payload::Entry]) -> bool {
-    let without_md5 = |e: &payload::Entry| {
-        let mut e = e.clone();
-        match &mut e.kind {
-            payload::EntryKind::File(d) | payload::EntryKind::HardLink { data: d, .. } => {
-                d.md5 = [0; 16]
-            }
-            payload::EntryKind::Directory | payload::EntryKind::Symlink(_) => {}
-        }
-        e
-    };
-    again.len() == first.len()
-        && again
-            .iter()
-            .zip(first)
-            .all(|(a, f)| without_md5(a) == without_md5(f))
+    again
+        .iter()
+        .map(without_md5)
+        .eq(first.iter().map(without_md5))
+}
+
+/// `entry` with its MD5 (if it has contents) zeroed.
+fn without_md5(entry: &payload::Entry) -> payload::Entry {
+    let mut entry = entry.clone();
+    if let payload::EntryKind::File(d) | payload::EntryKind::HardLink { data: d, .. } =
+        &mut entry.kind
+    {
+        d.md5 = [0; 16];
+    }
+    entry
 }
 
 /// Threads for decoding a multi-block xz tarball in a one-pass build that writes
